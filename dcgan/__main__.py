@@ -1,0 +1,213 @@
+"""Command line: python -m dcgan {train,resume,sample} ... (python -m dcgan CMD --help for flags)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, TrainConfig
+
+FLAG_HELP = {
+    "dataset": "data set: digits (bundled, offline), mnist, fashion-mnist, cifar10, celeba, folder",
+    "data_path": "folder or .zip of your own images (with --dataset folder); class sub-folders optional",
+    "image_size": "image side in pixels: 28, 32, 64 or 128",
+    "channels": "1 (grey) or 3 (colour)",
+    "augment": "random horizontal flip and padded random crop of the real images",
+    "val_fraction": "fraction of the data held out for metrics",
+    "nz": "latent (z) dimension",
+    "ngf": "generator width (channels of its last hidden layer)",
+    "ndf": "discriminator width (channels of its first layer)",
+    "num_classes": "train a class-conditional GAN with this many classes (0 = unconditional)",
+    "spectral_norm": "spectral normalisation in D (replaces D's BatchNorm)",
+    "batch_size": "images per batch",
+    "lr_g": "generator Adam learning rate",
+    "lr_d": "discriminator Adam learning rate",
+    "beta1": "Adam beta1 (DCGAN: 0.5)",
+    "beta2": "Adam beta2",
+    "loss": "bce (non-saturating, default), hinge, lsgan or wgan-gp",
+    "gp_weight": "gradient-penalty weight for wgan-gp",
+    "r1_gamma": "R1 penalty weight on real images (0 = off)",
+    "d_steps": "discriminator updates per generator update",
+    "ema_decay": "keep an exponential moving average of G for samples (e.g. 0.999; 0 = off)",
+    "diffaug": "DiffAugment ops for D, comma list of translation,cutout,color",
+    "steps": "number of training iterations",
+    "seed": "random seed (weights, noise, data order)",
+    "device": "auto (CUDA > MPS > CPU), cuda, mps or cpu",
+    "precision": "auto (bf16 where supported), bf16 or fp32",
+    "compile": "torch.compile the networks",
+    "log_every": "sync with the host for logs and NaN checks every K steps (0 = auto)",
+    "sample_every_s": "seconds between fixed-noise grid snapshots",
+    "checkpoint_every": "save a checkpoint every K steps (0 = only at the end)",
+    "keep_last": "number of step checkpoints to keep (plus best.safetensors)",
+    "metric_every": "compute quality metrics every K steps (0 = off)",
+    "nan_policy": "on a NaN loss: rollback (to the last good state, halving the lr) or pause",
+    "run_name": "name of the run folder under --out-dir (default: dataset-size-time)",
+    "out_dir": "folder that holds run folders",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """One --flag per TrainConfig field. With defaults=False unset flags stay None (for resume)."""
+    base = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in FLAG_HELP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(base, f.name)
+        default = value if defaults else None
+        help_text = f"{FLAG_HELP[f.name]} (default: {value})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {name: getattr(args, name) for name in FLAG_HELP if getattr(args, name, None) is not None}
+    return TrainConfig(**values).validate()
+
+
+def run_training(trainer, desc: str) -> int:
+    """Poll the background trainer with a tqdm bar until it ends; Ctrl-C stops it cleanly."""
+    from tqdm import tqdm
+
+    status = trainer.status()
+    bar = tqdm(total=status.total, initial=status.iteration, desc=desc, unit="it", dynamic_ncols=True)
+    shown = 0
+    try:
+        while True:
+            status = trainer.status()
+            bar.update(status.iteration - bar.n)
+            rows = trainer.metrics.since(max(0, len(trainer.metrics) - 1))
+            if rows:
+                r = rows[-1]
+                bar.set_postfix(loss_D=f"{r['loss_d']:.3f}", loss_G=f"{r['loss_g']:.3f}",
+                                Dx=f"{r['d_real']:.2f}", DGz=f"{r['d_fake']:.2f}",
+                                img_s=f"{status.images_per_s:.0f}", refresh=False)
+            for event in status.events[shown:]:
+                bar.write(event)
+            shown = len(status.events)
+            if status.state not in ("starting", "running"):
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        bar.write("stopping: saving a checkpoint ...")
+        trainer.stop()
+    bar.close()
+    status = trainer.status()
+    if status.state == "failed":
+        print(status.error, file=sys.stderr)
+        return 1
+    if status.state == "paused" and status.error:
+        print(status.error, file=sys.stderr)
+        trainer.stop()
+        return 1
+    print(f"{status.state} at iteration {status.iteration}; checkpoint: {trainer.last_checkpoint()}")
+    grid_path = Path(status.run_dir) / "samples.png"
+    _, grid = trainer.grid()
+    if grid is not None:
+        from .images import save_png, upscale
+
+        save_png(upscale(grid, 512), grid_path)
+        print(f"samples: {grid_path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer()
+    trainer.start(cfg)
+    status = trainer.status()
+    print(f"training on {status.device} ({status.precision}) -> {status.run_dir}")
+    return run_training(trainer, "train")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .checkpoint import RunFolder
+    from .trainer import Trainer
+
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        latest = RunFolder(path).latest()
+        if latest is None:
+            raise SystemExit(f"no readable checkpoint in {path}")
+        path = latest
+    trainer = Trainer()
+    cfg = None
+    if args.steps is not None or args.device is not None:
+        from .checkpoint import config_of, read
+
+        _, meta = read(path)
+        cfg = config_of(meta)
+        cfg = cfg.replace(steps=args.steps or cfg.steps, device=args.device or cfg.device)
+    trainer.start(cfg, resume_from=path)
+    print(f"resuming {path} at iteration {trainer.status().iteration}")
+    return run_training(trainer, "resume")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_generator
+    from .images import grid_array, save_png, upscale
+    from .train import generate
+
+    G, cfg, _ = load_generator(args.checkpoint, ema=not args.no_ema)
+    g = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(args.n, cfg.nz, generator=g)
+    labels = None
+    if cfg.num_classes:
+        labels = (torch.full((args.n,), args.label) if args.label is not None
+                  else torch.arange(args.n) % cfg.num_classes)
+    images = generate(G, z, labels)
+    out = save_png(upscale(grid_array(images), args.min_side), args.out)
+    print(f"wrote {out} ({args.n} samples, {cfg.image_size}x{cfg.image_size})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dcgan", description="DCGAN Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a DCGAN; checkpoints and samples go to OUT_DIR/RUN_NAME/")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from a checkpoint file or run folder")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its newest checkpoint)")
+    p.add_argument("--steps", type=int, help="new total number of iterations (default: the original)")
+    p.add_argument("--device", help="auto, cuda, mps or cpu (default: the original)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("sample", help="write a grid PNG of samples from a checkpoint")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint")
+    p.add_argument("--out", default="samples.png", help="output PNG (default: samples.png)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--label", type=int, help="class for a conditional model (default: cycle through all)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA copy")
+    p.add_argument("--min-side", type=int, default=512, help="upscale the grid to at least this side")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Checkpoints: one safetensors file per save, tensors in the body, everything else as JSON metadata.
+
+A checkpoint holds G, D, the EMA generator, both Adam states, the RNG state, the data order,
+the fixed noise, the config, the metric history and a format version: enough to resume a run
+bit for bit on the CPU. Writes are atomic (temp file, fsync, rename, fsync of the folder), so a
+crash mid-save leaves the previous checkpoint untouched. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .config import ConfigError, TrainConfig
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "dcgan-studio-checkpoint"
+STEP_FILE = re.compile(r"^step_(\d{8})\.safetensors$")
+BEST_FILE = "best.safetensors"
+MAX_CHECKPOINT_BYTES = 4 * 1024**3
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+# ---- flattening a run's state -------------------------------------------------------------
+
+
+def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            tensors[f"{prefix}.{idx}.{key}"] = torch.as_tensor(value)
+    return tensors, sd["param_groups"]
+
+
+def _optimizer_state(prefix: str, tensors: dict[str, torch.Tensor], groups: list) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix + "."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": groups}
+
+
+def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a GANTraining."""
+    tensors = {}
+    tensors.update(_module_tensors("G", run.G))
+    tensors.update(_module_tensors("D", run.D))
+    if run.G_ema is not None:
+        tensors.update(_module_tensors("G_ema", run.G_ema))
+    opt_g, groups_g = _optimizer_tensors("opt_g", run.opt_g)
+    opt_d, groups_d = _optimizer_tensors("opt_d", run.opt_d)
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in {**opt_g, **opt_d}.items()})
+    tensors["rng_state"] = run.rng.get_state().cpu()
+    tensors["data_order"] = run.order.cpu()
+    tensors["fixed_z"] = run.fixed_z.cpu()
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "torch_version": torch.__version__,
+        "config": run.cfg.to_dict(),
+        "iteration": run.iteration,
+        "images_seen": run.images_seen,
+        "position": run.position,
+        "param_groups_g": groups_g,
+        "param_groups_d": groups_d,
+        "history": run.history,
+        "dataset": {"name": run.data.name, "class_names": run.data.class_names},
+    }
+    return tensors, meta
+
+
+# ---- reading and writing files ----------------------------------------------------------------
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """temp file in the same folder, fsync, rename over the target, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def encode(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    return st_save(tensors, metadata={"dcgan_studio": json.dumps(meta)})
+
+
+def save_training(run, path: str | Path) -> Path:
+    """Write a full, resumable checkpoint of a GANTraining atomically."""
+    tensors, meta = training_state(run)
+    try:
+        write_atomic(Path(path), encode(tensors, meta))
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {Path(path).name}: {exc.strerror or exc}. "
+                              f"The previous checkpoint is untouched; free disk space or choose a "
+                              f"writable folder.") from exc
+    return Path(path)
+
+
+def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a checkpoint file, with a clear error for every way it can be wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix in (".pt", ".pth", ".pkl", ".ckpt", ".bin"):
+        raise CheckpointError(f"{path.name} is a pickle-based PyTorch file; DCGAN Studio only opens "
+                              f".safetensors checkpoints (import pytorch/examples weights with "
+                              f"'python -m dcgan import')")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path.name} is empty (0 bytes): the save was interrupted")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"checkpoint {path.name} is {size / 1e9:.1f} GB, over the 4 GB limit")
+    data = path.read_bytes()
+    return decode(data, path.name)
+
+
+def decode(data: bytes, name: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if data[:2] in (b"\x80\x02", b"\x80\x04", b"\x80\x05") or data[:2] == b"PK":
+        raise CheckpointError(f"{name} is a pickle / torch.save file, not safetensors; it was not opened")
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+    except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError) as exc:
+        raise CheckpointError(f"{name} is corrupt or truncated (not a readable safetensors file: {exc}); "
+                              f"use an earlier checkpoint") from exc
+    raw = (header.get("__metadata__") or {}).get("dcgan_studio")
+    if raw is None:
+        raise CheckpointError(f"{name} is a safetensors file but not a DCGAN Studio checkpoint "
+                              f"(no dcgan_studio metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{name} has damaged metadata: {exc}") from exc
+    version = meta.get("format_version")
+    if meta.get("format") != FORMAT_NAME or not isinstance(version, int):
+        raise CheckpointError(f"{name} is not a DCGAN Studio checkpoint (format {meta.get('format')!r})")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{name} was written by a newer DCGAN Studio (format {version}, this one "
+                              f"reads up to {FORMAT_VERSION}); upgrade DCGAN Studio to open it")
+    return tensors, meta
+
+
+def config_of(meta: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"the checkpoint's training config is invalid: {exc}") from exc
+
+
+def load_module(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Strict load with a message naming the first mismatch (never a silent strict=False)."""
+    own = module.state_dict()
+    theirs = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{name}: the {prefix} weights do not fit this architecture ({what})")
+    for key, value in own.items():
+        if tuple(theirs[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{name}: {prefix}.{key} has shape {tuple(theirs[key].shape)} in the "
+                                  f"checkpoint but {tuple(value.shape)} in this architecture "
+                                  f"(different image size, channels, nz, ngf/ndf or classes)")
+    module.load_state_dict({k: v.to(value.device) for k, v in theirs.items() for value in [own[k]]})
+
+
+def restore_training(run, tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str = "checkpoint") -> None:
+    """Put a checkpoint's state into a GANTraining built from the same config."""
+    load_module(run.G, "G", tensors, name)
+    load_module(run.D, "D", tensors, name)
+    if run.G_ema is not None:
+        if any(k.startswith("G_ema.") for k in tensors):
+            load_module(run.G_ema, "G_ema", tensors, name)
+        else:
+            run.G_ema.load_state_dict(run.G.state_dict())
+    run.opt_g.load_state_dict(_optimizer_state("opt_g", tensors, meta["param_groups_g"]))
+    run.opt_d.load_state_dict(_optimizer_state("opt_d", tensors, meta["param_groups_d"]))
+    order = tensors["data_order"]
+    if order.shape[0] != run.real.shape[0]:
+        raise CheckpointError(f"{name} was trained on {order.shape[0]} images but the data set now has "
+                              f"{run.real.shape[0]}; resume with the same data")
+    run.order = order.to(run.device)
+    run.position = int(meta["position"])
+    run.fixed_z = tensors["fixed_z"].to(run.device)
+    run.rng.set_state(tensors["rng_state"])
+    run.iteration = int(meta["iteration"])
+    run.images_seen = int(meta["images_seen"])
+    run.history = list(meta.get("history", []))
+
+
+def load_training(path: str | Path, data=None, **overrides: Any):
+    """A GANTraining resumed from a checkpoint; overrides (e.g. steps, device) change the config."""
+    from .train import GANTraining
+
+    tensors, meta = read(path)
+    cfg = config_of(meta)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    run = GANTraining(cfg, data)
+    restore_training(run, tensors, meta, Path(path).name)
+    return run
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True):
+    """(Generator in eval mode, TrainConfig, metadata) from a checkpoint, for sampling only."""
+    from .models import Generator
+
+    tensors, meta = read(path)
+    cfg = config_of(meta)
+    G = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
+    prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
+    load_module(G, prefix, tensors, Path(path).name)
+    return G.to(device).eval(), cfg, meta
+
+
+# ---- a run folder: last N plus the best ------------------------------------------------------
+
+
+class RunFolder:
+    """checkpoints/<run>/: step_XXXXXXXX.safetensors (last N kept) and best.safetensors."""
+
+    def __init__(self, path: str | Path, keep_last: int = 3):
+        self.path = Path(path)
+        self.keep_last = keep_last
+
+    def step_files(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if STEP_FILE.match(p.name))
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that reads cleanly (a damaged newest one falls back to the one before)."""
+        for p in reversed(self.step_files()):
+            try:
+                read(p)
+                return p
+            except CheckpointError:
+                continue
+        return None
+
+    def save(self, run) -> Path:
+        path = save_training(run, self.path / f"step_{run.iteration:08d}.safetensors")
+        for old in self.step_files()[:-self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def best_score(self) -> float | None:
+        best = self.path / BEST_FILE
+        if not best.exists():
+            return None
+        try:
+            _, meta = read(best)
+        except CheckpointError:
+            return None
+        return meta.get("best_score")
+
+    def offer_best(self, run, score: float, lower_is_better: bool = True) -> bool:
+        """Save as best.safetensors if score beats the best so far; True when it did."""
+        current = self.best_score()
+        better = current is None or (score < current if lower_is_better else score > current)
+        if better:
+            tensors, meta = training_state(run)
+            meta["best_score"] = score
+            write_atomic(self.path / BEST_FILE, encode(tensors, meta))
+        return better

@@ -1,0 +1,173 @@
+"""Training configuration: one dataclass that round-trips to JSON and into checkpoints and model cards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGE_SIZES = (28, 32, 64, 128)
+LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+NAN_POLICIES = ("rollback", "pause")
+DIFFAUG_OPS = ("translation", "cutout", "color")
+
+
+class ConfigError(ValueError):
+    """An impossible setting; the message names the field so a user can fix it."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits"  # digits | mnist | fashion-mnist | cifar10 | celeba | folder
+    data_path: str = ""  # folder or .zip of images when dataset == "folder"
+    image_size: int = 28
+    channels: int = 1
+    augment: bool = False  # random horizontal flip + random crop with padding (on the real images)
+    val_fraction: float = 0.1  # held out for metrics
+    # networks
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    num_classes: int = 0  # >0: class-conditional G and D
+    spectral_norm: bool = False  # spectral norm in D (replaces D's BatchNorm)
+    # optimisation
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"  # bce (non-saturating, on logits) | hinge | lsgan | wgan-gp
+    gp_weight: float = 10.0  # WGAN-GP penalty weight
+    r1_gamma: float = 0.0  # R1 penalty on real images; 0 = off
+    d_steps: int = 1  # D updates per G update
+    ema_decay: float = 0.0  # EMA of G's weights for samples and metrics; 0 = off
+    diffaug: str = ""  # comma list of translation,cutout,color applied to real and fake for D
+    # run length and schedule
+    steps: int = 2000  # generator iterations
+    seed: int = 0
+    # hardware
+    device: str = "auto"  # auto = cuda > mps > cpu
+    precision: str = "auto"  # auto = bf16 where the hardware has it, else fp32
+    compile: bool = False  # torch.compile the step's networks
+    # bookkeeping
+    log_every: int = 0  # host sync for plots and NaN checks every K steps; 0 = auto (1 CPU, 20 GPU)
+    sample_every_s: float = 3.0  # fixed-noise grid refresh period of the background trainer
+    checkpoint_every: int = 500  # steps; 0 = only at the end
+    keep_last: int = 3
+    metric_every: int = 0  # steps between quality metrics; 0 = off
+    nan_policy: str = "rollback"  # rollback (to last good state, lr halved) | pause
+    run_name: str = ""
+    out_dir: str = "checkpoints"
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, kept in cards
+
+    # ---- JSON round trip -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("config", f"not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("config", "expected a JSON object")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    # ---- validation ----------------------------------------------------------------
+    def validate(self, n_train: int | None = None) -> TrainConfig:
+        """Raise ConfigError naming the first impossible field; n_train checks the batch size."""
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        for name, typ in types.items():
+            value = getattr(self, name)
+            if typ == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                if isinstance(value, float) and value.is_integer():
+                    setattr(self, name, int(value))
+                else:
+                    raise ConfigError(name, f"must be an integer, got {value!r}")
+            elif typ == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(name, f"must be a number, got {value!r}")
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ConfigError(name, f"must be finite, got {value!r}")
+                setattr(self, name, float(value))
+            elif typ == "bool" and not isinstance(value, bool):
+                raise ConfigError(name, f"must be true or false, got {value!r}")
+            elif typ == "str" and not isinstance(value, str):
+                raise ConfigError(name, f"must be text, got {value!r}")
+
+        def check(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(name, msg)
+
+        check(self.image_size in IMAGE_SIZES, "image_size",
+              f"{self.image_size} is not supported; choose one of {IMAGE_SIZES}")
+        check(self.channels in (1, 3), "channels", f"must be 1 (grey) or 3 (colour), got {self.channels}")
+        check(1 <= self.nz <= 1024, "nz", f"latent size must be in 1..1024, got {self.nz}")
+        check(4 <= self.ngf <= 512, "ngf", f"must be in 4..512, got {self.ngf}")
+        check(4 <= self.ndf <= 512, "ndf", f"must be in 4..512, got {self.ndf}")
+        check(0 <= self.num_classes <= 1000, "num_classes", f"must be in 0..1000, got {self.num_classes}")
+        check(self.num_classes != 1, "num_classes", "1 class is not conditional; use 0 for unconditional")
+        check(1 <= self.batch_size <= 4096, "batch_size", f"must be in 1..4096, got {self.batch_size}")
+        check(self.batch_size >= 2, "batch_size", "BatchNorm needs a batch of at least 2")
+        for name in ("lr_g", "lr_d"):
+            lr = getattr(self, name)
+            check(0 < lr <= 1, name, f"learning rate must be > 0 and <= 1, got {lr}")
+        for name in ("beta1", "beta2"):
+            b = getattr(self, name)
+            check(0 <= b < 1, name, f"Adam beta must be in [0, 1), got {b}")
+        check(self.loss in LOSSES, "loss", f"{self.loss!r} is not one of {LOSSES}")
+        check(self.gp_weight >= 0, "gp_weight", f"must be >= 0, got {self.gp_weight}")
+        check(self.r1_gamma >= 0, "r1_gamma", f"must be >= 0, got {self.r1_gamma}")
+        check(1 <= self.d_steps <= 10, "d_steps", f"must be in 1..10, got {self.d_steps}")
+        check(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        for op in self.diffaug_ops():
+            check(op in DIFFAUG_OPS, "diffaug", f"{op!r} is not one of {DIFFAUG_OPS}")
+        check(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
+        check(0 <= self.seed < 2**63, "seed", f"must be in 0..2^63-1, got {self.seed}")
+        check(self.device in DEVICES, "device", f"{self.device!r} is not one of {DEVICES}")
+        check(self.precision in PRECISIONS, "precision", f"{self.precision!r} is not one of {PRECISIONS}")
+        check(0.0 <= self.val_fraction < 0.9, "val_fraction", f"must be in [0, 0.9), got {self.val_fraction}")
+        check(self.log_every >= 0, "log_every", f"must be >= 0, got {self.log_every}")
+        check(self.sample_every_s > 0, "sample_every_s", f"must be > 0, got {self.sample_every_s}")
+        check(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0, got {self.checkpoint_every}")
+        check(self.keep_last >= 1, "keep_last", f"must be at least 1, got {self.keep_last}")
+        check(self.metric_every >= 0, "metric_every", f"must be >= 0, got {self.metric_every}")
+        check(self.nan_policy in NAN_POLICIES, "nan_policy", f"{self.nan_policy!r} is not one of {NAN_POLICIES}")
+        check(self.dataset != "folder" or bool(self.data_path), "data_path",
+              "the folder data set needs a path to a folder or .zip of images")
+        check("/" not in self.run_name and "\\" not in self.run_name and ".." not in self.run_name,
+              "run_name", "must be a plain name without / or ..")
+        if n_train is not None:
+            check(self.batch_size <= n_train, "batch_size",
+                  f"{self.batch_size} is larger than the training set ({n_train} images)")
+        return self
+
+    def diffaug_ops(self) -> list[str]:
+        return [op.strip() for op in self.diffaug.split(",") if op.strip()]

@@ -1,0 +1,266 @@
+"""One DCGAN training run: networks, optimisers, data on the device, and the alternating step.
+
+`GANTraining.train_step` is the whole algorithm of Goodfellow et al. / Radford et al.:
+update D to tell real from generated images, then update G to fool D. Everything else here
+(bf16 autocast, channels_last, EMA, augmentation, penalties) is an option around those lines.
+The step returns its statistics as device tensors, so a caller syncs with the host only when it
+wants numbers (every few steps), never inside the hot loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import losses
+from .augment import augment_real, diff_augment
+from .config import ConfigError, TrainConfig
+from .data import ImageData, load_dataset, to_float
+from .models import Discriminator, Generator, build_models
+
+NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA was asked for but no CUDA GPU is visible; use auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device", "MPS was asked for but is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "bf16" and not bf16_supported(device):
+        raise ConfigError("precision", f"bf16 is not supported on this {device.type}; use auto or fp32")
+    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+@dataclass
+class StepStats:
+    """Device tensors of one step; None for the half (D or G) that did not run."""
+
+    loss_d: torch.Tensor | None
+    loss_g: torch.Tensor | None
+    d_real: torch.Tensor | None  # mean D(x), as a probability
+    d_fake: torch.Tensor | None  # mean D(G(z)), as a probability
+
+    FIELDS = ("loss_d", "loss_g", "d_real", "d_fake")
+
+    def as_tensor(self) -> torch.Tensor:
+        """[4] float tensor, NaN where a half did not run; no host sync."""
+        present = next(v for v in (self.loss_d, self.loss_g) if v is not None)
+        nan = torch.full((), float("nan"), device=present.device)
+        return torch.stack([nan if v is None else v.float() for v in
+                            (self.loss_d, self.loss_g, self.d_real, self.d_fake)])
+
+    def finite(self) -> bool:
+        """False if a loss that was computed is NaN or infinite (one host sync)."""
+        present = [v.float() for v in (self.loss_d, self.loss_g) if v is not None]
+        return bool(torch.isfinite(torch.stack(present)).all())
+
+
+class GANTraining:
+    """Everything one run is made of; the state a checkpoint saves and restores."""
+
+    def __init__(self, cfg: TrainConfig, data: ImageData | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_precision(cfg.precision, self.device)
+        self.data = data if data is not None else load_dataset(cfg)
+        cfg.validate(n_train=self.data.train.shape[0])
+        if cfg.num_classes and cfg.num_classes != self.data.num_classes:
+            raise ConfigError("num_classes", f"the model has {cfg.num_classes} classes but the data set "
+                                             f"'{self.data.name}' has {self.data.num_classes}")
+        torch.manual_seed(cfg.seed)
+        self.G, self.D = (m.to(self.device, memory_format=torch.channels_last) for m in build_models(cfg))
+        self.G_ema: Generator | None = copy.deepcopy(self.G).eval() if cfg.ema_decay > 0 else None
+        adam = {"betas": (cfg.beta1, cfg.beta2)}
+        if self.device.type == "cuda":
+            adam["fused"] = True
+        else:
+            adam["foreach"] = True
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
+        self.G_step, self.D_step = self.G, self.D
+        if cfg.compile:
+            self.G_step, self.D_step = compile_or_fallback(self.G), compile_or_fallback(self.D)
+
+        # One generator for every random draw of the run (batches, noise, augmentation), so a
+        # checkpoint that stores its state resumes the exact same sequence.
+        self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.real = self.data.train.to(self.device)  # uint8; converted per batch
+        self.real_labels = (self.data.train_labels.to(self.device)
+                            if cfg.num_classes and self.data.train_labels is not None else None)
+        self.order = torch.randperm(self.real.shape[0], device=self.device, generator=self.rng)
+        self.position = 0  # index into self.order
+        cpu_rng = torch.Generator().manual_seed(cfg.seed)
+        self.fixed_z = torch.randn(NUM_FIXED, cfg.nz, generator=cpu_rng).to(self.device)
+        self.fixed_labels = (torch.arange(NUM_FIXED, device=self.device) % cfg.num_classes
+                             if cfg.num_classes else None)
+        self.iteration = 0
+        self.images_seen = 0
+        self.history: list[dict] = []  # quality-metric records, kept in checkpoints
+
+    # ---- sampling helpers ------------------------------------------------------------------
+    @property
+    def epoch(self) -> float:
+        return self.images_seen / self.real.shape[0]
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next batch of a shuffled pass over the training set, as float [-1, 1] on the device."""
+        b = self.cfg.batch_size
+        if self.position + b > self.order.shape[0]:
+            self.order = torch.randperm(self.real.shape[0], device=self.device, generator=self.rng)
+            self.position = 0
+        idx = self.order[self.position:self.position + b]
+        self.position += b
+        self.images_seen += b
+        x = to_float(self.real[idx]).contiguous(memory_format=torch.channels_last)
+        if self.cfg.augment:
+            x = augment_real(x, self.rng)
+        labels = self.real_labels[idx] if self.real_labels is not None else None
+        return x, labels
+
+    def noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.nz, device=self.device, generator=self.rng)
+        labels = (torch.randint(0, self.cfg.num_classes, (n,), device=self.device, generator=self.rng)
+                  if self.cfg.num_classes else None)
+        return z, labels
+
+    def for_d(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment, identically for real and fake, when configured."""
+        ops = self.cfg.diffaug_ops()
+        return diff_augment(x, ops, self.rng) if ops else x
+
+    # ---- the training step -------------------------------------------------------------------
+    def train_step(self, update: str = "both") -> StepStats:
+        """One iteration: update = 'both' (D then G), 'd' (D only) or 'g' (G only)."""
+        cfg, G, D = self.cfg, self.G_step, self.D_step
+        loss_d = loss_g = d_real = d_fake = None
+        fake = fake_labels = None
+
+        # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  [or the configured loss]
+        if update in ("both", "d"):
+            for _ in range(cfg.d_steps):
+                real, real_labels = self.real_batch()
+                z, fake_labels = self.noise(cfg.batch_size)
+                if cfg.r1_gamma > 0:
+                    real.requires_grad_(True)
+                with self.autocast():
+                    fake = G(z, fake_labels)
+                    real_logits = D(self.for_d(real), real_labels)
+                    fake_logits = D(self.for_d(fake.detach()), fake_labels)
+                loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits)
+                if cfg.loss == "wgan-gp":
+                    loss_d = loss_d + cfg.gp_weight * losses.gradient_penalty(
+                        D, real, fake.float(), real_labels if cfg.num_classes else None, self.rng)
+                if cfg.r1_gamma > 0:
+                    loss_d = loss_d + 0.5 * cfg.r1_gamma * losses.r1_penalty(real_logits, real)
+                self.opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.opt_d.step()
+                d_real = torch.sigmoid(real_logits.detach().float()).mean()
+                d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
+
+        # (2) Update G: maximise log D(G(z)) (non-saturating)  [or the configured loss]
+        if update in ("both", "g"):
+            if fake is None or cfg.d_steps > 1:
+                z, fake_labels = self.noise(cfg.batch_size)
+                with self.autocast():
+                    fake = G(z, fake_labels)
+            with self.autocast():
+                fake_logits = D(self.for_d(fake), fake_labels)
+            loss_g = losses.g_loss(cfg.loss, fake_logits)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            self.update_ema()
+
+        self.iteration += 1
+        return StepStats(None if loss_d is None else loss_d.detach(),
+                         None if loss_g is None else loss_g.detach(), d_real, d_fake)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        ema_params = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - self.cfg.ema_decay)
+        for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=False):
+            ema_buf.copy_(buf)
+
+    # ---- sampling ------------------------------------------------------------------------------
+    def sampler(self) -> Generator:
+        """The generator used for pictures and metrics: the EMA copy when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """float images in [-1, 1], eval-mode BatchNorm (so one image does not depend on others)."""
+        return generate(self.sampler(), z.to(self.device), None if labels is None else labels.to(self.device))
+
+    def fixed_samples(self) -> torch.Tensor:
+        return self.sample(self.fixed_z, self.fixed_labels)
+
+    def set_lr(self, scale: float) -> None:
+        for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
+
+    @property
+    def lr_scale(self) -> float:
+        return self.opt_g.param_groups[0]["lr"] / self.cfg.lr_g
+
+
+@torch.no_grad()
+def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None,
+             batch: int = 256) -> torch.Tensor:
+    """G in eval mode over z in chunks; restores G's mode afterwards."""
+    was_training = G.training
+    G.eval()
+    try:
+        outs = []
+        for i in range(0, z.shape[0], batch):
+            lab = None if labels is None else labels[i:i + batch]
+            outs.append(G(z[i:i + batch], lab).float())
+        return torch.cat(outs) if outs else torch.empty(0)
+    finally:
+        G.train(was_training)
+
+
+def compile_or_fallback(module: nn.Module) -> nn.Module:
+    """torch.compile where it works; the eager module otherwise (no compiler, unsupported device)."""
+    try:
+        return torch.compile(module)
+    except Exception:  # compile is an optimisation: any failure keeps the eager path
+        return module
+
+
+__all__ = ["GANTraining", "StepStats", "generate", "resolve_device", "Discriminator", "Generator"]

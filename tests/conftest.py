@@ -1,0 +1,48 @@
+"""Shared fixtures: a small model trained on the bundled digits once per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from dcgan.checkpoint import save_training
+from dcgan.config import TrainConfig
+from dcgan.data import load_dataset
+from dcgan.train import GANTraining
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tiny_config(**changes) -> TrainConfig:
+    """A fast CPU config on the bundled digits (small nets, fp32 so results are exact)."""
+    base = dict(dataset="digits", image_size=28, channels=1, ngf=16, ndf=16, nz=32, batch_size=32,
+                steps=50, device="cpu", precision="fp32", sample_every_s=0.2, checkpoint_every=0)
+    base.update(changes)
+    return TrainConfig(**base).validate()
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    """The bundled digits at 28x28, grey, loaded once."""
+    return load_dataset(tiny_config())
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, digits_data):
+    """A checkpoint after 300 CPU steps on digits (ngf=ndf=32): digits-like, quick to make."""
+    cfg = tiny_config(ngf=32, ndf=32, nz=100, batch_size=64, steps=300, seed=1)
+    run = GANTraining(cfg, digits_data)
+    for _ in range(cfg.steps):
+        run.train_step()
+    path = tmp_path_factory.mktemp("trained") / "digits.safetensors"
+    save_training(run, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
