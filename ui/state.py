@@ -50,6 +50,13 @@ class Studio:
         G, cfg, _ = load_generator(path)
         return self.set_model(LoadedModel(path.relative_to(self.checkpoints_dir.resolve()).as_posix(), G, cfg))
 
+    def require_owner(self, request=None, profile=None) -> None:
+        """Training controls on a public Space are for the owner only (ui/access.py): raises
+        access.AccessDenied (a gr.Error and a PermissionError) for anyone else; off a Space it allows all."""
+        from ui import access
+
+        access.require_owner(request, profile)
+
     def set_model(self, model: LoadedModel) -> LoadedModel:
         with self._lock:
             self._loaded = model
