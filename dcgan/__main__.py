@@ -171,6 +171,69 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_of(path_text: str) -> Path:
+    """A checkpoint file, or a run folder's newest readable checkpoint."""
+    from .checkpoint import RunFolder
+
+    path = Path(path_text)
+    if path.is_dir():
+        latest = RunFolder(path).latest()
+        if latest is None:
+            raise SystemExit(f"error: no readable checkpoint in {path}")
+        return latest
+    return path
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Token from HF_TOKEN or `hf auth login` only: a --token flag would leak into shell history."""
+    from .hub import HubError, push
+
+    checkpoint = _checkpoint_of(args.checkpoint)
+    try:
+        result = push(checkpoint, args.repo_id, private=args.private, revision=args.revision,
+                      commit_message=args.message, include_training_state=args.training_state,
+                      license=args.license)
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pushed {checkpoint.name} to {result.repo_id} ({result.revision}): {', '.join(result.files)}")
+    print(f"commit {result.commit_oid[:10]}: {result.url}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import HubError, pull, save_training_state
+
+    try:
+        pulled = pull(args.repo_id, args.revision)
+        state = save_training_state(pulled, args.out_dir) if pulled.training_state is not None else None
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = pulled.config
+    print(f"pulled {pulled.label}: {cfg.image_size}x{cfg.image_size}x{cfg.channels}, nz={cfg.nz}, "
+          f"trained on {cfg.dataset}")
+    if args.samples:
+        from .card import sample_grid
+        from .images import save_png, upscale
+
+        out = save_png(upscale(sample_grid(pulled.generator, cfg, seed=args.seed), 512), args.samples)
+        print(f"samples: {out}")
+    if state is None:
+        print("this repo holds the generator only (no training state to resume)")
+        if args.resume:
+            return 2
+        return 0
+    print(f"training state: {state}  (continue with: python -m dcgan resume {state.parent})")
+    if not args.resume:
+        return 0
+    from .trainer import Trainer
+
+    trainer = Trainer()
+    trainer.start(cfg.replace(steps=args.steps) if args.steps else None, resume_from=state)
+    return run_training(trainer, "resume")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dcgan", description="DCGAN Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA copy")
     p.add_argument("--min-side", type=int, default=512, help="upscale the grid to at least this side")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("push", help="upload a checkpoint's generator and model card to the Hugging Face Hub "
+                                    "(token from HF_TOKEN or `hf auth login`)")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its newest checkpoint)")
+    p.add_argument("repo_id", help="user/name on the Hub (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to push to (created from main if missing; default: main)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--training-state", action="store_true",
+                   help="also upload the full training state (D, optimisers, step) so training can resume")
+    p.add_argument("--license", default="mit", help="license in the model card metadata (default: mit)")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="download a generator from the Hub; resume its training if the state is there")
+    p.add_argument("repo_id", help="user/name on the Hub")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--out-dir", default="checkpoints", help="where a training state goes (default: checkpoints)")
+    p.add_argument("--samples", help="write a grid PNG of 64 samples here")
+    p.add_argument("--seed", type=int, default=0, help="noise seed for --samples (default: 0)")
+    p.add_argument("--resume", action="store_true", help="continue training from the pulled training state")
+    p.add_argument("--steps", type=int, help="with --resume: new total number of iterations")
+    p.set_defaults(func=cmd_pull)
     return parser
 
 
