@@ -1,13 +1,68 @@
-"""DCGAN Studio web app (placeholder until the full UI lands): python app.py."""
+"""DCGAN Studio web app: `python app.py` serves http://127.0.0.1:7860 (0.0.0.0 on a Hugging Face Space).
+
+A thin shell: one Studio (one trainer) per process shared by every browser, and one module per tab
+under ui/. Options: --host, --port, --checkpoints (or GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
+DCGAN_CHECKPOINTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import tempfile
 
 import gradio as gr
 
 from ui.state import Studio
 
-studio = Studio()
+# (tab title, module with build(studio)); a tab whose module is not there yet is left out.
+TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Hub", "ui.hub_tab"))
+HEADER = ("# DCGAN Studio\n"
+          "Train a deep convolutional GAN on real images and watch it learn: the discriminator D learns to tell "
+          "real images from fakes, the generator G learns to fool it.")
+CSS = """
+#train-status { font-size: 1.05em; }
+#train-message:empty, #run-notice:empty { display: none; }
+"""
 
-with gr.Blocks(title="DCGAN Studio") as demo:
-    gr.Markdown("# DCGAN Studio")
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The whole page for one studio; every tab gets the same studio."""
+    with gr.Blocks(title="DCGAN Studio") as demo:
+        gr.Markdown(HEADER)
+        for title, module_name in TABS:
+            if importlib.util.find_spec(module_name) is None:
+                continue
+            module = importlib.import_module(module_name)
+            with gr.Tab(title):
+                module.build(studio)
+    return demo
+
+
+def default_host() -> str:
+    """Loopback on a laptop; all interfaces on a Space (SPACE_ID), where the proxy must reach us."""
+    return os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+
+
+def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> None:
+    """Start serving; checkpoints may live outside the working directory, so they are allowed for download."""
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
+                allowed_paths=[str(studio.checkpoints_dir.resolve()), tempfile.gettempdir()], **options)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=default_host())
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--checkpoints", default=os.environ.get("DCGAN_CHECKPOINTS", "checkpoints"),
+                        help="folder of run folders (saved and listed by the app)")
+    args = parser.parse_args(argv)
+    studio = Studio(args.checkpoints)
+    launch(build_app(studio), studio, args.host, args.port)
+
 
 if __name__ == "__main__":
-    demo.launch(server_name="127.0.0.1", server_port=7860)
+    main()
