@@ -1,0 +1,47 @@
+"""End to end in headless Chromium: open Explore on a trained checkpoint, move a slider, see the image change."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.browser import browser, launch_app, page, wait_for  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def image_bytes(page, locator) -> bytes:  # noqa: F811
+    src = locator.get_attribute("src")
+    assert src, "the image has no source yet"
+    return page.request.get(src).body()
+
+
+def test_explore_slider_moves_the_image(page, tmp_path, trained_checkpoint):  # noqa: F811
+    run_dir = tmp_path / "checkpoints" / "fixture-run"
+    run_dir.mkdir(parents=True)
+    shutil.copy(trained_checkpoint, run_dir / "step_00000300.safetensors")
+    page.goto(launch_app(tmp_path))
+    page.get_by_role("tab", name="Explore").click()
+
+    # the list is filled when the page loads; Load pins the checkpoint in this session
+    wait_for(lambda: "step_00000300" in (page.locator("#explore-checkpoint input").input_value() or ""),
+             what="the checkpoint in the list")
+    page.locator("#explore-load").click()
+    wait_for(lambda: "fixture-run/step_00000300.safetensors" in page.locator("#explore-summary").inner_text(),
+             what="the model summary")
+    start = page.locator("#explore-start img")
+    moved = page.locator("#explore-moved img")
+    wait_for(lambda: moved.count() and moved.get_attribute("src"), what="the slider image")
+    before = image_bytes(page, moved)
+    assert before == image_bytes(page, start)  # all sliders at 0: the moved image is the start image
+
+    slider = page.locator("#explore-slider-1 input[type=range]")
+    slider.focus()
+    for _ in range(15):  # +1.5 standard deviations along the first principal direction
+        page.keyboard.press("ArrowRight")
+    wait_for(lambda: page.locator("#explore-slider-1 input[type=number]").input_value() == "1.5",
+             what="the slider value")
+    wait_for(lambda: image_bytes(page, moved) != before, what="the image to change")
+    assert image_bytes(page, start) == before  # the start image stays for comparison
+    assert len(page.locator("#explore-grid img").all()) == 16
