@@ -55,8 +55,14 @@ def _optimizer_state(prefix: str, tensors: dict[str, torch.Tensor], groups: list
     return {"state": state, "param_groups": groups}
 
 
+def _host_copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy that never aliases the live tensor (on the CPU, .cpu() would, and the
+    in-memory state the trainer rolls back to after a NaN would then be overwritten by later steps)."""
+    return t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+
+
 def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return {f"{prefix}.{k}": _host_copy(v) for k, v in module.state_dict().items()}
 
 
 def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -68,7 +74,7 @@ def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors.update(_module_tensors("G_ema", run.G_ema))
     opt_g, groups_g = _optimizer_tensors("opt_g", run.opt_g)
     opt_d, groups_d = _optimizer_tensors("opt_d", run.opt_d)
-    tensors.update({k: v.detach().cpu().contiguous() for k, v in {**opt_g, **opt_d}.items()})
+    tensors.update({k: _host_copy(v) for k, v in {**opt_g, **opt_d}.items()})
     tensors["rng_state"] = run.rng.get_state().cpu()
     tensors["data_order"] = run.order.cpu()
     tensors["fixed_z"] = run.fixed_z.cpu()
@@ -276,6 +282,8 @@ class RunFolder:
         path = save_training(run, self.path / f"step_{run.iteration:08d}.safetensors")
         for old in self.step_files()[:-self.keep_last]:
             old.unlink(missing_ok=True)
+        for stale in self.path.glob(".step_*.tmp"):  # left by a process killed mid-save
+            stale.unlink(missing_ok=True)
         return path
 
     def best_score(self) -> float | None:

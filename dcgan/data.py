@@ -11,6 +11,7 @@ import gzip
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,11 @@ MAX_IMAGES = 200_000
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_ZIP_TOTAL_BYTES = 2 * 1024**3
 MAX_ZIP_RATIO = 200
+MAX_UPLOAD_BYTES = 512 * 1024**2  # a .zip of images; the app passes the same to gradio's max_file_size
+MAX_IMAGE_BYTES = 64 * 1024**2  # one image file; larger ones are skipped
+# What a broken archive member or image file can raise while it is read; such files are skipped.
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, NotImplementedError,
+              RuntimeError, zipfile.BadZipFile, zlib.error, Image.DecompressionBombError)
 SPLIT_SEED = 20151119  # fixed so the held-out split is the same for every run and seed
 
 TORCHVISION_SETS = {
@@ -41,6 +47,10 @@ DATASETS = ("digits", *TORCHVISION_SETS, "folder")
 
 class DatasetError(RuntimeError):
     """A data set could not be loaded; the message says what to do."""
+
+
+class ImageTooLarge(ValueError):
+    """An image file or its pixel count is over the limits (skipped, and named in ImageData.skipped)."""
 
 
 @dataclass
@@ -204,7 +214,13 @@ class _Source:
         if path.is_file():
             if not zipfile.is_zipfile(path):
                 raise DatasetError(f"{path.name} is neither a folder nor a .zip archive of images")
-            self.zip = zipfile.ZipFile(path)
+            if path.stat().st_size > MAX_UPLOAD_BYTES:
+                raise DatasetError(f"{path.name} is {path.stat().st_size / 1e6:.0f} MB, more than the "
+                                   f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB limit for an archive of images")
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                raise DatasetError(f"{path.name} is a damaged .zip archive ({exc})") from exc
         elif not path.is_dir():
             raise DatasetError(f"image folder {path} does not exist")
 
@@ -237,8 +253,13 @@ class _Source:
         return sorted(out)
 
     def open(self, name: str) -> Image.Image:
+        size = self.zip.getinfo(name).file_size if self.zip is not None else (self.path / name).stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise ImageTooLarge(f"{size} bytes")
         data = self.zip.read(name) if self.zip is not None else (self.path / name).read_bytes()
         img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_IMAGE_PIXELS:  # PIL itself only refuses above twice its limit
+            raise ImageTooLarge(f"{img.width}x{img.height} pixels")
         img.load()
         return img
 
@@ -262,8 +283,7 @@ def load_folder(path: str, size: int, channels: int) -> tuple[torch.Tensor, torc
                 with source.open(name) as img:
                     images.append(pil_to_tensor(img, size, channels))
                 kept.append(name)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-                    Image.DecompressionBombError) as exc:
+            except UNREADABLE as exc:
                 skipped.append(f"{name} ({type(exc).__name__})")
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit

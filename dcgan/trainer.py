@@ -139,9 +139,10 @@ class Trainer:
                 run = load_training(resume_from, data, **changes)
             else:
                 run = GANTraining(cfg, data)
+            self._publish_pictures(run)  # the first grid; an OOM here must not leave us 'starting'
         except BaseException:
             with self._lock:
-                self._state = IDLE
+                self._reset_state()
             raise
         with self._lock:
             self._run, self._cfg = run, run.cfg
@@ -150,7 +151,6 @@ class Trainer:
                 name = Path(resume_from).parent.name
             self._folder = RunFolder(Path(run.cfg.out_dir) / name, run.cfg.keep_last)
             self._iteration, self._epoch = run.iteration, run.epoch
-            self._publish_pictures(run)
             self._thread = threading.Thread(target=self._main, name="dcgan-trainer", daemon=True)
             self._state = PAUSED if paused else RUNNING
             self._thread.start()
@@ -194,6 +194,8 @@ class Trainer:
         """Stop any run and forget it: plots, pictures and status go back to empty."""
         self.stop(wait=True)
         with self._lock:
+            if self._state in ACTIVE or (self._thread is not None and self._thread.is_alive()):
+                raise TrainerBusy("the run is still starting or stopping; try again in a moment")
             self._reset_state()
 
     def wait(self, timeout: float | None = None) -> str:
@@ -278,7 +280,8 @@ class Trainer:
                        f"{run.cfg.image_size}x{run.cfg.image_size} on {run.device}: lower the batch size "
                        f"or the image size and start again.")
         except Exception as exc:
-            if "out of memory" in str(exc).lower():
+            message = str(exc).lower()  # the CPU allocator raises a plain RuntimeError
+            if "out of memory" in message or "allocate memory" in message:
                 self._fail(f"Out of memory at batch size {run.cfg.batch_size} on {run.device}: lower the "
                            f"batch size or the image size and start again.")
             else:
@@ -400,6 +403,7 @@ class Trainer:
         except CheckpointError as exc:
             with self._lock:
                 self._events.append(str(exc))
+                self._error = str(exc)  # shown to the user; training goes on, older checkpoints stay
             return
         with self._lock:
             self._last_checkpoint = path

@@ -1,0 +1,324 @@
+"""Faults: kill -9 mid-save, a full or unwritable disk, NaN/inf losses, out of memory, crashes in the thread.
+
+Each test fails if its protection is removed: the kill loop also runs once with an unsafe
+in-place writer to show that it notices torn files.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan import checkpoint
+from dcgan.checkpoint import CheckpointError, RunFolder, load_training, read, save_training
+from dcgan.train import GANTraining
+from dcgan.trainer import FAILED, FINISHED, IDLE, MIN_LR_SCALE, PAUSED, Trainer
+from tests.conftest import tiny_config
+
+HELPER = Path(__file__).with_name("kill_writer.py")
+KILLS = int(os.environ.get("DCGAN_KILLS", "20"))  # `make soak` raises this
+
+
+# ---- SIGKILL while writing checkpoints --------------------------------------------------------
+
+
+def step_number(path: Path) -> int:
+    return int(path.name[5:13])
+
+
+def kill_loop(run_dir: Path, kills: int, unsafe: bool = False, seed: int = 0) -> dict:
+    """Start writers, kill -9 each at a random moment, and inspect the folder after every kill."""
+    from tests import kill_writer
+
+    data = kill_writer.synthetic_data()
+    env = dict(os.environ, KILL_WRITER_UNSAFE="1" if unsafe else "0")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    errors = (run_dir.parent / "helper-stderr.txt").open("w+")
+    helper = subprocess.Popen([sys.executable, str(HELPER), str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+    rng = random.Random(seed)
+    report = {"kills": 0, "mid_write": 0, "torn": [], "unresumable": [], "resumed": 0}
+    try:
+        if helper.stdout.readline().strip() != "ready":
+            helper.wait(timeout=30)
+            errors.seek(0)
+            raise AssertionError(f"kill_writer.py did not start:\n{errors.read()[-3000:]}")
+        iteration = 0
+        # keep going past `kills` until at least one kill landed mid-write (a temp file was left)
+        while report["kills"] < kills or (not unsafe and not report["mid_write"] and report["kills"] < 4 * kills):
+            helper.stdin.write(f"go {iteration}\n")
+            helper.stdin.flush()
+            pid = int(helper.stdout.readline())
+            time.sleep(rng.uniform(0.02, 0.15))
+            os.kill(pid, signal.SIGKILL)
+            assert helper.stdout.readline().startswith("dead")
+            report["kills"] += 1
+            report["mid_write"] += any(run_dir.glob(".step_*.tmp"))
+            folder = RunFolder(run_dir, keep_last=kill_writer.KEEP_LAST)
+            files = folder.step_files()
+            for f in files:
+                try:
+                    read(f)
+                except CheckpointError:
+                    report["torn"].append(f.name)
+            latest = folder.latest()
+            if files:
+                iteration = step_number(files[-1])
+            if latest is None:
+                continue
+            try:
+                run = load_training(latest, data)
+                assert run.iteration == step_number(latest)
+                if report["kills"] % 5 == 0:  # a training step too, now and then (it costs time)
+                    assert run.train_step().finite()
+                report["resumed"] += 1
+            except (CheckpointError, AssertionError) as exc:
+                report["unresumable"].append(f"{latest.name}: {exc}")
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=30)
+        errors.close()
+    return report
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_mid_save_always_leaves_a_loadable_resumable_checkpoint(tmp_path):
+    report = kill_loop(tmp_path / "run", KILLS)
+    assert report["kills"] >= KILLS
+    assert report["mid_write"] >= 1, report  # some kills really did land inside a write
+    assert report["torn"] == [], report  # no half-written file ever carries a checkpoint name
+    assert report["unresumable"] == [], report
+    assert report["resumed"] >= KILLS - 2, report  # (the first kills may come before any save)
+    # the next save sweeps the temp files the killed writers left behind
+    from tests import kill_writer
+
+    run = load_training(RunFolder(tmp_path / "run").latest(), kill_writer.synthetic_data())
+    run.iteration += 10**6
+    RunFolder(tmp_path / "run", keep_last=2).save(run)
+    assert not list((tmp_path / "run").glob(".step_*.tmp"))
+    print(f"\nkill loop: {report['kills']} kills, {report['mid_write']} mid-write, {report['resumed']} resumed")
+
+
+@pytest.mark.timeout(120)
+def test_kill_loop_notices_a_writer_that_is_not_atomic(tmp_path):
+    """The same loop against an in-place writer finds torn checkpoints: the test above can fail."""
+    report = kill_loop(tmp_path / "run", 6, unsafe=True, seed=1)
+    assert report["torn"], report
+
+
+# ---- full disk, unwritable folder --------------------------------------------------------------
+
+
+@pytest.fixture
+def small_run(digits_data):
+    run = GANTraining(tiny_config(), digits_data)
+    run.train_step()
+    return run
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, small_run, monkeypatch):
+    folder = RunFolder(tmp_path / "run", keep_last=1)
+    first = folder.save(small_run)
+    before = first.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    small_run.train_step()
+    with pytest.raises(CheckpointError) as info:
+        folder.save(small_run)
+    message = str(info.value)
+    assert "No space left on device" in message and "previous checkpoint is untouched" in message
+    monkeypatch.undo()
+    assert first.read_bytes() == before  # untouched, still the newest, still loads
+    assert folder.latest() == first
+    assert load_training(first, small_run.data).iteration == 1
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [first.name]  # no temp file left
+
+
+def test_unwritable_folder_gives_a_clear_error(tmp_path, small_run):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    # a path below a regular file cannot be created, even by root (chmod would not stop root)
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*writable folder"):
+        save_training(small_run, blocker / "run" / "step_00000001.safetensors")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=12, checkpoint_every=5, out_dir=str(blocker)), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    status = trainer.status()
+    assert status.iteration == 12
+    assert "could not write checkpoint" in status.error
+    assert any("could not write checkpoint" in e for e in status.events)
+
+
+# ---- NaN / inf ---------------------------------------------------------------------------------
+
+
+def poison_at(monkeypatch, iterations: set[int] | None = None, every_from: int | None = None,
+              how: str = "nan-weights") -> list[int]:
+    """Make the step after `iteration` produce a NaN/inf loss: NaN in a BatchNorm scale of G, or an
+    infinite generator loss. Returns the iterations at which it fired."""
+    fired: list[int] = []
+    original = GANTraining.train_step
+    from dcgan import losses
+
+    original_g_loss = losses.g_loss
+
+    def train_step(self, update="both"):
+        due = (iterations is not None and self.iteration in iterations and self.iteration not in fired) or (
+            every_from is not None and self.iteration >= every_from)
+        if not due:
+            return original(self, update)
+        fired.append(self.iteration)
+        if how == "nan-weights":
+            with torch.no_grad():
+                self.G.net[1].weight.fill_(float("nan"))
+            return original(self, update)
+        monkeypatch.setattr(losses, "g_loss", lambda *a, **k: original_g_loss(*a, **k) * float("inf"))
+        try:
+            return original(self, update)
+        finally:
+            monkeypatch.setattr(losses, "g_loss", original_g_loss)
+
+    monkeypatch.setattr(GANTraining, "train_step", train_step)
+    return fired
+
+
+def weights_finite(trainer: Trainer) -> bool:
+    run = trainer._run
+    tensors = [*run.G.state_dict().values(), *run.D.state_dict().values()]
+    return all(bool(torch.isfinite(t.float()).all()) for t in tensors)
+
+
+@pytest.mark.parametrize("how", ["nan-weights", "inf-loss"])
+def test_nan_rolls_back_to_the_last_good_state_with_half_the_learning_rate(monkeypatch, digits_data, how,
+                                                                           tmp_path):
+    fired = poison_at(monkeypatch, iterations={20}, how=how)
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=40, nan_policy="rollback", out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FINISHED, trainer.status().error
+    status = trainer.status()
+    rollbacks = [e for e in status.events if "rolled back" in e]
+    # detected within the very step that went bad (iteration 21), rolled back once, lr halved
+    assert rollbacks == ["NaN/inf loss at iteration 21: rolled back to iteration 0 and halved the "
+                         "learning rates (now x0.5)."], status.events
+    assert fired == [20]
+    assert status.iteration == 40 and status.error == ""
+    assert weights_finite(trainer)  # the restored state was really the good one
+    assert trainer._run.lr_scale == pytest.approx(0.5)
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in trainer.metrics.since(0))
+
+
+def test_nan_pause_policy_pauses_with_an_explanation_and_can_resume(monkeypatch, digits_data, tmp_path):
+    poison_at(monkeypatch, iterations={7})
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=15, nan_policy="pause", out_dir=str(tmp_path)), data=digits_data)
+    deadline = time.monotonic() + 60
+    while trainer.status().state != PAUSED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = trainer.status()
+    assert status.state == PAUSED
+    assert "NaN/inf loss at iteration 8" in status.error and "Lower the learning rates" in status.error
+    assert status.iteration == 0  # back at the last good state
+    assert weights_finite(trainer)
+    trainer.resume()
+    assert trainer.wait(60) == FINISHED
+    assert weights_finite(trainer) and trainer.status().iteration == 15
+
+
+def test_nan_that_keeps_coming_back_pauses_after_the_lr_has_been_halved_enough(monkeypatch, digits_data, tmp_path):
+    poison_at(monkeypatch, every_from=3)
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=30, nan_policy="rollback", out_dir=str(tmp_path)), data=digits_data)
+    deadline = time.monotonic() + 60
+    while trainer.status().state != PAUSED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = trainer.status()
+    halvings = round(math.log2(1 / MIN_LR_SCALE))
+    assert status.state == PAUSED
+    assert sum("rolled back" in e for e in status.events) == halvings
+    assert "paused at the last good state" in status.error
+    trainer.stop()
+
+
+# ---- out of memory and other crashes in the thread ---------------------------------------------
+
+
+def fail_at(monkeypatch, iteration: int, exc: BaseException | None) -> None:
+    """Raise exc in the training step at `iteration`; None: a real CPU allocation failure."""
+    original = GANTraining.train_step
+
+    def train_step(self, update="both"):
+        if self.iteration == iteration:
+            if exc is None:
+                torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses
+            raise exc
+        return original(self, update)
+
+    monkeypatch.setattr(GANTraining, "train_step", train_step)
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                 MemoryError(), None], ids=["cuda", "python", "cpu-allocator"])
+def test_out_of_memory_says_lower_the_batch_size_and_the_trainer_stays_usable(monkeypatch, digits_data, exc,
+                                                                               tmp_path):
+    fail_at(monkeypatch, 3, exc)
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=10, out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FAILED
+    assert "lower the batch size" in trainer.status().error
+    with pytest.raises(RuntimeError, match="lower the batch size"):
+        trainer.raise_if_failed()
+    monkeypatch.undo()
+    trainer.start(tiny_config(steps=5, out_dir=str(tmp_path)), data=digits_data)  # usable again
+    assert trainer.wait(60) == FINISHED and trainer.status().error == ""
+
+
+def test_out_of_memory_while_starting_leaves_the_trainer_idle(monkeypatch, digits_data, tmp_path):
+    def no_memory(self, cfg, data=None):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    trainer = Trainer()
+    monkeypatch.setattr(GANTraining, "__init__", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.status().state == IDLE
+    monkeypatch.undo()
+
+    def grid_fails(self, run):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Trainer, "_publish_pictures", grid_fails)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.status().state == IDLE  # not stuck in 'starting'
+    monkeypatch.undo()
+    trainer.start(tiny_config(steps=3, out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+
+
+def test_any_exception_in_the_training_thread_reaches_status(monkeypatch, digits_data, tmp_path):
+    fail_at(monkeypatch, 4, KeyError("a-very-particular-bug"))
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=10, out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FAILED
+    status = trainer.status()
+    assert "KeyError" in status.error and "a-very-particular-bug" in status.error
+    assert status.events and "a-very-particular-bug" in status.events[-1]
