@@ -1,0 +1,302 @@
+"""The Train tab's callbacks and the trainer state machine behind them, without a browser."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from dcgan.trainer import Status
+from ui import train_tab as tt
+from ui.state import Studio
+
+TINY = {"dataset": "digits", "image_size": "28", "channels": "1", "batch_size": 32, "steps": 100_000,
+        "lr_g": 2e-4, "lr_d": 2e-4, "loss": "bce", "nz": 32, "seed": 0, "device": "cpu", "ngf": 16, "ndf": 16,
+        "precision": "fp32", "run_name": ""}
+
+
+def form(**changes):
+    return {**TINY, **changes}
+
+
+def wait_until(check, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trainer_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "dcgan-trainer" and t.is_alive())
+
+
+@pytest.fixture
+def studio(tmp_path):
+    s = Studio(tmp_path / "checkpoints")
+    yield s
+    s.trainer.stop(wait=True)
+
+
+def test_full_control_cycle(studio):
+    """start -> pause -> step k (D only, G only) -> resume -> stop -> reset, each with its message."""
+    msg = tt.start(studio, form())
+    assert msg.startswith("✓ Started") and "cpu" in msg
+    trainer = studio.trainer
+    wait_until(lambda: trainer.status().iteration >= 5, what="5 iterations")
+
+    assert tt.pause(studio).startswith("Paused")
+    assert trainer.status().state == "paused"
+    time.sleep(0.3)  # let the step in flight finish
+    it = trainer.status().iteration
+    time.sleep(0.3)
+    assert trainer.status().iteration == it, "a paused run must not train"
+    assert "Nothing to pause" in tt.pause(studio)
+
+    rows_before = len(trainer.metrics)
+    assert "only D" in tt.step(studio, 3, "D only")
+    wait_until(lambda: trainer.status().iteration == it + 3, what="3 D-only steps")
+    d_rows = trainer.metrics.since(rows_before)
+    assert len(d_rows) == 3 and all(np.isnan(r["loss_g"]) and np.isfinite(r["loss_d"]) for r in d_rows)
+    tt.step(studio, 2, "G only")
+    wait_until(lambda: trainer.status().iteration == it + 5, what="2 G-only steps")
+    assert trainer.status().state == "paused"
+
+    assert tt.resume(studio) == "Resumed."
+    wait_until(lambda: trainer.status().iteration > it + 10, what="training after resume")
+    assert "Nothing to resume" in tt.resume(studio)
+
+    msg = tt.stop(studio)
+    assert msg.startswith("Stopped at iteration") and "Saved `step_" in msg
+    assert trainer.status().state == "stopped" and trainer_threads() == 0
+    assert list(studio.checkpoints_dir.rglob("step_*.safetensors"))
+    assert "Nothing to stop" in tt.stop(studio)
+
+    assert tt.reset(studio).startswith("Reset")
+    st = trainer.status()
+    assert st.state == "idle" and st.iteration == 0 and len(trainer.metrics) == 0
+    assert trainer.grid()[1] is None
+
+
+def test_double_and_simultaneous_starts_make_one_job(studio):
+    assert tt.start(studio, form()).startswith("✓ Started")
+    again = tt.start(studio, form())
+    assert "Busy" in again and "one training job at a time" in again
+
+    results = []
+    barrier = threading.Barrier(4)
+
+    def click():
+        barrier.wait()
+        results.append(tt.start(studio, form(seed=1)))
+
+    clickers = [threading.Thread(target=click) for _ in range(4)]
+    for t in clickers:
+        t.start()
+    for t in clickers:
+        t.join()
+    assert all("Busy" in r for r in results)
+    assert trainer_threads() == 1
+    assert studio.trainer.config.seed == 0, "the running job was not replaced"
+
+    studio.trainer.stop()
+    # a fresh Studio: simultaneous first clicks also give exactly one job
+    results.clear()
+    barrier.reset()
+    studio.trainer.reset()
+    clickers = [threading.Thread(target=click) for _ in range(4)]
+    for t in clickers:
+        t.start()
+    for t in clickers:
+        t.join()
+    assert sum(r.startswith("✓ Started") for r in results) == 1, results
+    assert sum("Busy" in r for r in results) == 3
+    assert trainer_threads() == 1
+
+
+def test_bad_settings_are_explained_and_nothing_starts(studio, tmp_path, monkeypatch):
+    msg = tt.start(studio, form(lr_g=0))
+    assert "`lr_g`" in msg and "learning rate" in msg
+    assert "`steps`" in tt.start(studio, form(steps=None)) and "empty" in tt.start(studio, form(steps=None))
+    assert "`batch_size`" in tt.start(studio, form(batch_size=1))
+    assert "upload a .zip" in tt.start(studio, form(dataset="folder"))
+
+    monkeypatch.setattr(tt, "DATA_ROOT", tmp_path / "data")
+    not_images = tmp_path / "notes.zip"
+    with zipfile.ZipFile(not_images, "w") as zf:
+        zf.writestr("readme.txt", "no images here")
+    msg = tt.start(studio, form(dataset="folder"), str(not_images))
+    assert msg.startswith("⚠ **Data set**") and "0 usable images" in msg
+    assert "not a .zip" in tt.start(studio, form(dataset="folder"), str(tmp_path / "photo.png"))
+    assert studio.trainer.status().state == "idle" and trainer_threads() == 0
+    assert "no run to step" in tt.step(studio, 1, "both")
+    assert "k:" in tt.step(studio, 0, "both")
+
+
+def test_uploaded_zip_trains_and_is_kept(studio, tmp_path, monkeypatch):
+    monkeypatch.setattr(tt, "DATA_ROOT", tmp_path / "data")
+    upload = tmp_path / "gradio-tmp" / "shapes.zip"
+    upload.parent.mkdir()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(upload, "w") as zf:
+        for i in range(40):
+            path = tmp_path / f"img{i}.png"
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+            zf.write(path, f"pics/img{i}.png")
+    msg = tt.start(studio, form(dataset="folder", channels="3", batch_size=8, steps=3), str(upload))
+    assert msg.startswith("✓ Started"), msg
+    kept = studio.trainer.config.data_path
+    assert kept.startswith(str(tmp_path / "data" / "uploads")) and kept.endswith(".zip")
+    assert studio.trainer.wait(60) == "finished"
+    upload.unlink()  # the upload's temp file goes away; the kept copy stays for resuming
+    assert (tmp_path / "data" / "uploads").exists() and list((tmp_path / "data" / "uploads").iterdir())
+
+
+def test_owner_hook_guards_every_control(studio, monkeypatch):
+    """On a public Space a visitor who is not the owner cannot start, stop or reset anything."""
+    monkeypatch.setenv("SPACE_ID", "someone/dcgan-studio")
+    monkeypatch.delenv("DCGAN_STUDIO_PASSWORD", raising=False)
+    for msg in (tt.start(studio, form()), tt.pause(studio), tt.resume(studio), tt.step(studio, 1, "both"),
+                tt.stop(studio), tt.reset(studio)):
+        assert msg.startswith("⚠ **Not allowed**") and "owner" in msg
+    assert studio.trainer.status().state == "idle"
+    monkeypatch.delenv("SPACE_ID")
+    assert tt.start(studio, form(steps=2)).startswith("✓ Started")
+
+
+def test_failures_and_events_are_shown_with_what_to_do():
+    failed = Status(state="failed", iteration=7, total=10, error="Out of memory at batch size 4096 on cuda: "
+                    "lower the batch size or the image size and start again.",
+                    events=["Out of memory at batch size 4096 on cuda: lower the batch size or the image size "
+                            "and start again."])
+    text = tt.run_notice(failed)
+    assert "Training failed" in text and "lower the batch size" in text and "press **Start**" in text
+    assert text.count("Out of memory") == 1  # the error is not repeated as an event
+    nan = Status(state="running", iteration=400, total=1000,
+                 events=["NaN/inf loss at iteration 420: rolled back to iteration 400 and halved the learning "
+                         "rates (now x0.5)."])
+    assert "rolled back to iteration 400" in tt.run_notice(nan)
+    assert tt.controls("running") == {"start": False, "pause": True, "resume": False, "step": True,
+                                      "stop": True, "reset": True}
+    assert tt.controls("paused")["resume"] and not tt.controls("paused")["pause"]
+    assert tt.controls("failed")["start"] and not tt.controls("failed")["stop"]
+    assert tt.controls("idle") == {"start": True, "pause": False, "resume": False, "step": False,
+                                   "stop": False, "reset": False}
+    line = tt.status_line(Status(state="running", iteration=500, total=2000, epoch=3.25, images_per_s=1234.0,
+                                 eta_s=125, device="cuda:0", precision="bfloat16"))
+    assert line == ("**running** · iteration 500 / 2,000 (25%) · epoch 3.25 · 1,234 images/s · ETA 2m 05s · "
+                    "cuda:0 · bfloat16")
+
+
+def test_health_hints():
+    winning = [{"iteration": i, "d_real": 0.995, "d_fake": 0.004} for i in range(60)]
+    assert "D wins every time" in tt.health_hint(winning)
+    confused = [{"iteration": i, "d_real": 0.5, "d_fake": 0.49} for i in range(60)]
+    assert "0.5 for everything" in tt.health_hint(confused)
+    healthy = [{"iteration": i, "d_real": 0.7, "d_fake": 0.3} for i in range(60)]
+    assert tt.health_hint(healthy) == "" and tt.health_hint(winning[:10]) == ""
+
+
+def test_long_runs_plot_at_most_500_smoothed_points():
+    rng = np.random.default_rng(0)
+    rows = [{"iteration": i + 1, "loss_d": 1.0 + rng.normal(0, 0.3), "loss_g": float("nan") if i % 7 == 0
+             else 2.0 + rng.normal(0, 0.3), "d_real": 0.8, "d_fake": 0.2} for i in range(100_000)]
+    frame = tt.loss_frame(rows)
+    for name in ("loss_D", "loss_G"):
+        part = frame[frame.series == name]
+        assert 400 <= len(part) <= 500 and part.iteration.is_monotonic_increasing
+        assert part.iteration.iloc[-1] == 100_000
+    # bucket means keep the level and remove most of the noise
+    loss_d = frame[frame.series == "loss_D"].value
+    assert abs(loss_d.mean() - 1.0) < 0.01 and loss_d.std() < 0.05
+    smoothed = tt.loss_frame(rows[:300], smooth=0.9)
+    raw = tt.loss_frame(rows[:300], smooth=0.0)
+    assert smoothed[smoothed.series == "loss_D"].value.std() < raw[raw.series == "loss_D"].value.std() / 2
+    d = tt.d_frame(rows[:300])
+    half = d[d.series == "0.5 = cannot tell"]
+    assert list(half.value) == [0.5, 0.5] and list(half.iteration) == [1, 300]
+    assert tt.loss_frame([]).empty and tt.d_frame([]).empty
+    assert "100,000 records" in tt.caption(rows, frame, 0.0)
+
+
+def test_live_view_sends_only_what_changed(studio):
+    seen, out = tt.live_view(studio, {})
+    assert "idle" in out["status"] and out["buttons"]["start"]
+    seen, again = tt.live_view(studio, seen)
+    assert all(again[k] == {"__type__": "update"} for k in ("status", "loss_plot", "grid", "timeline"))
+    assert "buttons" not in again
+
+    tt.start(studio, form())
+    wait_until(lambda: len(studio.trainer.metrics) >= 3, what="metrics")
+    seen, out = tt.live_view(studio, seen)
+    assert "running" in out["status"] and out["buttons"] == tt.controls("running")
+    assert out["loss_plot"].value is not None and "records" in out["loss_plot"].caption
+    assert out["grid"].value is not None and out["timeline"]
+    first_grid = seen["grid"]
+    wait_until(lambda: studio.trainer.grid()[0] != first_grid, what="a new grid", timeout=30)
+    seen, out = tt.live_view(studio, seen)
+    assert out["grid"].label.startswith("Fixed-noise samples at iteration")
+
+    tt.pause(studio)
+    time.sleep(0.3)
+    assert tt.export_gif(studio)[0].endswith(".gif")
+    studio.trainer.reset()
+    seen, out = tt.live_view(studio, seen)
+    assert "idle" in out["status"] and out["loss_plot"].value is None
+
+
+def test_gif_samples_and_checkpoints(studio):
+    assert tt.export_gif(studio) == (None, "Not enough snapshots yet: let the run train a few seconds first.")
+    assert tt.new_samples(studio, 1)[0] is None
+    assert tt.download_checkpoint(studio)[0] is None
+
+    tt.start(studio, form(steps=20))
+    studio.trainer.wait(60)
+    path, msg = tt.export_gif(studio)
+    with Image.open(path) as gif:
+        assert gif.n_frames >= 2 and gif.size[0] >= 256
+    a, note = tt.new_samples(studio, 3)
+    b, _ = tt.new_samples(studio, 3)
+    c, _ = tt.new_samples(studio, 4)
+    assert a.shape[0] >= 384 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert "live run, iteration 20" in note
+
+    ckpt, msg = tt.download_checkpoint(studio)
+    assert ckpt.endswith("step_00000020.safetensors") and "iteration 20" in msg
+    name = tt.checkpoint_choices(studio)[0]
+    assert name.endswith("step_00000020.safetensors")
+    assert "already at iteration 20" in tt.resume_checkpoint(studio, name, 20, "cpu")
+    msg = tt.resume_checkpoint(studio, name, 30, "cpu")
+    assert msg.startswith("✓ Resumed") and "iteration 20" in msg
+    assert studio.trainer.wait(60) == "finished" and studio.trainer.status().iteration == 30
+    assert "choose a checkpoint" in tt.resume_checkpoint(studio, None, 30, "cpu")
+    assert "not a checkpoint inside" in tt.load_for_samples(studio, "../../etc/passwd.safetensors")
+
+    broken = studio.checkpoints_dir / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert "corrupt or truncated" in tt.load_for_samples(studio, "broken.safetensors")
+    studio.trainer.reset()
+    assert tt.load_for_samples(studio, name).startswith("✓ Loaded")
+    assert "samples from **" in tt.new_samples(studio, 0)[1]
+
+
+def test_app_has_the_train_tab_and_main_parses_options(tmp_path, monkeypatch):
+    demo = app.build_app(Studio(tmp_path))
+    ids = {c.get("props", {}).get("elem_id") for c in demo.get_config_file()["components"]}
+    assert {"start-btn", "pause-btn", "resume-btn", "step-btn", "stop-btn", "reset-btn", "loss-plot", "d-plot",
+            "live-grid", "timeline", "samples"} <= ids
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert app.default_host() == "127.0.0.1"
+    monkeypatch.setenv("SPACE_ID", "someone/dcgan-studio")
+    assert app.default_host() == "0.0.0.0"
+    launched = {}
+    monkeypatch.setattr(app, "launch", lambda demo, studio, host, port: launched.update(
+        host=host, port=port, dir=studio.checkpoints_dir))
+    app.main(["--port", "1234", "--checkpoints", str(tmp_path / "ck")])
+    assert launched == {"host": "0.0.0.0", "port": 1234, "dir": tmp_path / "ck"}
