@@ -38,6 +38,7 @@ FLAG_HELP = {
     "device": "auto (CUDA > MPS > CPU), cuda, mps or cpu",
     "precision": "auto (bf16 where supported), bf16 or fp32",
     "compile": "torch.compile the networks",
+    "sync_bn": "with torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)",
     "log_every": "sync with the host for logs and NaN checks every K steps (0 = auto)",
     "sample_every_s": "seconds between fixed-noise grid snapshots",
     "checkpoint_every": "save a checkpoint every K steps (0 = only at the end)",
@@ -118,10 +119,11 @@ def run_training(trainer, desc: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .metrics import METRIC_KEY, make_metric_fn
     from .trainer import Trainer
 
     cfg = config_from_args(args)
-    trainer = Trainer()
+    trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)  # runs when cfg.metric_every > 0
     trainer.start(cfg)
     status = trainer.status()
     print(f"training on {status.device} ({status.precision}) -> {status.run_dir}")
@@ -130,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .checkpoint import RunFolder
+    from .metrics import METRIC_KEY, make_metric_fn
     from .trainer import Trainer
 
     path = Path(args.checkpoint)
@@ -138,7 +141,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if latest is None:
             raise SystemExit(f"no readable checkpoint in {path}")
         path = latest
-    trainer = Trainer()
+    trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
     cfg = None
     if args.steps is not None or args.device is not None:
         from .checkpoint import config_of, read
@@ -206,7 +209,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     try:
         pulled = pull(args.repo_id, args.revision)
-        state = save_training_state(pulled, args.out_dir) if pulled.training_state is not None else None
+        state = (save_training_state(pulled.training_state, pulled.repo_id, args.out_dir)
+                 if pulled.training_state is not None else None)
     except HubError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -232,6 +236,41 @@ def cmd_pull(args: argparse.Namespace) -> int:
     trainer = Trainer()
     trainer.start(cfg.replace(steps=args.steps) if args.steps else None, resume_from=state)
     return run_training(trainer, "resume")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .checkpoint import RunFolder
+    from .metrics import InceptionUnavailable, evaluate
+
+    path = Path(args.checkpoint)
+    if path.is_dir():  # a run folder: its best checkpoint, else its newest
+        best = path / "best.safetensors"
+        path = best if best.is_file() else RunFolder(path).latest()
+        if path is None:
+            raise SystemExit(f"no readable checkpoint in {args.checkpoint}")
+    try:
+        result = evaluate(path, n=args.n, inception=args.inception, device=args.device, seed=args.seed)
+    except InceptionUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = {"checkpoint": str(path), **result}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .pth_import import import_pth
+
+    out = Path(args.out or Path("checkpoints") / "imported" / f"{Path(args.pth).stem}.safetensors")
+    dest, cfg = import_pth(args.pth, out)
+    print(f"imported {args.pth} ({cfg.image_size}x{cfg.image_size}, {cfg.channels} channels, nz={cfg.nz}, "
+          f"ngf={cfg.ngf}) -> {dest}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +318,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue training from the pulled training state")
     p.add_argument("--steps", type=int, help="with --resume: new total number of iterations")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("eval", help="quality metrics of a checkpoint as JSON: digit coverage and Fréchet "
+                                    "distance (offline), FID / KID / IS (InceptionV3 weights)")
+    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or a run folder (its best)")
+    p.add_argument("--n", type=int, default=2000, help="number of generated samples (default: 2000)")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--inception", choices=("auto", "yes", "no"), default="auto",
+                   help="FID/KID/IS: auto = only if the weights are already here, yes = download if needed")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import", help="convert a pytorch/examples DCGAN generator (netG_epoch_*.pth, a plain "
+                                      "state dict, loaded weights-only) into a .safetensors checkpoint")
+    p.add_argument("pth", help="the netG_epoch_*.pth file")
+    p.add_argument("--out", help="output .safetensors (default: checkpoints/imported/NAME.safetensors)")
+    p.set_defaults(func=cmd_import)
+
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

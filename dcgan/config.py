@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     precision: str = "auto"  # auto = bf16 where the hardware has it, else fp32
     compile: bool = False  # torch.compile the step's networks
+    sync_bn: bool = False  # several processes (torchrun): BatchNorm over the global batch
     # bookkeeping
     log_every: int = 0  # host sync for plots and NaN checks every K steps; 0 = auto (1 CPU, 20 GPU)
     sample_every_s: float = 3.0  # fixed-noise grid refresh period of the background trainer

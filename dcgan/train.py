@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import losses
+from . import distributed, losses
 from .augment import augment_real, diff_augment
 from .config import ConfigError, TrainConfig
 from .data import ImageData, load_dataset, to_float
@@ -103,9 +104,12 @@ class GANTraining:
             adam["foreach"] = True
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
-        self.G_step, self.D_step = self.G, self.D
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+        # Under torchrun: DDP copies for the step (and SyncBatchNorm); the modules themselves otherwise.
+        self.G_step, self.D_step = distributed.wrap(self.G, self.D, cfg.batch_size, cfg.sync_bn, self.device)
         if cfg.compile:
-            self.G_step, self.D_step = compile_or_fallback(self.G), compile_or_fallback(self.D)
+            self.G_step, self.D_step = compile_or_fallback(self.G_step), compile_or_fallback(self.D_step)
 
         # One generator for every random draw of the run (batches, noise, augmentation), so a
         # checkpoint that stores its state resumes the exact same sequence.
@@ -134,7 +138,9 @@ class GANTraining:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Next batch of a shuffled pass over the training set, as float [-1, 1] on the device."""
+        """Next batch of a shuffled pass over the training set, as float [-1, 1] on the device.
+
+        Under torchrun every rank draws the same global batch and keeps its own slice (`shard`)."""
         b = self.cfg.batch_size
         if self.position + b > self.order.shape[0]:
             self.order = torch.randperm(self.real.shape[0], device=self.device, generator=self.rng)
@@ -146,13 +152,13 @@ class GANTraining:
         if self.cfg.augment:
             x = augment_real(x, self.rng)
         labels = self.real_labels[idx] if self.real_labels is not None else None
-        return x, labels
+        return distributed.shard(x), distributed.shard(labels)
 
     def noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.cfg.nz, device=self.device, generator=self.rng)
         labels = (torch.randint(0, self.cfg.num_classes, (n,), device=self.device, generator=self.rng)
                   if self.cfg.num_classes else None)
-        return z, labels
+        return distributed.shard(z), distributed.shard(labels)
 
     def for_d(self, x: torch.Tensor) -> torch.Tensor:
         """DiffAugment, identically for real and fake, when configured."""
@@ -209,10 +215,15 @@ class GANTraining:
 
     @torch.no_grad()
     def update_ema(self) -> None:
+        """G_ema <- d G_ema + (1 - d) G with d = min(ema_decay, (1 + t) / (10 + t)) at iteration t.
+
+        The warm-up keeps the random initial weights from dominating short runs (with a fixed
+        0.999 they would still weigh 0.999^1000 = 37% after 1000 steps)."""
         if self.G_ema is None:
             return
+        decay = min(self.cfg.ema_decay, (1 + self.iteration) / (10 + self.iteration))
         ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - self.cfg.ema_decay)
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - decay)
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=False):
             ema_buf.copy_(buf)
 
@@ -255,11 +266,34 @@ def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None,
         G.train(was_training)
 
 
+class CompiledOrEager(nn.Module):
+    """A torch.compile'd module that turns back into the eager one if compiling fails.
+
+    torch.compile compiles lazily, so a missing compiler or an unsupported device shows up at the
+    first call, not at torch.compile(); that call (and every later one) then runs eagerly."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.failed = ""  # why compiling failed, for the logs
+
+    def forward(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # compile is an optimisation: any failure keeps the eager path
+                self.failed = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"torch.compile failed, training eagerly instead ({self.failed[:300]})",
+                              stacklevel=2)
+        return self.module(*args, **kwargs)
+
+
 def compile_or_fallback(module: nn.Module) -> nn.Module:
     """torch.compile where it works; the eager module otherwise (no compiler, unsupported device)."""
     try:
-        return torch.compile(module)
-    except Exception:  # compile is an optimisation: any failure keeps the eager path
+        return CompiledOrEager(module)
+    except Exception:  # torch.compile itself refused (e.g. an unsupported Python)
         return module
 
 

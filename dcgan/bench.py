@@ -1,0 +1,395 @@
+"""`python -m dcgan bench`: speed and memory of training and sampling, written as JSON.
+
+Two training loops run side by side on the same data and networks:
+- `plain`: the usual DCGAN code (pytorch/examples dcgan): fp32, eager, default memory layout,
+  a DataLoader over float images on the host, BCE on logits, `.item()` after every step.
+- `fast`: `GANTraining.train_step`, the path the CLI and the UI use: uint8 data on the device,
+  bf16 autocast where the hardware has it, channels_last, fused/foreach Adam, a host sync only
+  every `log_interval` steps, optionally torch.compile.
+Ratios (fast / plain, background Trainer / direct loop) are measured in the same process. FLOPs
+are counted with torch's FlopCounterMode on one real step (convolutions and matrix products, the
+forward and backward passes), not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import ImageData, to_float
+from .models import Generator, build_models
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; matched
+# against torch.cuda.get_device_name() in this order (first match wins).
+PEAK_BF16_TFLOPS = [
+    ("H200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),  # SXM (reported as "NVIDIA H100 80GB HBM3")
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+]
+MODES = ("plain", "fast", "both", "latent")
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((p for key, p in PEAK_BF16_TFLOPS if key in name), None)
+        info.update(name=name, peak_bf16_tflops=peak)
+    else:
+        info.update(name=platform.processor() or platform.machine(), peak_bf16_tflops=None,
+                    peak_note="no reliable CPU peak table: fraction of peak not reported")
+    return info
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:  # Linux: writing 5 to clear_refs resets the peak resident size (VmHWM)
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib(device: torch.device) -> dict:
+    """CUDA: the allocator's peak since the last reset. CPU: peak resident set size of the process."""
+    if device.type == "cuda":
+        return {"cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"peak_rss_mib": round(int(line.split()[1]) / 1024, 1)}
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+def synthetic_data(cfg: TrainConfig, n: int) -> ImageData:
+    """Random uint8 images of the configured shape: speed does not depend on what they show."""
+    g = torch.Generator().manual_seed(0)
+    shape = (n, cfg.channels, cfg.image_size, cfg.image_size)
+    train = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    return ImageData(name="synthetic", train=train, val=train[:16])
+
+
+def count_flops(cfg: TrainConfig) -> dict:
+    """FLOPs per image of one training iteration and of one generated image (eager, fp32, CPU,
+    a batch of 8; convolution FLOPs scale linearly with the batch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .train import GANTraining
+
+    small = cfg.replace(batch_size=8, device="cpu", precision="fp32", compile=False)
+    run = GANTraining(small, synthetic_data(small, 16))
+    with FlopCounterMode(display=False) as counter:
+        run.train_step()
+    train = counter.get_total_flops() / small.batch_size
+    G = run.G.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        G(torch.randn(small.batch_size, small.nz), None if not small.num_classes
+          else torch.zeros(small.batch_size, dtype=torch.long))
+    return {"train_per_image": train, "generate_per_image": counter.get_total_flops() / small.batch_size}
+
+
+# ---- the two training loops ---------------------------------------------------------------------
+
+
+def plain_loop(cfg: TrainConfig, data: ImageData, device: torch.device):
+    """The straightforward DCGAN loop (as in pytorch/examples dcgan/main.py); returns step()."""
+    torch.manual_seed(cfg.seed)
+    G, D = (m.to(device) for m in build_models(cfg))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(to_float(data.train)),
+                                         batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    criterion = nn.BCEWithLogitsLoss()
+
+    def batches():
+        while True:
+            for (x,) in loader:
+                yield x
+
+    it = batches()
+
+    def step() -> tuple[float, float, float, float]:
+        real = next(it).to(device)
+        b = real.shape[0]
+        ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
+        # (1) D: real batch, then fake batch
+        D.zero_grad()
+        out_real = D(real)
+        err_real = criterion(out_real, ones)
+        err_real.backward()
+        fake = G(torch.randn(b, cfg.nz, device=device))
+        out_fake = D(fake.detach())
+        err_fake = criterion(out_fake, zeros)
+        err_fake.backward()
+        opt_d.step()
+        # (2) G: make D call the fakes real
+        G.zero_grad()
+        out = D(fake)
+        err_g = criterion(out, ones)
+        err_g.backward()
+        opt_g.step()
+        return (err_real.item() + err_fake.item(), err_g.item(),
+                torch.sigmoid(out_real).mean().item(), torch.sigmoid(out_fake).mean().item())
+
+    return step
+
+
+def fast_loop(cfg: TrainConfig, data: ImageData):
+    """GANTraining.train_step with the trainer's host sync every log_interval steps; returns step()."""
+    from .train import GANTraining
+    from .trainer import log_interval
+
+    run = GANTraining(cfg, data)
+    every = log_interval(cfg, run.device)
+    window: list[torch.Tensor] = []
+
+    def step() -> None:
+        window.append(run.train_step().as_tensor())
+        if len(window) >= every:
+            flush()
+
+    def flush() -> None:
+        if window:
+            torch.stack(window).cpu()
+            window.clear()
+
+    step.flush = flush  # type: ignore[attr-defined]
+    return step
+
+
+def time_loops(loops: dict, steps: int, warmup: int, device: torch.device, batch: int,
+               flops_per_image: float) -> dict[str, dict]:
+    """Time each loop's step().
+
+    CUDA: one loop after the other, each as one block between two syncs (the fast loop's point is
+    to not sync in between). CPU: the loops interleaved step by step and the median step taken, so
+    that other processes on the same cores slow both alike and the ratio stays fair."""
+    results: dict[str, dict] = {}
+
+    def summary(seconds_per_step: float) -> dict:
+        return {"steps": steps, "ms_per_iteration": round(1000 * seconds_per_step, 3),
+                "images_per_s": round(batch / seconds_per_step, 1),
+                "tflop_per_s": round(flops_per_image * batch / seconds_per_step / 1e12, 4)}
+
+    if device.type == "cuda":
+        for name, step in loops.items():
+            for _ in range(warmup):
+                step()
+            getattr(step, "flush", lambda: None)()
+            sync(device)
+            reset_peak_memory(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            getattr(step, "flush", lambda: None)()
+            sync(device)
+            results[name] = summary((time.perf_counter() - t0) / steps) | peak_memory_mib(device)
+        return results
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    reset_peak_memory(device)
+    for i in range(warmup + steps):
+        for name, step in loops.items():
+            t0 = time.perf_counter()
+            step()
+            getattr(step, "flush", lambda: None)()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    peak = peak_memory_mib(device)  # of the process, all loops together
+    return {name: summary(statistics.median(t)) | peak for name, t in times.items()}
+
+
+def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int) -> dict:
+    """The background Trainer (the UI's path: plots, grid snapshots every sample_every_s), timed from
+    its own metric rows so that start-up and the final checkpoint stay out of the numbers."""
+    from .train import resolve_device
+    from .trainer import Trainer, log_interval
+
+    every = log_interval(cfg, resolve_device(cfg.device))
+    warmup, steps = every * math.ceil(warmup / every), every * math.ceil(steps / every)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer()
+        trainer.start(cfg.replace(steps=warmup + steps, checkpoint_every=0, out_dir=tmp, run_name="bench"),
+                      data=data)
+        state = trainer.wait()
+        if state != "finished":
+            raise RuntimeError(f"the trainer ended {state}: {trainer.status().error}")
+        rows = trainer.metrics.since(0)
+    first = next(r for r in rows if r["iteration"] >= warmup)
+    last = rows[-1]
+    elapsed = last["time"] - first["time"]
+    done = last["iteration"] - first["iteration"]
+    return {"steps": done, "ms_per_iteration": round(1000 * elapsed / done, 3),
+            "images_per_s": round(done * cfg.batch_size / elapsed, 1)}
+
+
+def time_generate(cfg: TrainConfig, device: torch.device, batch: int, fast: bool, repeats: int) -> dict:
+    """Median time of G on one batch in eval mode; fast = channels_last + the run's autocast."""
+    from .train import resolve_precision
+
+    torch.manual_seed(0)
+    G = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes).to(device).eval()
+    dtype = resolve_precision(cfg.precision, device) if fast else torch.float32
+    if fast:
+        G = G.to(memory_format=torch.channels_last)
+    z = torch.randn(batch, cfg.nz, device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device) if cfg.num_classes else None
+    cast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    times = []
+    with torch.inference_mode(), cast:
+        for i in range(repeats + 3):
+            sync(device)
+            t0 = time.perf_counter()
+            G(z, labels).float()
+            sync(device)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    return {"batch": batch, "precision": str(dtype).replace("torch.", ""), "ms": round(ms, 3),
+            "images_per_s": round(batch * 1000 / ms, 1)}
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def bench(args: argparse.Namespace) -> dict:
+    from .train import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    base = TrainConfig(dataset="digits", image_size=args.image_size, channels=args.channels,
+                       ngf=args.ngf, ndf=args.ndf, nz=args.nz, device=str(device.type),
+                       precision=args.precision, compile=args.compile, seed=0)
+    batches = [int(b) for b in str(args.batch).split(",")]
+    out: dict = {"device": device_info(device),
+                 "config": {"image_size": base.image_size, "channels": base.channels, "ngf": base.ngf,
+                            "ndf": base.ndf, "nz": base.nz, "compile": base.compile,
+                            "precision": str(resolve_precision(base.precision, device)).replace("torch.", ""),
+                            "data": "random uint8 images (speed does not depend on content)"},
+                 "mode": args.mode, "train": [], "generate": []}
+    if args.mode == "latent":
+        from . import latent
+
+        out["latent"] = latent.benchmark_latency(image_size=args.image_size, ngf=args.ngf, nz=args.nz,
+                                                 channels=args.channels)
+        return out
+    flops = count_flops(base)
+    out["flops"] = flops
+    peak = out["device"].get("peak_bf16_tflops")
+    for batch in batches:
+        cfg = base.replace(batch_size=batch)
+        data = synthetic_data(cfg, max(args.images, 2 * batch))
+        row: dict = {"batch": batch}
+        loops = {}
+        if args.mode in ("plain", "both"):
+            loops["plain"] = plain_loop(cfg, data, device)
+        if args.mode in ("fast", "both"):
+            loops["fast"] = fast_loop(cfg, data)
+        row.update(time_loops(loops, args.steps, args.warmup, device, batch, flops["train_per_image"]))
+        loops.clear()
+        if peak and "fast" in row:
+            row["fast"]["fraction_of_bf16_peak"] = round(row["fast"]["tflop_per_s"] / peak, 4)
+        if "plain" in row and "fast" in row:
+            row["fast_over_plain"] = round(row["fast"]["images_per_s"] / row["plain"]["images_per_s"], 2)
+        if args.trainer:
+            row["trainer"] = time_trainer(cfg, data, args.steps, args.warmup)
+            if "fast" in row:
+                row["trainer_over_fast"] = round(row["trainer"]["images_per_s"] / row["fast"]["images_per_s"], 3)
+        out["train"].append(row)
+        _report(row, file=sys.stderr)
+        del data
+    gen_batches = [1, args.generate_batch]
+    for batch in gen_batches:
+        entry = {"batch": batch}
+        for fast in (False, True):
+            entry["fast" if fast else "plain"] = time_generate(base, device, batch, fast, args.generate_repeats)
+        out["generate"].append(entry)
+        _report(entry, file=sys.stderr)
+    if peak and out["train"] and any("fast" in r for r in out["train"]):
+        best = max((r for r in out["train"] if "fast" in r), key=lambda r: r["fast"]["tflop_per_s"])
+        out["best_fast"] = {"batch": best["batch"], "tflop_per_s": best["fast"]["tflop_per_s"],
+                            "fraction_of_bf16_peak": best["fast"]["fraction_of_bf16_peak"]}
+    return out
+
+
+def _report(row: dict, file) -> None:
+    parts = [f"batch {row['batch']}"]
+    for key in ("plain", "fast", "trainer"):
+        if key in row:
+            r = row[key]
+            ms = r.get("ms_per_iteration", r.get("ms"))
+            parts.append(f"{key}: {r['images_per_s']:.0f} img/s, {ms:.2f} ms")
+    for key in ("fast_over_plain", "trainer_over_fast"):
+        if key in row:
+            parts.append(f"{key} {row[key]}")
+    print(" | ".join(parts), file=file, flush=True)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="measure training and sampling speed and memory (JSON)")
+    p.add_argument("--mode", choices=MODES, default="fast",
+                   help="plain (textbook fp32 loop), fast (the training path), both (side by side, "
+                        "with the ratio) or latent (latent-slider latency on the CPU)")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--image-size", type=int, default=64, help="image side (default: 64)")
+    p.add_argument("--channels", type=int, default=3, help="1 or 3 (default: 3)")
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--nz", type=int, default=100)
+    p.add_argument("--batch", default="64", help="batch size, or a comma list to sweep (default: 64)")
+    p.add_argument("--steps", type=int, default=20, help="timed iterations per loop (default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--precision", default="auto", help="fast loop: auto, bf16 or fp32")
+    p.add_argument("--compile", action="store_true", help="fast loop: torch.compile the networks")
+    p.add_argument("--trainer", action="store_true",
+                   help="also time the background Trainer (the UI's path) and its ratio to the direct loop")
+    p.add_argument("--images", type=int, default=2048, help="size of the random data set (default: 2048)")
+    p.add_argument("--generate-batch", type=int, default=0,
+                   help="large batch for generator inference (default: 1024 on a GPU, 64 on the CPU)")
+    p.add_argument("--generate-repeats", type=int, default=20)
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if not args.generate_batch:
+        args.generate_batch = 1024 if torch.cuda.is_available() and args.device in ("auto", "cuda") else 64
+    result = bench(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+__all__ = ["bench", "add_parser", "count_flops", "plain_loop", "fast_loop", "synthetic_data"]
