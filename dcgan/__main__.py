@@ -273,6 +273,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .pth_import import import_pth
+
+    out = Path(args.out or Path("checkpoints") / "imported" / f"{Path(args.pth).stem}.safetensors")
+    dest, cfg = import_pth(args.pth, out)
+    print(f"imported {args.pth} ({cfg.image_size}x{cfg.image_size}, {cfg.channels} channels, nz={cfg.nz}, "
+          f"ngf={cfg.ngf}) -> {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dcgan", description="DCGAN Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import", help="convert a pytorch/examples DCGAN generator (netG_epoch_*.pth, a plain "
+                                      "state dict, loaded weights-only) into a .safetensors checkpoint")
+    p.add_argument("pth", help="the netG_epoch_*.pth file")
+    p.add_argument("--out", help="output .safetensors (default: checkpoints/imported/NAME.safetensors)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("import", help="convert a pytorch/examples DCGAN generator (netG_epoch_*.pth, a plain "
                                       "state dict, loaded weights-only) into a .safetensors checkpoint")
