@@ -141,8 +141,11 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def resolve_token(token: str | None = None) -> str | None:
-    """An explicit token, else HF_TOKEN, else the cached `hf auth login` token, else None."""
+def resolve_token(token: str | bool | None = None) -> str | None:
+    """An explicit token, else HF_TOKEN, else the cached `hf auth login` token, else None.
+    token=False means anonymous (no fallback): a Space visitor must not borrow the owner's secret."""
+    if token is False:
+        return None
     return (token or "").strip() or get_token()
 
 
@@ -170,7 +173,7 @@ def stage_files(folder: Path, checkpoint: str | Path, repo_id: str, *, loss_rows
     return sorted(p.name for p in folder.iterdir())
 
 
-def push(checkpoint: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
+def push(checkpoint: str | Path, repo_id: str, *, token: str | bool | None = None, private: bool = False,
          revision: str | None = None, commit_message: str | None = None, include_training_state: bool = False,
          loss_rows: list[dict] | None = None, license: str = "mit", endpoint: str | None = None) -> PushResult:
     """Upload a checkpoint's generator (and optionally its full training state) with a model card.
@@ -237,7 +240,7 @@ def _check_same_generator(cfg: TrainConfig, config: dict[str, Any], what: str) -
                            f"the repo's files come from different models.")
 
 
-def pull(repo_id: str, revision: str | None = None, *, token: str | None = None, endpoint: str | None = None,
+def pull(repo_id: str, revision: str | None = None, *, token: str | bool | None = None, endpoint: str | None = None,
          cache_dir: str | Path | None = None) -> Pulled:
     """Download and check a generator (and its training state when present) from the Hub."""
     repo_id = check_repo_id(repo_id)
@@ -287,17 +290,17 @@ def pull(repo_id: str, revision: str | None = None, *, token: str | None = None,
     return Pulled(repo_id, revision, commit, G, cfg, state_path)
 
 
-def save_training_state(pulled: Pulled, out_dir: str | Path = "checkpoints") -> Path:
-    """Copy a pulled training state into a run folder (out_dir/hub-<name>/step_XXXXXXXX.safetensors),
+def save_training_state(state: str | Path | None, repo_id: str, out_dir: str | Path = "checkpoints") -> Path:
+    """Copy a pulled training state into a run folder (out_dir/hub-<user>--<name>/step_XXXXXXXX.safetensors),
     the shape `python -m dcgan resume` and the Train tab expect."""
-    if pulled.training_state is None:
-        raise HubError(f"{pulled.repo_id}@{pulled.revision} holds only the generator: push it again with "
-                       f"the training state included to resume training from the Hub.")
-    _, meta = read(pulled.training_state)
-    folder = Path(out_dir) / ("hub-" + pulled.repo_id.replace("/", "--"))
+    if not state:
+        raise HubError(f"{repo_id} holds only the generator: push it again with the training state "
+                       f"included to resume training from the Hub.")
+    _, meta = read(state)
+    folder = Path(out_dir) / ("hub-" + check_repo_id(repo_id).replace("/", "--"))
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step_{int(meta['iteration']):08d}.safetensors"
-    shutil.copyfile(pulled.training_state, target)
+    shutil.copyfile(state, target)
     return target
 
 
