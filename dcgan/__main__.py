@@ -77,7 +77,10 @@ def run_training(trainer, desc: str) -> int:
     from tqdm import tqdm
 
     status = trainer.status()
-    bar = tqdm(total=status.total, initial=status.iteration, desc=desc, unit="it", dynamic_ncols=True)
+    from .distributed import is_main
+
+    bar = tqdm(total=status.total, initial=status.iteration, desc=desc, unit="it", dynamic_ncols=True,
+               disable=not is_main())  # one progress bar under torchrun
     shown = 0
     try:
         while True:
@@ -107,6 +110,8 @@ def run_training(trainer, desc: str) -> int:
         print(status.error, file=sys.stderr)
         trainer.stop()
         return 1
+    if not is_main():
+        return 0
     print(f"{status.state} at iteration {status.iteration}; checkpoint: {trainer.last_checkpoint()}")
     grid_path = Path(status.run_dir) / "samples.png"
     _, grid = trainer.grid()
@@ -273,16 +278,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    from .pth_import import import_pth
-
-    out = Path(args.out or Path("checkpoints") / "imported" / f"{Path(args.pth).stem}.safetensors")
-    dest, cfg = import_pth(args.pth, out)
-    print(f"imported {args.pth} ({cfg.image_size}x{cfg.image_size}, {cfg.channels} channels, nz={cfg.nz}, "
-          f"ngf={cfg.ngf}) -> {dest}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dcgan", description="DCGAN Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,12 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .safetensors (default: checkpoints/imported/NAME.safetensors)")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("import", help="convert a pytorch/examples DCGAN generator (netG_epoch_*.pth, a plain "
-                                      "state dict, loaded weights-only) into a .safetensors checkpoint")
-    p.add_argument("pth", help="the netG_epoch_*.pth file")
-    p.add_argument("--out", help="output .safetensors (default: checkpoints/imported/NAME.safetensors)")
-    p.set_defaults(func=cmd_import)
-
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
@@ -360,14 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import distributed
     from .checkpoint import CheckpointError
     from .data import DatasetError
 
+    if args.command in ("train", "resume"):  # under torchrun: join the process group (no-op otherwise)
+        distributed.setup(getattr(args, "device", None) or "auto")
     try:
         return args.func(args)
     except (ConfigError, DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":

@@ -164,12 +164,14 @@ def plain_loop(cfg: TrainConfig, data: ImageData, device: torch.device):
     return step
 
 
-def fast_loop(cfg: TrainConfig, data: ImageData):
+def fast_loop(cfg: TrainConfig, data: ImageData, graphs: bool = True):
     """GANTraining.train_step with the trainer's host sync every log_interval steps; returns step()."""
     from .train import GANTraining
     from .trainer import log_interval
 
     run = GANTraining(cfg, data)
+    if not graphs:
+        run.graph = None
     every = log_interval(cfg, run.device)
     window: list[torch.Tensor] = []
 
@@ -292,6 +294,7 @@ def bench(args: argparse.Namespace) -> dict:
     out: dict = {"device": device_info(device),
                  "config": {"image_size": base.image_size, "channels": base.channels, "ngf": base.ngf,
                             "ndf": base.ndf, "nz": base.nz, "compile": base.compile,
+                            "cuda_graphs": device.type == "cuda" and not args.no_graphs,
                             "precision": str(resolve_precision(base.precision, device)).replace("torch.", ""),
                             "data": "random uint8 images (speed does not depend on content)"},
                  "mode": args.mode, "train": [], "generate": []}
@@ -312,7 +315,7 @@ def bench(args: argparse.Namespace) -> dict:
         if args.mode in ("plain", "both"):
             loops["plain"] = plain_loop(cfg, data, device)
         if args.mode in ("fast", "both"):
-            loops["fast"] = fast_loop(cfg, data)
+            loops["fast"] = fast_loop(cfg, data, graphs=not args.no_graphs)
         row.update(time_loops(loops, args.steps, args.warmup, device, batch, flops["train_per_image"]))
         loops.clear()
         if peak and "fast" in row:
@@ -369,6 +372,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--precision", default="auto", help="fast loop: auto, bf16 or fp32")
     p.add_argument("--compile", action="store_true", help="fast loop: torch.compile the networks")
+    p.add_argument("--no-graphs", action="store_true", help="fast loop: eager steps, no CUDA graph")
     p.add_argument("--trainer", action="store_true",
                    help="also time the background Trainer (the UI's path) and its ratio to the direct loop")
     p.add_argument("--images", type=int, default=2048, help="size of the random data set (default: 2048)")

@@ -99,7 +99,7 @@ class GANTraining:
         self.G_ema: Generator | None = copy.deepcopy(self.G).eval() if cfg.ema_decay > 0 else None
         adam = {"betas": (cfg.beta1, cfg.beta2)}
         if self.device.type == "cuda":
-            adam["fused"] = True
+            adam.update(fused=True, capturable=True)  # capturable: the step can be a CUDA graph
         else:
             adam["foreach"] = True
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
@@ -126,6 +126,8 @@ class GANTraining:
         self.iteration = 0
         self.images_seen = 0
         self.history: list[dict] = []  # quality-metric records, kept in checkpoints
+        # On a GPU the whole step is replayed as one CUDA graph (launch overhead dominates a DCGAN step).
+        self.graph: CudaGraphStep | None = CudaGraphStep(self) if CudaGraphStep.supported(self) else None
 
     # ---- sampling helpers ------------------------------------------------------------------
     @property
@@ -135,7 +137,7 @@ class GANTraining:
     def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)  # graph-safe
 
     def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next batch of a shuffled pass over the training set, as float [-1, 1] on the device.
@@ -168,6 +170,8 @@ class GANTraining:
     # ---- the training step -------------------------------------------------------------------
     def train_step(self, update: str = "both") -> StepStats:
         """One iteration: update = 'both' (D then G), 'd' (D only) or 'g' (G only)."""
+        if update == "both" and self.graph is not None and self.graph.ready():
+            return self.graph.replay()  # this same function, captured once as a CUDA graph
         cfg, G, D = self.cfg, self.G_step, self.D_step
         loss_d = loss_g = d_real = d_fake = None
         fake = fake_labels = None
@@ -264,6 +268,85 @@ def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None,
         return torch.cat(outs) if outs else torch.empty(0)
     finally:
         G.train(was_training)
+
+
+class CudaGraphStep:
+    """`GANTraining.train_step` captured once as a CUDA graph, then replayed: one launch per step
+    instead of several hundred, which is what limits a DCGAN step on a fast GPU.
+
+    The host-side bookkeeping (which images come next, reshuffles, counters) stays in Python and
+    passes the batch indices through a static buffer; random draws use the run's generator,
+    registered with the graph. A new optimiser state or learning rate (checkpoint restore, NaN
+    roll-back) is noticed and the step captured again. Any failure leaves the eager step in use."""
+
+    WARMUP_STEPS = 3  # eager steps first: cuDNN autotuning, Adam state, allocator
+
+    @staticmethod
+    def supported(run: GANTraining) -> bool:
+        cfg = run.cfg
+        return (run.device.type == "cuda" and distributed.world_size() == 1 and not cfg.compile
+                and cfg.d_steps == 1 and cfg.r1_gamma == 0 and cfg.loss != "wgan-gp")
+
+    def __init__(self, run: GANTraining):
+        self.run = run
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.capturing = False
+        self.warm = 0
+        self.failed = ""
+
+    def _key(self) -> tuple:
+        run = self.run
+        opts = (run.opt_g, run.opt_d)
+        return (tuple(g["lr"] for o in opts for g in o.param_groups),
+                tuple(t.data_ptr() for o in opts for st in o.state.values() for t in st.values()
+                      if torch.is_tensor(t)))
+
+    def ready(self) -> bool:
+        if self.capturing or self.failed:
+            return False
+        if self.graph is not None and self.key == self._key():
+            return True
+        self.graph = None
+        if self.warm < self.WARMUP_STEPS:
+            self.warm += 1
+            return False
+        try:
+            self._capture()
+        except Exception as exc:  # a graph is an optimisation: keep training eagerly
+            self.failed = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"CUDA graph capture failed, training eagerly ({self.failed[:300]})", stacklevel=3)
+            return False
+        return True
+
+    def _capture(self) -> None:
+        run, b = self.run, self.run.cfg.batch_size
+        self.indices = run.order[:b].clone()
+        saved = run.order, run.position, run.images_seen, run.iteration
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(run.rng)
+        torch.cuda.synchronize(run.device)
+        self.capturing = True
+        try:
+            run.order, run.position = self.indices, 0  # real_batch reads the static index buffer
+            with torch.cuda.graph(graph):
+                self.stats = run.train_step("both")
+        finally:
+            self.capturing = False
+            run.order, run.position, run.images_seen, run.iteration = saved
+        self.graph, self.key = graph, self._key()
+
+    def replay(self) -> StepStats:
+        run, b = self.run, self.run.cfg.batch_size
+        if run.position + b > run.order.shape[0]:
+            run.order = torch.randperm(run.real.shape[0], device=run.device, generator=run.rng)
+            run.position = 0
+        self.indices.copy_(run.order[run.position:run.position + b])
+        run.position += b
+        run.images_seen += b
+        self.graph.replay()
+        run.iteration += 1
+        s = self.stats
+        return StepStats(*(None if v is None else v.clone() for v in (s.loss_d, s.loss_g, s.d_real, s.d_fake)))
 
 
 class CompiledOrEager(nn.Module):

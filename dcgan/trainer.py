@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .checkpoint import CheckpointError, RunFolder, load_training, restore_training, training_state
 from .config import TrainConfig
 from .data import ImageData
@@ -321,7 +322,7 @@ class Trainer:
 
             done = run.iteration >= cfg.steps
             if len(window) >= sync_every or single or done:
-                if bool(bad):
+                if bool(distributed.any_rank(bad)):  # every rank rolls back together
                     window.clear()
                     bad.zero_()
                     self._handle_nan(run, good_state)
@@ -348,7 +349,7 @@ class Trainer:
                 last_grid = time.monotonic()
             if cfg.checkpoint_every and run.iteration % cfg.checkpoint_every == 0:
                 self._checkpoint(run)
-            if cfg.metric_every and self.metric_fn and run.iteration % cfg.metric_every == 0:
+            if cfg.metric_every and self.metric_fn and distributed.is_main() and run.iteration % cfg.metric_every == 0:
                 self._evaluate(run)
             if done:
                 break
@@ -397,6 +398,8 @@ class Trainer:
 
     def _checkpoint(self, run: GANTraining) -> None:
         folder = self._folder
+        if not distributed.is_main():  # under torchrun rank 0 alone writes (the state is the same on all)
+            return
         assert folder is not None
         try:
             path = folder.save(run)
@@ -412,6 +415,9 @@ class Trainer:
         record = {"iteration": run.iteration, **self.metric_fn(run)}
         run.history.append(record)
         score = record.get(self.metric_key)
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("iteration", self.metric_key))
+        with self._lock:
+            self._events.append(f"metrics at iteration {run.iteration}: {summary}")
         folder = self._folder
         if score is not None and folder is not None and folder.offer_best(run, float(score), self.lower_is_better):
             with self._lock:

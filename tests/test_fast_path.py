@@ -1,0 +1,161 @@
+"""The fast training path computes the textbook DCGAN step, and its optimisations fall back cleanly."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dcgan import train as train_module
+from dcgan.__main__ import main
+from dcgan.bench import count_flops, synthetic_data
+from dcgan.config import ConfigError, TrainConfig
+from dcgan.train import GANTraining, resolve_precision
+from tests.conftest import tiny_config
+
+
+def record_inputs(run: GANTraining) -> list:
+    """Wrap real_batch / noise so the test sees exactly what the step drew."""
+    drawn = []
+    real_batch, noise = run.real_batch, run.noise
+
+    def rb():
+        x, y = real_batch()
+        drawn.append(("real", x.detach().clone()))
+        return x, y
+
+    def nz(n):
+        z, y = noise(n)
+        drawn.append(("z", z.clone()))
+        return z, y
+
+    run.real_batch, run.noise = rb, nz
+    return drawn
+
+
+def textbook_step(G, D, opt_g, opt_d, real, z):
+    """pytorch/examples dcgan: fp32, default layout, BCE with logits, D then G on the same fakes."""
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(real.shape[0]), torch.zeros(real.shape[0])
+    opt_d.zero_grad()
+    fake = G(z)
+    loss_d = bce(D(real), ones) + bce(D(fake.detach()), zeros)
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    loss_g = bce(D(fake), ones)
+    loss_g.backward()
+    opt_g.step()
+    return loss_d.detach(), loss_g.detach()
+
+
+def test_fast_step_matches_the_textbook_step_in_fp32(digits_data):
+    cfg = tiny_config(batch_size=16)
+    run = GANTraining(cfg, digits_data)
+    G = copy.deepcopy(run.G).to(memory_format=torch.contiguous_format)
+    D = copy.deepcopy(run.D).to(memory_format=torch.contiguous_format)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), foreach=False)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), foreach=False)
+    drawn = record_inputs(run)
+    for _ in range(3):
+        drawn.clear()
+        stats = run.train_step()
+        (kind_r, real), (kind_z, z) = drawn
+        assert (kind_r, kind_z) == ("real", "z")
+        ref_d, ref_g = textbook_step(G, D, opt_g, opt_d, real.contiguous(), z)
+        torch.testing.assert_close(stats.loss_d, ref_d, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(stats.loss_g, ref_g, rtol=1e-4, atol=1e-5)
+    for fast, ref in ((run.G, G), (run.D, D)):
+        for (name, p), q in zip(fast.named_parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    assert torch.allclose(run.G.net[1].running_mean, G.net[1].running_mean, atol=1e-5)
+
+
+def test_compile_that_fails_at_the_first_call_falls_back_to_eager(digits_data, monkeypatch):
+    def broken_compile(module, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no C compiler found")
+        return call
+
+    eager = GANTraining(tiny_config(), digits_data)
+    expected = [eager.train_step().as_tensor() for _ in range(2)]
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    run = GANTraining(tiny_config(compile=True), digits_data)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        got = [run.train_step().as_tensor() for _ in range(2)]
+    assert "no C compiler" in run.G_step.failed and "no C compiler" in run.D_step.failed
+    torch.testing.assert_close(torch.stack(got), torch.stack(expected))
+
+
+def test_compile_that_fails_at_once_keeps_the_module(digits_data, monkeypatch):
+    def refuse(module, *args, **kwargs):
+        raise RuntimeError("Python too new for dynamo")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    run = GANTraining(tiny_config(compile=True), digits_data)
+    assert run.G_step is run.G and run.D_step is run.D
+    assert torch.isfinite(run.train_step().as_tensor()).all()
+
+
+def test_bf16_falls_back_to_fp32_where_unsupported(digits_data, monkeypatch):
+    monkeypatch.setattr(train_module, "bf16_supported", lambda device: False)
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_precision("bf16", torch.device("cpu"))
+    run = GANTraining(tiny_config(precision="auto"), digits_data)
+    assert run.dtype == torch.float32
+    assert torch.isfinite(run.train_step().as_tensor()).all()
+
+
+@pytest.mark.skipif(not train_module.bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_bf16_step_on_the_cpu_stays_close_to_fp32(digits_data):
+    fp32 = GANTraining(tiny_config(precision="fp32"), digits_data).train_step()
+    bf16 = GANTraining(tiny_config(precision="bf16"), digits_data).train_step()
+    assert bf16.loss_d.dtype == torch.float32  # losses are computed in fp32 on the logits
+    torch.testing.assert_close(bf16.loss_d, fp32.loss_d, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(bf16.loss_g, fp32.loss_g, rtol=0.05, atol=0.02)
+
+
+def test_flop_count_of_the_classic_64px_step():
+    """About 2.5 GFLOP per image for one iteration of the 64x64 DCGAN (counted, not assumed)."""
+    flops = count_flops(TrainConfig(image_size=64, channels=3))
+    assert 2.3e9 < flops["train_per_image"] < 2.7e9
+    assert 1.5e8 < flops["generate_per_image"] < 2.5e8
+
+
+def test_bench_command_writes_side_by_side_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--mode", "both", "--device", "cpu", "--image-size", "28", "--channels", "1",
+                 "--ngf", "8", "--ndf", "8", "--batch", "16", "--steps", "2", "--warmup", "1", "--images", "64",
+                 "--generate-batch", "8", "--generate-repeats", "2", "--trainer", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    row = result["train"][0]
+    assert row["batch"] == 16 and row["plain"]["images_per_s"] > 0 and row["fast"]["images_per_s"] > 0
+    assert row["fast_over_plain"] == pytest.approx(row["fast"]["images_per_s"] / row["plain"]["images_per_s"],
+                                                   rel=0.02, abs=0.01)
+    assert row["trainer"]["images_per_s"] > 0 and "trainer_over_fast" in row
+    assert row["fast"]["peak_rss_mib"] > 50
+    assert result["flops"]["train_per_image"] > 0
+    assert [g["batch"] for g in result["generate"]] == [1, 8]
+    assert result["device"]["type"] == "cpu" and result["device"]["peak_bf16_tflops"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_step_matches_the_eager_step():
+    cfg = tiny_config(device="cuda", precision="fp32", batch_size=32, augment=True)
+    data = synthetic_data(cfg, 100)  # 100 images: the 8 steps cross a reshuffle
+    graphed, eager = GANTraining(cfg, data), GANTraining(cfg, data)
+    eager.graph = None
+    torch.backends.cudnn.deterministic = True
+    try:
+        a = torch.stack([graphed.train_step().as_tensor() for _ in range(8)]).cpu()
+        b = torch.stack([eager.train_step().as_tensor() for _ in range(8)]).cpu()
+    finally:
+        torch.backends.cudnn.deterministic = False
+    assert graphed.graph is not None and graphed.graph.graph is not None, graphed.graph.failed
+    assert graphed.iteration == 8 and graphed.position == eager.position
+    torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
