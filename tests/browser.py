@@ -70,7 +70,7 @@ def _close_all() -> None:
         close_app(url)
 
 
-def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+def wait_for(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
     """Poll check() until it returns something truthy (a readable failure instead of a hang)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -80,6 +80,19 @@ def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+def set_number(pg, elem_id: str, value: object) -> None:
+    """Type into a gr.Number (by elem_id) and leave the box, as a person would."""
+    box = pg.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def choose(pg, elem_id: str, option: str) -> None:
+    """Pick an option of a gr.Dropdown (by elem_id)."""
+    pg.click(f"#{elem_id} input")
+    pg.get_by_role("option", name=option, exact=True).click()
 
 
 @pytest.fixture(scope="module")
