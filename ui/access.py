@@ -26,6 +26,9 @@ MAX_UNLOCKED = 10_000  # bounded so a flood of sessions cannot grow memory forev
 class AccessDenied(gr.Error, PermissionError):
     """A training control was used by a visitor who is not the Space's owner (shown as a Gradio error)."""
 
+    def __str__(self) -> str:  # gr.Error shows repr(message); pages print str(exc) directly
+        return str(self.message)
+
 
 _unlocked: set[str] = set()
 _unlocked_lock = threading.Lock()

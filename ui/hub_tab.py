@@ -154,8 +154,12 @@ def build(studio: Studio) -> None:
                 password = gr.Textbox(label="Owner password", type="password", scale=3,
                                       elem_id="hub-owner-password")
                 unlock = gr.Button("Unlock training", scale=1, elem_id="hub-unlock")
-        unlock.click(unlock_action, [password], [access_status, password], api_name="unlock")
-        password.submit(unlock_action, [password], [access_status, password], api_name=False)
+
+        def do_unlock(value: str, request: gr.Request) -> tuple[str, str]:
+            return unlock_action(value, request)
+
+        unlock.click(do_unlock, [password], [access_status, password], api_name="unlock")
+        password.submit(do_unlock, [password], [access_status, password], api_name=False)
     token = gr.Textbox(label="Hugging Face token (optional)", type="password", placeholder="hf_…",
                        elem_id="hub-token")
     with gr.Row(equal_height=False):
