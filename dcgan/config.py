@@ -12,6 +12,7 @@ LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("rollback", "pause")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "celeba", "folder")  # loaded by data.py
 DIFFAUG_OPS = ("translation", "cutout", "color")
 
 
@@ -161,6 +162,8 @@ class TrainConfig:
         check(self.keep_last >= 1, "keep_last", f"must be at least 1, got {self.keep_last}")
         check(self.metric_every >= 0, "metric_every", f"must be >= 0, got {self.metric_every}")
         check(self.nan_policy in NAN_POLICIES, "nan_policy", f"{self.nan_policy!r} is not one of {NAN_POLICIES}")
+        check(self.dataset in DATASETS, "dataset", f"{self.dataset!r} is not one of {DATASETS}")
+        check(isinstance(self.extra, dict), "extra", f"must be a JSON object, got {self.extra!r}")
         check(self.dataset != "folder" or bool(self.data_path), "data_path",
               "the folder data set needs a path to a folder or .zip of images")
         check("/" not in self.run_name and "\\" not in self.run_name and ".." not in self.run_name,

@@ -150,7 +150,14 @@ class Trainer:
             name = run.cfg.run_name or time.strftime(f"{run.cfg.dataset}-{run.cfg.image_size}px-%Y%m%d-%H%M%S")
             if resume_from is not None and not run.cfg.run_name:
                 name = Path(resume_from).parent.name
-            self._folder = RunFolder(Path(run.cfg.out_dir) / name, run.cfg.keep_last)
+            folder = RunFolder(Path(run.cfg.out_dir) / name, run.cfg.keep_last)
+            try:  # an unwritable out_dir fails now, not at the first checkpoint
+                folder.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._reset_state()
+                raise CheckpointError(f"cannot create the run folder {folder.path}: {exc.strerror or exc}; "
+                                      f"choose a writable out_dir") from exc
+            self._folder = folder
             self._iteration, self._epoch = run.iteration, run.epoch
             self._thread = threading.Thread(target=self._main, name="dcgan-trainer", daemon=True)
             self._state = PAUSED if paused else RUNNING

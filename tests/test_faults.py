@@ -156,16 +156,28 @@ def test_unwritable_folder_gives_a_clear_error(tmp_path, small_run):
     assert blocker.read_text() == "not a folder"
 
 
-def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
+def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
     trainer = Trainer()
-    trainer.start(tiny_config(steps=12, checkpoint_every=5, out_dir=str(blocker)), data=digits_data)
+    trainer.start(tiny_config(steps=12, checkpoint_every=5, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FINISHED
     status = trainer.status()
     assert status.iteration == 12
-    assert "could not write checkpoint" in status.error
-    assert any("could not write checkpoint" in e for e in status.events)
+    assert "could not write checkpoint" in status.error and "No space left on device" in status.error
+    assert sum("could not write checkpoint" in e for e in status.events) == 3  # at 5, 10 and the end
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_unwritable_out_dir_is_refused_before_training_starts(tmp_path, digits_data):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    trainer = Trainer()
+    with pytest.raises(CheckpointError, match="cannot create the run folder .*writable out_dir"):
+        trainer.start(tiny_config(out_dir=str(blocker / "runs")), data=digits_data)
+    assert trainer.status().state == IDLE and trainer._thread is None
 
 
 # ---- NaN / inf ---------------------------------------------------------------------------------
