@@ -122,3 +122,22 @@ def test_space_in_chromium_train_needs_the_owner_password(space, browser, tmp_pa
         studio.trainer.stop(wait=True, timeout=30)
         context.close()
         owner_page.context.close()
+
+
+def test_readme_front_matter_makes_a_gradio_space():
+    """The Space reads its config from README.md's first lines; versions must match what we pin."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text[4:text.index("\n---\n", 4)])
+    pins = dict(line.split("==") for line in (root / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == pins["gradio"] == gr.__version__
+    assert (root / meta["app_file"]).is_file() and str(meta["python_version"]) == "3.11"
+    assert meta["suggested_hardware"] in ("t4-small", "t4-medium", "l4x1", "a10g-small", "a10g-large")
+    assert len(meta["short_description"]) <= 60 and {"gan", "dcgan"} <= set(meta["tags"])
+    assert meta["hf_oauth"] is True  # the owner's Hugging Face login unlocks training
