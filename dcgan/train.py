@@ -126,6 +126,7 @@ class GANTraining:
         self.iteration = 0
         self.images_seen = 0
         self.history: list[dict] = []  # quality-metric records, kept in checkpoints
+        self.loss_log: list[list[float]] = []  # [iteration, loss_d, loss_g] per host sync, for loss curves
         # On a GPU the whole step is replayed as one CUDA graph (launch overhead dominates a DCGAN step).
         self.graph: CudaGraphStep | None = CudaGraphStep(self) if CudaGraphStep.supported(self) else None
 
@@ -353,18 +354,28 @@ class CompiledOrEager(nn.Module):
     """A torch.compile'd module that turns back into the eager one if compiling fails.
 
     torch.compile compiles lazily, so a missing compiler or an unsupported device shows up at the
-    first call, not at torch.compile(); that call (and every later one) then runs eagerly."""
+    first call, not at torch.compile(), and a bad backward graph only at the first backward. The
+    first calls therefore also run the compiled backward once (autograd.grad, so no .grad is
+    touched); on any failure this call and every later one run eagerly."""
+
+    CHECKED_CALLS = 3  # D is called three ways in the first step (real, detached fake, fake)
 
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
         self.compiled = torch.compile(module)
+        self.calls = 0
         self.failed = ""  # why compiling failed, for the logs
 
     def forward(self, *args, **kwargs):
         if not self.failed:
             try:
-                return self.compiled(*args, **kwargs)
+                out = self.compiled(*args, **kwargs)
+                if self.calls < self.CHECKED_CALLS and torch.is_grad_enabled() and out.requires_grad:
+                    params = [p for p in self.module.parameters() if p.requires_grad]
+                    torch.autograd.grad(out.float().sum(), params, retain_graph=True, allow_unused=True)
+                self.calls += 1
+                return out
             except Exception as exc:  # compile is an optimisation: any failure keeps the eager path
                 self.failed = f"{type(exc).__name__}: {exc}"
                 warnings.warn(f"torch.compile failed, training eagerly instead ({self.failed[:300]})",

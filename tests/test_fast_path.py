@@ -90,6 +90,28 @@ def test_compile_that_fails_at_the_first_call_falls_back_to_eager(digits_data, m
     torch.testing.assert_close(torch.stack(got), torch.stack(expected))
 
 
+class FailsInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("inductor: assert_size_stride failed")
+
+
+def test_compile_whose_backward_fails_falls_back_before_training(digits_data, monkeypatch):
+    def compile_with_bad_backward(module, *args, **kwargs):
+        return lambda *x, **kw: FailsInBackward.apply(module(*x, **kw))
+
+    monkeypatch.setattr(torch, "compile", compile_with_bad_backward)
+    run = GANTraining(tiny_config(compile=True), digits_data)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        stats = [run.train_step().as_tensor() for _ in range(3)]
+    assert "assert_size_stride" in run.G_step.failed and "assert_size_stride" in run.D_step.failed
+    assert torch.isfinite(torch.stack(stats)).all()
+
+
 def test_compile_that_fails_at_once_keeps_the_module(digits_data, monkeypatch):
     def refuse(module, *args, **kwargs):
         raise RuntimeError("Python too new for dynamo")
