@@ -39,13 +39,15 @@ def augment_real(x: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 def cutout(x: torch.Tensor, ratio: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a random square of ratio x the side in each image (its centre may sit near a border)."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device, generator=generator)
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device, generator=generator)
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
+    top, left = cy - ch // 2, cx - cw // 2  # a ch x cw square (clipped at the borders), as in DiffAugment
+    inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
