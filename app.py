@@ -11,10 +11,10 @@ import argparse
 import importlib
 import importlib.util
 import os
-import tempfile
 
 import gradio as gr
 
+from dcgan import data
 from ui.state import Studio
 
 # (tab title, module with build(studio)); a tab whose module is not there yet is left out.
@@ -50,7 +50,8 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     """Start serving; checkpoints may live outside the working directory, so they are allowed for download."""
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
-                allowed_paths=[str(studio.checkpoints_dir.resolve()), tempfile.gettempdir()], **options)
+                allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it
+                max_file_size=data.MAX_UPLOAD_BYTES, **options)
 
 
 def main(argv: list[str] | None = None) -> None:
