@@ -65,6 +65,11 @@ def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Ten
     return {f"{prefix}.{k}": _host_copy(v) for k, v in module.state_dict().items()}
 
 
+def thin(rows: list, keep: int = 2000) -> list:
+    """Every k-th row so a long run's loss log stays a few tens of kB in the checkpoint."""
+    return list(rows[::max(1, -(-len(rows) // keep))])
+
+
 def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a GANTraining."""
     tensors = {}
@@ -89,6 +94,7 @@ def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         "param_groups_g": groups_g,
         "param_groups_d": groups_d,
         "history": run.history,
+        "losses": thin(getattr(run, "loss_log", [])),  # [iteration, loss_d, loss_g] rows: model-card curves
         "dataset": {"name": run.data.name, "class_names": run.data.class_names},
     }
     return tensors, meta
@@ -226,6 +232,7 @@ def restore_training(run, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     run.iteration = int(meta["iteration"])
     run.images_seen = int(meta["images_seen"])
     run.history = list(meta.get("history", []))
+    run.loss_log = [list(r) for r in meta.get("losses", [])]
 
 
 def load_training(path: str | Path, data=None, **overrides: Any):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from huggingface_hub import HfApi, constants, get_token, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -160,7 +159,8 @@ def stage_files(folder: Path, checkpoint: str | Path, repo_id: str, *, loss_rows
     sampler = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
     G.save_pretrained(folder)  # model.safetensors + config.json (+ a generic README we replace)
     (folder / "samples.png").write_bytes(card.samples_png(G, cfg))
-    losses = card.loss_curve_png(loss_rows or meta.get("losses") or [])
+    saved = [{"iteration": r[0], "loss_d": r[1], "loss_g": r[2]} for r in meta.get("losses") or []]
+    losses = card.loss_curve_png(loss_rows or saved)
     if losses is not None:
         (folder / "losses.png").write_bytes(losses)
     (folder / TRAINING_CONFIG).write_text(cfg.to_json() + "\n")
@@ -311,11 +311,3 @@ def startup_repo() -> tuple[str, str | None] | None:
         return None
     repo_id, _, revision = value.partition("@")
     return repo_id, revision or None
-
-
-@torch.no_grad()
-def samples_equal(a: Generator, b: Generator, nz: int, n: int = 16, seed: int = 0) -> bool:
-    """Same outputs on the same noise: what 'the same model' means to a user."""
-    z = torch.randn(n, nz, generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(n) % a.num_classes if a.num_classes else None
-    return bool(torch.equal(a.eval()(z, labels), b.eval()(z, labels)))

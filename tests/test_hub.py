@@ -149,6 +149,22 @@ def test_model_card_carries_metadata_images_config_and_usage(server, home, train
                                                            "image_size": 28, "num_classes": 0}
 
 
+def test_trainer_checkpoints_carry_the_loss_curve_into_the_card(server, tmp_path):
+    """A run of the background trainer keeps its loss rows in the checkpoint, so a CLI push has the curve."""
+    from dcgan.checkpoint import load_training
+    from dcgan.trainer import Trainer
+
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=12, out_dir=str(tmp_path), run_name="curve"))
+    assert trainer.wait(60) == "finished"
+    path = trainer.last_checkpoint()
+    _, meta = read(path)
+    assert [r[0] for r in meta["losses"]] == list(range(1, 13))
+    assert load_training(path).loss_log == meta["losses"]  # kept across resume
+    result = hub.push(path, "alice/curve", token=TOKEN, endpoint=server.url)
+    assert "losses.png" in result.files
+
+
 def test_branches_and_commits_are_separate_revisions(server, home, tmp_path, trained_checkpoint):
     hub.push(trained_checkpoint, "alice/revs", token=TOKEN, endpoint=server.url)
     other = small_checkpoint(tmp_path / "other.safetensors", ngf=8, nz=16, seed=5)
