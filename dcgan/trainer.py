@@ -348,7 +348,6 @@ class Trainer:
                        "images_per_s": speed, "time": time.time()}
                 self.metrics.append(row)
                 run.loss_log.append([run.iteration, means[0], means[1]])
-                run.loss_log.append([run.iteration, means[0], means[1]])
                 with self._lock:
                     self._iteration, self._epoch = run.iteration, run.epoch
                     if not single:
