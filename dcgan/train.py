@@ -127,7 +127,6 @@ class GANTraining:
         self.images_seen = 0
         self.history: list[dict] = []  # quality-metric records, kept in checkpoints
         self.loss_log: list[list[float]] = []  # [iteration, loss_d, loss_g] per host sync, for loss curves
-        self.loss_log: list[list[float]] = []  # [iteration, loss_d, loss_g] per host sync, for loss curves
         # On a GPU the whole step is replayed as one CUDA graph (launch overhead dominates a DCGAN step).
         self.graph: CudaGraphStep | None = CudaGraphStep(self) if CudaGraphStep.supported(self) else None
 
