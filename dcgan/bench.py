@@ -53,15 +53,24 @@ MODES = ("plain", "fast", "both", "latent")
 
 
 def device_info(device: torch.device) -> dict:
-    info = {"type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    info = {"type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": _cpu_name()}
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((p for key, p in PEAK_BF16_TFLOPS if key in name), None)
         info.update(name=name, peak_bf16_tflops=peak)
     else:
-        info.update(name=platform.processor() or platform.machine(), peak_bf16_tflops=None,
+        info.update(name=_cpu_name(), peak_bf16_tflops=None,
                     peak_note="no reliable CPU peak table: fraction of peak not reported")
     return info
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:
@@ -80,7 +89,9 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_mib(device: torch.device) -> dict:
     """CUDA: the allocator's peak since the last reset. CPU: peak resident set size of the process."""
     if device.type == "cuda":
-        return {"cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+        # reserved too: a CUDA graph's private memory pool is reserved at capture, before the timing
+        return {"cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "cuda_reserved_mib": round(torch.cuda.memory_reserved(device) / 2**20, 1)}
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -379,12 +390,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--generate-batch", type=int, default=0,
                    help="large batch for generator inference (default: 1024 on a GPU, 64 on the CPU)")
     p.add_argument("--generate-repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench)
     return p
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.generate_batch:
         args.generate_batch = 1024 if torch.cuda.is_available() and args.device in ("auto", "cuda") else 64
     result = bench(args)

@@ -370,10 +370,14 @@ class CompiledOrEager(nn.Module):
     def forward(self, *args, **kwargs):
         if not self.failed:
             try:
-                out = self.compiled(*args, **kwargs)
-                if self.calls < self.CHECKED_CALLS and torch.is_grad_enabled() and out.requires_grad:
-                    params = [p for p in self.module.parameters() if p.requires_grad]
-                    torch.autograd.grad(out.float().sum(), params, retain_graph=True, allow_unused=True)
+                if self.calls >= self.CHECKED_CALLS:
+                    return self.compiled(*args, **kwargs)
+                # the trial backward keeps the graph, which buffer donation (torch >= 2.6) forbids
+                with _no_buffer_donation():
+                    out = self.compiled(*args, **kwargs)
+                    if torch.is_grad_enabled() and out.requires_grad:
+                        params = [p for p in self.module.parameters() if p.requires_grad]
+                        torch.autograd.grad(out.float().sum(), params, retain_graph=True, allow_unused=True)
                 self.calls += 1
                 return out
             except Exception as exc:  # compile is an optimisation: any failure keeps the eager path
@@ -381,6 +385,14 @@ class CompiledOrEager(nn.Module):
                 warnings.warn(f"torch.compile failed, training eagerly instead ({self.failed[:300]})",
                               stacklevel=2)
         return self.module(*args, **kwargs)
+
+
+def _no_buffer_donation():
+    try:
+        from torch._functorch import config
+    except ImportError:
+        return contextlib.nullcontext()
+    return config.patch(donated_buffer=False) if hasattr(config, "donated_buffer") else contextlib.nullcontext()
 
 
 def compile_or_fallback(module: nn.Module) -> nn.Module:
