@@ -134,6 +134,7 @@ def digit_metrics(images: torch.Tensor) -> dict[str, Any]:
         **class_coverage(logits.argmax(dim=1)),
         "classifier_accuracy": ref["accuracy"],
         "n_samples": int(images.shape[0]),
+        "n_real": ref["n_real"],  # training digits behind digit_fd_real (all of them when fewer than n)
         "n_held_out": ref["n_held_out"],
     }
     return out

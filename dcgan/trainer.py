@@ -260,6 +260,12 @@ class Trainer:
             self._g_cache = (it, G.eval())
             return self._g_cache
 
+    def history(self) -> list[dict]:
+        """Quality-metric records of the run (metric_fn every cfg.metric_every steps), oldest first."""
+        with self._lock:
+            run = self._run
+        return [dict(h) for h in list(run.history)] if run is not None else []
+
     def last_checkpoint(self) -> Path | None:
         with self._lock:
             return self._last_checkpoint

@@ -169,6 +169,7 @@ def test_metric_fn_records_digit_metrics_during_training(tmp_path, digits_data):
     assert trainer.wait(120) == "finished"
     history = read(RunFolder(tmp_path / "m").latest())[1]["history"]
     assert [h["iteration"] for h in history] == [2, 4]
+    assert trainer.history() == history  # what the UI plots
     assert set(history[0]) >= {"score", "digit_fd", "digit_fd_real", "classes_covered", "class_entropy_bits"}
     assert (tmp_path / "m" / BEST_FILE).exists()
     assert any(e.startswith("metrics at iteration 2: digit_fd") for e in trainer.status().events)

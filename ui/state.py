@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dcgan.checkpoint import load_generator
 from dcgan.config import TrainConfig
+from dcgan.metrics import METRIC_KEY, make_metric_fn
 from dcgan.models import Generator
 from dcgan.trainer import Trainer
 
@@ -26,7 +27,7 @@ class LoadedModel:
 class Studio:
     def __init__(self, checkpoints_dir: str | Path = "checkpoints") -> None:
         self.checkpoints_dir = Path(checkpoints_dir)
-        self.trainer = Trainer()
+        self.trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)  # used when metric_every > 0
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
 
