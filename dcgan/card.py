@@ -64,8 +64,8 @@ def loss_curve_png(rows: list[dict[str, Any]]) -> bytes | None:
     ax = fig.add_subplot()
     for key, label in (("loss_d", "D loss"), ("loss_g", "G loss")):
         values = np.array([r[key] for r in rows], dtype=float)
-        ax.plot(it, values, linewidth=0.8, alpha=0.35)
         k = max(1, len(values) // 50)  # moving average so the trend shows through the noise
+        ax.plot(it, values, linewidth=0.8 if k > 1 else 1.5, alpha=0.35 if k > 1 else 1.0)
         if k > 1:
             smooth = np.convolve(values, np.ones(k) / k, mode="valid")
             ax.plot(it[k - 1:], smooth, linewidth=1.8, label=f"{label} (mean of {k})", color=ax.lines[-1].get_color())
