@@ -235,7 +235,14 @@ def run_interpolation(session: dict[str, Any], a: float, b: float, frames: float
     cv = class_vec(model, labels[[ia, ib]])
     cv = None if cv is None else (1 - t) * cv[0] + t * cv[1]
     images = latent.render(model.generator, path, cv)
-    return upscale(grid_array(images, nrow=images.shape[0]), 160), write_gif(images)
+    return strip_picture(images), write_gif(images)
+
+
+def strip_picture(images: torch.Tensor, side: int = 112) -> np.ndarray:
+    """A row of images, each enlarged (nearest neighbour) to about `side` pixels."""
+    factor = max(1, round(side / images.shape[-1]))
+    big = torch.nn.functional.interpolate(images.float(), scale_factor=factor, mode="nearest")
+    return grid_array(big, nrow=images.shape[0], padding=4)
 
 
 def write_gif(images: torch.Tensor) -> str:
@@ -285,8 +292,8 @@ def run_arithmetic(session: dict[str, Any], ta: str, tb: str, tc: str):
     g = torch.Generator().manual_seed(0)
     jitter = res.result[None] + 0.25 * torch.randn(8, G.nz, generator=g)
     variants = latent.render(G, jitter, None if cv is None else cv[:1].expand(8, -1))
-    eq = equation_image(pics, ["−", "+", "="])
-    return eq, upscale(grid_array(variants, nrow=8), 160)
+    eq = equation_image(pics, ["-", "+", "="])
+    return eq, strip_picture(variants, 96)
 
 
 def run_class_control(session: dict[str, Any], class_a: str | None, class_b: str | None, frames: float):
@@ -300,8 +307,7 @@ def run_class_control(session: dict[str, Any], class_a: str | None, class_b: str
     t = torch.linspace(0, 1, int(frames)).view(-1, 1)
     onehots = class_vec(model, torch.tensor([ca, cb]))
     path = latent.render(model.generator, z.expand(t.shape[0], -1), (1 - t) * onehots[0] + t * onehots[1])
-    return (upscale(grid_array(every, nrow=n), 160), upscale(grid_array(path, nrow=path.shape[0]), 160),
-            write_gif(path))
+    return strip_picture(every), strip_picture(path), write_gif(path)
 
 
 def editor_array(value: Any) -> np.ndarray | None:
@@ -354,7 +360,7 @@ def run_memorisation(session: dict[str, Any], index: float, use_slider_start: bo
     d, idx = latent.nearest_training(sample, data.train, k=int(k))
     yardstick = latent.heldout_nn_distance(data)
     gallery = [(picture(sample, 0, 128), "sample")]
-    gallery += [(upscale(image_array(data.train[j].float() / 127.5 - 1), 128), f"train #{j} · {dist:.3f}")
+    gallery += [(upscale(image_array(data.train[j].float() / 127.5 - 1), 128), f"#{j}: {dist:.3f}")
                 for j, dist in zip(idx[0].tolist(), d[0].tolist(), strict=True)]
     nearest = float(d[0, 0])
     ratio = nearest / yardstick if yardstick == yardstick and yardstick > 0 else float("nan")
@@ -388,13 +394,14 @@ def run_diversity(session: dict[str, Any], n: float, progress: gr.Progress = gr.
                "low diversity: signs of mode collapse")
     text = (f"## Diversity {div.ratio:.2f}\nMean pairwise distance of {int(n)} samples **{div.generated:.3f}** versus "
             f"**{div.real:.3f}** for real images ({verdict}).")
-    classes = pd.DataFrame({"digit": [], "count": [], "images": []})
+    classes = pd.DataFrame({"digit": [], "share of images": [], "images": []})
     if model.config.dataset == "digits":
         progress(0.6, desc="classifying digits (the classifier trains once, ~20 s, on first use)")
         fake_counts, real_counts = latent.digit_coverage(model.generator, real, n=int(n))
         classes = pd.DataFrame(
-            [{"digit": f"{d} {name}", "count": c, "images": name}
-             for d in range(10) for name, c in (("generated", fake_counts[d]), ("real", real_counts[d]))])
+            [{"digit": d, "share of images": c / max(sum(counts), 1), "images": name}
+             for name, counts in (("generated", fake_counts), ("real", real_counts))
+             for d, c in enumerate(counts)])
         covered = sum(1 for c in fake_counts if c >= 0.02 * int(n))
         text += f"\n\nDigits present in the samples (≥ 2% each): **{covered} of 10**."
     return text, pd.DataFrame(rows), classes
@@ -408,40 +415,48 @@ def build(studio: Studio) -> None:
     session = gr.State(new_session())
     gr.Markdown("Explore what the generator learned. Pick a model, then use the tools below. "
                 "Everything runs on the CPU copy of G, so it works while a run trains.")
-    with gr.Row(equal_height=True):
-        source = gr.Radio([LIVE, LOADED], value=LIVE, label="model", scale=3)
-        checkpoint = gr.Dropdown(choices=[], label="checkpoint (in checkpoints/)", scale=3,
-                                 elem_id="explore-checkpoint")
-        load_btn = gr.Button("Load checkpoint", scale=1, elem_id="explore-load")
-        use_btn = gr.Button("Use latest", variant="primary", scale=1, elem_id="explore-use")
-        refresh_btn = gr.Button("Refresh list", scale=1, size="sm")
+    with gr.Row():
+        with gr.Column(scale=3):
+            source = gr.Radio([LIVE, LOADED], value=LIVE, label="model")
+            use_btn = gr.Button("Use latest (live run's newest snapshot, or the loaded model)", variant="primary",
+                                size="sm", elem_id="explore-use")
+        with gr.Column(scale=3):
+            checkpoint = gr.Dropdown(choices=[], label="checkpoint (in checkpoints/)", elem_id="explore-checkpoint")
+            with gr.Row():
+                load_btn = gr.Button("Load checkpoint", size="sm", elem_id="explore-load")
+                refresh_btn = gr.Button("Refresh list", size="sm")
     summary = gr.Markdown("*No model chosen yet.*", elem_id="explore-summary")
 
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown(NOTE_GRID)
-            with gr.Row():
-                seed = gr.Number(0, label="grid seed", precision=0, minimum=0)
-                psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ")
-                samples_btn = gr.Button("New samples")
-            pick_mode = gr.Radio(PICK_MODES, value="sliders", label="clicking a sample sets")
-            gallery = gr.Gallery(label="samples #0..#15", columns=8, height=260, allow_preview=False,
+            with gr.Row(equal_height=True):
+                seed = gr.Number(0, label="grid seed", precision=0, minimum=0, scale=1)
+                psi = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ", scale=2)
+            samples_btn = gr.Button("New samples", size="sm")
+            gallery = gr.Gallery(label="samples #0..#15", columns=4, height="auto", allow_preview=False,
                                  elem_id="explore-grid")
+            pick_mode = gr.Radio(PICK_MODES, value="sliders", label="clicking a sample sets")
         with gr.Column(scale=3):
             with gr.Tab("Sliders"):
                 gr.Markdown(NOTE_SLIDERS)
+                with gr.Row(equal_height=True):
+                    kind = gr.Radio(DIRECTION_KINDS, value=DIRECTION_KINDS[0], label="slider directions", scale=2)
+                    first = gr.Number(0, label="first raw dimension", precision=0, minimum=0, scale=1)
                 with gr.Row():
-                    kind = gr.Radio(DIRECTION_KINDS, value=DIRECTION_KINDS[0], label="slider directions")
-                    first = gr.Number(0, label="first raw dimension", precision=0, minimum=0)
-                    random_btn = gr.Button("Random z")
-                    reset_btn = gr.Button("Reset sliders")
-                with gr.Row():
-                    with gr.Column():
+                    with gr.Column(scale=1):
                         sliders = [gr.Slider(-3, 3, value=0, step=0.1, label=f"direction {j + 1}",
                                              elem_id=f"explore-slider-{j + 1}") for j in range(NUM_SLIDERS)]
+                    with gr.Column(scale=1):
+                        with gr.Row():
+                            start_img = gr.Image(label="start", height=220, interactive=False,
+                                                 elem_id="explore-start")
+                            moved_img = gr.Image(label="moved", height=220, interactive=False,
+                                                 elem_id="explore-moved")
+                        with gr.Row():
+                            random_btn = gr.Button("Random z", size="sm")
+                            reset_btn = gr.Button("Reset sliders", size="sm")
                         note = gr.Markdown()
-                    start_img = gr.Image(label="start", height=256, interactive=False, elem_id="explore-start")
-                    moved_img = gr.Image(label="moved", height=256, interactive=False, elem_id="explore-moved")
             with gr.Tab("Interpolation"):
                 gr.Markdown(NOTE_INTERP)
                 with gr.Row():
@@ -478,7 +493,8 @@ def build(studio: Studio) -> None:
                 with gr.Row():
                     editor = gr.ImageEditor(label="your image: upload, paste or draw", type="numpy",
                                             sources=("upload", "clipboard"), canvas_size=(280, 280),
-                                            height=340, brush=gr.Brush(default_size=18, colors=["#000000"]))
+                                            height=340, brush=gr.Brush(default_size=18, colors=["#000000"]),
+                                            elem_id="explore-editor")
                     with gr.Column():
                         restarts = gr.Slider(1, 8, value=4, step=1, label="random restarts")
                         steps = gr.Slider(50, 600, value=250, step=50, label="optimisation steps")
@@ -494,8 +510,8 @@ def build(studio: Studio) -> None:
                     memo_num = gr.Number(0, label="sample #", precision=0)
                     memo_start = gr.Checkbox(False, label="use the slider start instead (e.g. an inversion)")
                     memo_btn = gr.Button("Find nearest training images", variant="primary")
-                memo_gallery = gr.Gallery(label="sample and its nearest training images (distance)", columns=9,
-                                          height=200, allow_preview=False)
+                memo_gallery = gr.Gallery(label="sample and its nearest training images (distance)", columns=5,
+                                          height="auto", allow_preview=False)
                 memo_text = gr.Markdown()
             with gr.Tab("Diversity"):
                 gr.Markdown(NOTE_DIVERSITY)
@@ -505,8 +521,8 @@ def build(studio: Studio) -> None:
                 div_text = gr.Markdown()
                 div_plot = gr.LinePlot(x="distance", y="share of pairs", color="images",
                                        title="pairwise distances: generated vs real", height=260)
-                class_plot = gr.BarPlot(x="digit", y="count", color="images", sort=None,
-                                        title="digits a classifier sees (digits models)", height=260)
+                class_plot = gr.LinePlot(x="digit", y="share of images", color="images",
+                                         title="digits a classifier sees in them (digits models)", height=260)
 
     # ---- events ----
     model_outputs = [session, summary, gallery, start_img, moved_img, *sliders, note, class_a, class_b, cond_note]
