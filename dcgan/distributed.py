@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -88,7 +89,9 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         dims = (0, 2, 3)
         xf = x.float()
         count = torch.full((1,), float(x.numel() // x.shape[1]), device=x.device)
-        totals = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        with warnings.catch_warnings():  # deprecated in favour of a private module; still the public API
+            warnings.simplefilter("ignore", FutureWarning)
+            totals = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         c = x.shape[1]
         n = totals[-1]
         mean = totals[:c] / n
