@@ -1,13 +1,13 @@
 """Helper process for the SIGKILL test: forks checkpoint writers that the test kills with kill -9.
 
 Importing torch takes seconds, so this process pays for it once and then, for every line
-``go ITERATION`` on stdin, forks a child that saves checkpoints into RUN_DIR through the real
-``RunFolder.save`` as fast as it can (iteration numbers counting up from ITERATION). It prints the
-child's pid, waits for the child to die (the test sends SIGKILL at a random moment) and prints
-``dead``. The children never touch stdout. With KILL_WRITER_UNSAFE=1 the children save with a
-non-atomic in-place writer instead (the test's own check that it can fail).
+``go RUN_DIR ITERATION SAFE|UNSAFE`` on stdin, forks a child that saves checkpoints into RUN_DIR
+through the real ``RunFolder.save`` as fast as it can (iteration numbers counting up from
+ITERATION). It prints the child's pid, waits for the child to die (the test sends SIGKILL at a
+random moment) and prints ``dead``. The children never touch stdout. With UNSAFE the child saves
+with a non-atomic in-place writer instead (the test's own check that it can fail).
 
-    python tests/kill_writer.py RUN_DIR
+    python tests/kill_writer.py
 """
 
 from __future__ import annotations
@@ -62,9 +62,6 @@ def write_in_place(path: Path, payload: bytes) -> None:
 
 def main() -> int:
     torch.set_num_threads(1)  # no worker threads exist when we fork
-    if os.environ.get("KILL_WRITER_UNSAFE") == "1":
-        checkpoint.write_atomic = write_in_place
-    folder = RunFolder(Path(sys.argv[1]), keep_last=KEEP_LAST)
     run = GANTraining(kill_config(), synthetic_data())
     print("ready", flush=True)
     for line in sys.stdin:
@@ -74,7 +71,9 @@ def main() -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                write_forever(run, folder, int(command[1]))
+                if command[3] == "UNSAFE":
+                    checkpoint.write_atomic = write_in_place
+                write_forever(run, RunFolder(Path(command[1]), keep_last=KEEP_LAST), int(command[2]))
             finally:
                 os._exit(3)
         print(pid, flush=True)
