@@ -574,10 +574,10 @@ def build(studio: Studio) -> None:
             status = gr.Markdown(status_line(studio.trainer.status()), elem_id="train-status")
             notice = gr.Markdown("", elem_id="run-notice")
             with gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=260):
-                    grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png", height=600,
+                with gr.Column(scale=5, min_width=260):
+                    grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png", height=560,
                                     buttons=["download", "fullscreen"], elem_id="live-grid")
-                with gr.Column(scale=1, min_width=260):
+                with gr.Column(scale=4, min_width=260):
                     loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
                                             color_map=LOSS_COLORS, label="Losses", y_title="loss",
                                             elem_id="loss-plot")
@@ -594,7 +594,7 @@ def build(studio: Studio) -> None:
                                        label="Quality metrics (lower FID/KID is better)", height=200,
                                        visible=False)
             with gr.Accordion("Timeline", open=True):
-                timeline = gr.Gallery(label="Past fixed-noise grids", columns=8, height=200, format="png",
+                timeline = gr.Gallery(label="Past fixed-noise grids", columns=6, format="png",
                                       object_fit="contain", allow_preview=True, elem_id="timeline")
                 with gr.Row(equal_height=False):
                     gif_btn = gr.Button("Export the evolution as GIF", size="md", scale=1)
