@@ -29,10 +29,10 @@ def test_explore_slider_moves_the_image(page, tmp_path, trained_checkpoint):  # 
              what="the checkpoint in the list")
     page.locator("#explore-load").click()
     wait_for(lambda: "fixture-run/step_00000300.safetensors" in page.locator("#explore-summary").inner_text(),
-             what="the model summary")
+             timeout=90, what="the model summary")
     start = page.locator("#explore-start img")
     moved = page.locator("#explore-moved img")
-    wait_for(lambda: moved.count() and moved.get_attribute("src"), what="the slider image")
+    wait_for(lambda: moved.count() and moved.get_attribute("src"), timeout=60, what="the slider image")
     before = image_bytes(page, moved)
     assert before == image_bytes(page, start)  # all sliders at 0: the moved image is the start image
 
@@ -42,6 +42,6 @@ def test_explore_slider_moves_the_image(page, tmp_path, trained_checkpoint):  # 
         page.keyboard.press("ArrowRight")
     wait_for(lambda: page.locator("#explore-slider-1 input[type=number]").input_value() == "1.5",
              what="the slider value")
-    wait_for(lambda: image_bytes(page, moved) != before, what="the image to change")
+    wait_for(lambda: image_bytes(page, moved) != before, timeout=60, what="the image to change")
     assert image_bytes(page, start) == before  # the start image stays for comparison
     assert len(page.locator("#explore-grid img").all()) == 16
