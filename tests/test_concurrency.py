@@ -243,3 +243,31 @@ def test_uploads_over_the_limit_are_refused_by_the_server(served):
     _, _, url = served
     assert upload(url, b"\0" * 100_000) == 200  # the route works
     assert upload(url, b"\0" * (SERVED_UPLOAD_LIMIT + 100_000)) == 413
+
+
+@pytest.mark.timeout(240)
+def test_out_of_memory_shows_on_the_page_and_the_app_keeps_serving(served, monkeypatch):
+    import torch
+
+    from dcgan.train import GANTraining
+
+    studio, client, _ = served
+    studio.trainer.reset()
+    original = GANTraining.train_step
+
+    def no_memory(self, update="both"):
+        if self.iteration == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return original(self, update)
+
+    monkeypatch.setattr(GANTraining, "train_step", no_memory)
+    args = endpoint_args(client, "/on_start", **{"batch size": 32, "steps (iterations)": 50, "nz (noise size)": 32,
+                                                 "device": "cpu", "ngf (g width)": 16, "ndf (d width)": 16,
+                                                 "precision": "fp32"})
+    assert client.predict(*args, api_name="/on_start").startswith("✓ Started")
+    assert studio.trainer.wait(60) == FAILED
+    page = str(client.predict(0.6, api_name="/refresh"))
+    assert "Training failed" in page and "lower the batch size" in page and "keeps serving" in page
+    monkeypatch.undo()
+    assert client.predict(*args, api_name="/on_start").startswith("✓ Started")  # serving, and usable
+    assert studio.trainer.wait(60) == "finished"
