@@ -271,3 +271,29 @@ def test_out_of_memory_shows_on_the_page_and_the_app_keeps_serving(served, monke
     monkeypatch.undo()
     assert client.predict(*args, api_name="/on_start").startswith("✓ Started")  # serving, and usable
     assert studio.trainer.wait(60) == "finished"
+
+
+def test_an_upload_field_cannot_name_a_file_on_the_server(served, tmp_path):
+    """A hand-made request whose zip 'upload' is a path on the server is refused by Gradio before our
+    callback runs: only files really uploaded into Gradio's own folder are accepted."""
+    import json
+    import zipfile
+
+    studio, client, url = served
+    studio.trainer.reset()
+    secret = tmp_path / "server-side.zip"
+    with zipfile.ZipFile(secret, "w") as zf:
+        zf.writestr("a.png", b"not really")
+    args = endpoint_args(client, "/on_start", **{"data set": "folder", "steps (iterations)": 5,
+                                                 "device": "cpu", "precision": "fp32"})
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/on_start"]
+    index = [p["label"] for p in info["parameters"]].index("Your images (.zip, optional class sub-folders)")
+    args[index] = {"path": str(secret), "meta": {"_type": "gradio.FileData"}, "orig_name": "images.zip"}
+    request = urllib.request.Request(f"{url}/gradio_api/call/on_start", data=json.dumps({"data": args}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{url}/gradio_api/call/on_start/{event_id}", timeout=120) as response:
+        stream = response.read().decode()
+    assert "event: error" in stream, stream
+    assert studio.trainer.status().state == IDLE
