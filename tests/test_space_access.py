@@ -72,6 +72,10 @@ def test_password_unlocks_only_that_session_and_owner_login_always_works(space, 
     studio.require_owner(visitor("s3", oauth_user="alice"))  # HF OAuth login as the owner
     studio.require_owner(visitor("s4", oauth_user="Alice"))  # user names are case-insensitive
     studio.require_owner(visitor("s5", username="alice"))  # Gradio auth user
+    expired = visitor("s6", oauth_user="alice")
+    expired.request.scope["session"]["oauth_info"]["expires_at"] = 1.0  # an expired login is no login
+    with pytest.raises(PermissionError):
+        studio.require_owner(expired)
     studio.require_owner(None, profile=gr.OAuthProfile({"preferred_username": "alice", "name": "Alice",
                                                         "profile": "", "picture": ""}))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+import time
 from typing import Any
 
 import gradio as gr
@@ -59,13 +60,14 @@ def visitor_name(request: Any, profile: Any = None) -> str | None:
         return None
     if getattr(request, "username", None):
         return str(request.username)
+    # the OAuth session cookie, read the way Gradio reads it (scope first; a queued request may carry .session)
     underlying = getattr(request, "request", None) or request
     scope = getattr(underlying, "scope", None)
-    session = scope.get("session") if isinstance(scope, dict) else None
+    session = scope.get("session") if isinstance(scope, dict) else getattr(underlying, "session", None)
     info = session.get("oauth_info") if isinstance(session, dict) else None
-    if isinstance(info, dict):
-        return (info.get("userinfo") or {}).get("preferred_username")
-    return None
+    if not isinstance(info, dict) or (info.get("expires_at") or float("inf")) < time.time():
+        return None
+    return (info.get("userinfo") or {}).get("preferred_username")
 
 
 def _session(request: Any) -> str | None:
