@@ -372,6 +372,9 @@ class Trainer:
                 break
 
         self._publish_pictures(run)
+        if (cfg.metric_every and self.metric_fn and distributed.is_main() and run.iteration
+                and run.iteration % cfg.metric_every):
+            self._evaluate(run)  # a stopped run's last state competes for best.safetensors too
         self._checkpoint(run)
         with self._lock:
             self._iteration, self._epoch = run.iteration, run.epoch

@@ -162,6 +162,13 @@ def test_trainer_keeps_the_checkpoint_of_the_best_metric(tmp_path, digits_data):
     assert any("new best score = 1" in e for e in trainer.status().events)
 
 
+def test_the_last_state_is_scored_when_off_the_metric_grid(tmp_path, digits_data):
+    trainer = Trainer(metric_fn=lambda run: {"score": float(run.iteration)}, metric_key="score")
+    trainer.start(tiny_config(steps=7, metric_every=3, out_dir=str(tmp_path), run_name="s"), data=digits_data)
+    assert trainer.wait(120) == "finished"
+    assert [h["iteration"] for h in trainer.history()] == [3, 6, 7]
+
+
 def test_metric_fn_records_digit_metrics_during_training(tmp_path, digits_data):
     trainer = Trainer(metric_fn=metrics.make_metric_fn(n=300), metric_key=metrics.METRIC_KEY)
     cfg = tiny_config(steps=4, metric_every=2, out_dir=str(tmp_path), run_name="m", ema_decay=0.99)
