@@ -226,11 +226,16 @@ class GANTraining:
         0.999 they would still weigh 0.999^1000 = 37% after 1000 steps)."""
         if self.G_ema is None:
             return
-        decay = min(self.cfg.ema_decay, (1 + self.iteration) / (10 + self.iteration))
+        weight = 1.0 - self.ema_decay_now()
+        if self.graph is not None and self.graph.capturing:  # a replay reads the weight from the device
+            weight = self.graph.ema_weight
         ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - decay)
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=False):
             ema_buf.copy_(buf)
+
+    def ema_decay_now(self) -> float:
+        return min(self.cfg.ema_decay, (1 + self.iteration) / (10 + self.iteration))
 
     # ---- sampling ------------------------------------------------------------------------------
     def sampler(self) -> Generator:
@@ -322,6 +327,7 @@ class CudaGraphStep:
     def _capture(self) -> None:
         run, b = self.run, self.run.cfg.batch_size
         self.indices = run.order[:b].clone()
+        self.ema_weight = torch.zeros((), device=run.device)  # 1 - EMA decay, which changes per step
         saved = run.order, run.position, run.images_seen, run.iteration
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(run.rng)
@@ -344,6 +350,8 @@ class CudaGraphStep:
         self.indices.copy_(run.order[run.position:run.position + b])
         run.position += b
         run.images_seen += b
+        if run.G_ema is not None:
+            self.ema_weight.fill_(1.0 - run.ema_decay_now())
         self.graph.replay()
         run.iteration += 1
         s = self.stats
