@@ -149,10 +149,9 @@ def test_app_form_errors_name_the_field(tmp_path):
     from ui.state import Studio
 
     studio = Studio(tmp_path / "checkpoints")
-    form = {"dataset": "digits", "image_size": "28", "channels": "1", "batch_size": 32, "steps": 10,
-            "lr_g": -1, "lr_d": 2e-4, "loss": "bce", "nz": 32, "seed": 0, "device": "cpu", "ngf": 16, "ndf": 16,
-            "precision": "fp32", "run_name": ""}
-    form = {k: v for k, v in form.items() if k in train_tab.CONFIG_FIELDS}
+    good = tiny_config(steps=10)
+    form = {name: getattr(good, name) for name in train_tab.CONFIG_FIELDS}  # whatever fields the form has
+    form.update(image_size=str(good.image_size), channels=str(good.channels), lr_g=-1)
     message = train_tab.start(studio, form)
     assert "lr_g" in message
     assert studio.trainer.status().state == IDLE
