@@ -310,5 +310,9 @@ class RunFolder:
         if better:
             tensors, meta = training_state(run)
             meta["best_score"] = score
-            write_atomic(self.path / BEST_FILE, encode(tensors, meta))
+            try:
+                write_atomic(self.path / BEST_FILE, encode(tensors, meta))
+            except OSError as exc:
+                raise CheckpointError(f"could not write {BEST_FILE}: {exc.strerror or exc}. The previous best is "
+                                      f"untouched; free disk space or choose a writable folder.") from exc
         return better

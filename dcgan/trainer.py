@@ -439,7 +439,15 @@ class Trainer:
         with self._lock:
             self._events.append(f"metrics at iteration {run.iteration}: {summary}")
         folder = self._folder
-        if score is not None and folder is not None and folder.offer_best(run, float(score), self.lower_is_better):
+        try:
+            better = score is not None and folder is not None and folder.offer_best(run, float(score),
+                                                                                    self.lower_is_better)
+        except CheckpointError as exc:  # a full disk must not end the run
+            with self._lock:
+                self._events.append(str(exc))
+                self._error = str(exc)
+            return
+        if better:
             with self._lock:
                 self._events.append(f"new best {self.metric_key} = {score:.4g} at iteration {run.iteration}")
 

@@ -181,6 +181,17 @@ def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data, m
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_a_failed_best_checkpoint_save_does_not_end_the_run(tmp_path, digits_data, monkeypatch):
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    trainer = Trainer(metric_fn=lambda run: {"score": 1.0 / run.iteration}, metric_key="score")
+    trainer.start(tiny_config(steps=10, metric_every=5, out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    assert any("could not write best.safetensors: No space left on device" in e for e in trainer.status().events)
+
+
 def test_an_unwritable_out_dir_is_refused_before_training_starts(tmp_path, digits_data):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
