@@ -226,11 +226,12 @@ class GANTraining:
         0.999 they would still weigh 0.999^1000 = 37% after 1000 steps)."""
         if self.G_ema is None:
             return
-        weight = 1.0 - self.ema_decay_now()
+        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         if self.graph is not None and self.graph.capturing:  # a replay reads the weight from the device
-            weight = self.graph.ema_weight
-        ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
+            for ema, p in zip(ema_params, params, strict=True):
+                ema.lerp_(p, self.graph.ema_weight)
+        else:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay_now())
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=False):
             ema_buf.copy_(buf)
 
@@ -316,9 +317,13 @@ class CudaGraphStep:
         if self.warm < self.WARMUP_STEPS:
             self.warm += 1
             return False
+        rng_state = self.run.rng.get_state()
         try:
             self._capture()
         except Exception as exc:  # a graph is an optimisation: keep training eagerly
+            # the generator stays tied to the failed graph: continue with a fresh one in the same state
+            self.run.rng = torch.Generator(device=self.run.device)
+            self.run.rng.set_state(rng_state)
             self.failed = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"CUDA graph capture failed, training eagerly ({self.failed[:300]})", stacklevel=3)
             return False
