@@ -289,6 +289,22 @@ def test_ui_push_and_pull_never_show_the_token(server, home, monkeypatch, tmp_pa
         demo.close()
 
 
+def test_no_public_endpoint_takes_a_secret(tmp_path):
+    """Gradio records the inputs of public endpoints in its run history (/gradio_api/runs) and lists them in
+    the API docs: every event of the whole app that reads a password box must be undocumented."""
+    import gradio as gr
+
+    import app
+    from ui.state import Studio
+
+    demo = app.build_app(Studio(tmp_path))
+    secret_events = [fn for fn in demo.fns.values()
+                     if any(isinstance(b, gr.Textbox) and b.type == "password" for b in fn.inputs)]
+    assert len(secret_events) >= 2  # push and pull (unlock too on a Space)
+    for fn in secret_events:
+        assert fn.api_visibility != "public", fn.api_name
+
+
 def test_token_never_leaks(server, home, tmp_path_factory):
     """Runs last in this module: no output, message, page, written file, repo file or server log has it."""
     assert SEEN, "the other tests must run first"

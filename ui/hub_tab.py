@@ -25,6 +25,9 @@ from dcgan.trainer import TrainerBusy
 from ui import access
 from ui.state import LoadedModel, Studio
 
+# Events whose inputs hold a token or password stay out of the API docs and out of Gradio's run history
+# (which saves the inputs of public endpoints and shows them again at /gradio_api/runs).
+SECRET = {"api_visibility": "undocumented"}
 LICENSES = ["mit", "apache-2.0", "cc-by-4.0", "cc-by-nc-4.0", "openrail", "other"]
 
 
@@ -158,8 +161,8 @@ def build(studio: Studio) -> None:
         def do_unlock(value: str, request: gr.Request) -> tuple[str, str]:
             return unlock_action(value, request)
 
-        unlock.click(do_unlock, [password], [access_status, password], api_name="unlock")
-        password.submit(do_unlock, [password], [access_status, password], api_name=False)
+        unlock.click(do_unlock, [password], [access_status, password], api_name="unlock", **SECRET)
+        password.submit(do_unlock, [password], [access_status, password], api_name=False, **SECRET)
     token = gr.Textbox(label="Hugging Face token (optional)", type="password", placeholder="hf_…",
                        elem_id="hub-token")
     with gr.Row(equal_height=False):
@@ -204,7 +207,7 @@ def build(studio: Studio) -> None:
         return resume_action(studio, pulled_now, request)
 
     push.click(do_push, [checkpoint, repo, private, branch, message, include_state, license, token], push_status,
-               api_name="push", concurrency_limit=1)
+               api_name="push", concurrency_limit=1, **SECRET)
     pull.click(do_pull, [pull_repo, revision, token], [pull_status, grid, pulled, resume], api_name="pull",
-               concurrency_limit=2)
+               concurrency_limit=2, **SECRET)
     resume.click(do_resume, [pulled], pull_status, api_name="resume_from_hub", concurrency_limit=1)
