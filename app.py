@@ -12,10 +12,12 @@ import importlib
 import importlib.util
 import os
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
 
-from dcgan import data
-from ui.state import Studio
+import gradio as gr  # noqa: E402  (gradio reads the analytics switch when imported)
+
+from dcgan import data  # noqa: E402
+from ui.state import Studio  # noqa: E402
 
 # (tab title, module with build(studio)); a tab whose module is not there yet is left out.
 TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Hub", "ui.hub_tab"))

@@ -17,7 +17,7 @@ from ui.state import Studio
 
 TINY = {"dataset": "digits", "image_size": "28", "channels": "1", "batch_size": 32, "steps": 100_000,
         "lr_g": 2e-4, "lr_d": 2e-4, "loss": "bce", "nz": 32, "seed": 0, "device": "cpu", "ngf": 16, "ndf": 16,
-        "precision": "fp32", "run_name": ""}
+        "precision": "fp32", "metric_every": 0, "run_name": ""}
 
 
 def form(**changes):
@@ -218,7 +218,7 @@ def test_long_runs_plot_at_most_500_smoothed_points():
     raw = tt.loss_frame(rows[:300], smooth=0.0)
     assert smoothed[smoothed.series == "loss_D"].value.std() < raw[raw.series == "loss_D"].value.std() / 2
     d = tt.d_frame(rows[:300])
-    half = d[d.series == "0.5 = cannot tell"]
+    half = d[d.series == "0.5 (can't tell)"]
     assert list(half.value) == [0.5, 0.5] and list(half.iteration) == [1, 300]
     assert tt.loss_frame([]).empty and tt.d_frame([]).empty
     assert "100,000 records" in tt.caption(rows, frame, 0.0)
@@ -300,3 +300,22 @@ def test_app_has_the_train_tab_and_main_parses_options(tmp_path, monkeypatch):
         host=host, port=port, dir=studio.checkpoints_dir))
     app.main(["--port", "1234", "--checkpoints", str(tmp_path / "ck")])
     assert launched == {"host": "0.0.0.0", "port": 1234, "dir": tmp_path / "ck"}
+
+
+def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
+    seen, out = tt.live_view(studio, {})
+    assert out["metrics_note"] == tt.NO_METRICS and out["metrics"].value is None
+    history = [{"iteration": 500, "score": 40.0, "digit_fd": 40.0, "digit_fd_real": 2.5, "classes_covered": 7},
+               {"iteration": 1000, "score": 21.123456, "digit_fd": 21.123456, "digit_fd_real": 2.5,
+                "classes_covered": 10}]
+    monkeypatch.setattr(studio.trainer, "history", lambda: history)
+    seen, out = tt.live_view(studio, seen)
+    assert out["metrics_note"] == ""
+    frame = tt.metric_frame(history)
+    assert sorted(set(frame.series)) == sorted(tt.METRIC_SERIES.values()) and len(frame) == 4
+    table = tt.metric_table(history)
+    assert list(table.iteration) == [1000, 500] and table.score.iloc[0] == 21.1235
+    seen, again = tt.live_view(studio, seen)
+    assert again["metrics"] == {"__type__": "update"}
+    cfg = tt.build_config(studio, form(metric_every=250))
+    assert cfg.metric_every == 250

@@ -36,9 +36,13 @@ TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
 STEP_MODES = {"both (D then G)": "both", "D only": "d", "G only": "g"}
 # UI field -> TrainConfig field, in the order the Start button passes them
 CONFIG_FIELDS = ("dataset", "image_size", "channels", "batch_size", "steps", "lr_g", "lr_d", "loss", "nz",
-                 "seed", "device", "ngf", "ndf", "precision", "run_name")
+                 "seed", "device", "ngf", "ndf", "precision", "metric_every", "run_name")
+METRIC_SERIES = {"score": "score (lower is better)", "digit_fd_real": "real digits (ideal score)"}
+NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
+              "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
+              "(FID with InceptionV3 where its weights exist); the best checkpoint is kept as best.safetensors.")
 LOSS_COLORS = {"loss_D": "#d62728", "loss_G": "#1f77b4"}
-D_COLORS = {"D(x) on real images": "#2ca02c", "D(G(z)) on fakes": "#ff7f0e", "0.5 = cannot tell": "#7f7f7f"}
+D_COLORS = {"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f"}
 
 EXPLAIN_D = """
 **How to read D(x) and D(G(z))**: the discriminator D outputs the probability that an image is real.
@@ -203,19 +207,26 @@ def loss_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
 
 def d_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
     """D(x) and D(G(z)) plus the 0.5 reference line across the plotted range."""
-    frame = curve_frame(rows, {"d_real": "D(x) on real images", "d_fake": "D(G(z)) on fakes"}, smooth)
+    frame = curve_frame(rows, {"d_real": "D(x) real", "d_fake": "D(G(z)) fake"}, smooth)
     if len(frame):
         lo, hi = int(frame["iteration"].min()), int(frame["iteration"].max())
-        half = pd.DataFrame({"iteration": [lo, hi], "value": [0.5, 0.5], "series": "0.5 = cannot tell"})
+        half = pd.DataFrame({"iteration": [lo, hi], "value": [0.5, 0.5], "series": "0.5 (can't tell)"})
         frame = pd.concat([frame, half], ignore_index=True)
     return frame
 
 
 def metric_frame(history: list[dict]) -> pd.DataFrame:
-    """Quality-metric records (FID, KID, ...) in long format; empty when the run has none."""
-    rows = [{"iteration": h["iteration"], "value": float(v), "series": k} for h in history
-            for k, v in h.items() if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v)]
+    """The run's score over time (plus the score of real images, its ideal) in long format."""
+    rows = [{"iteration": h["iteration"], "value": float(h[k]), "series": label} for h in history
+            for k, label in METRIC_SERIES.items()
+            if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
     return pd.DataFrame(rows, columns=["iteration", "value", "series"])
+
+
+def metric_table(history: list[dict], last: int = 10) -> pd.DataFrame:
+    """The latest quality-metric records, newest first, every number they hold."""
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()} for h in history[-last:]]
+    return pd.DataFrame(rows[::-1])
 
 
 def caption(rows: list[dict], frame: pd.DataFrame, smooth: float) -> str:
@@ -497,9 +508,11 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     if seen.get("history") != len(history):
         frame = metric_frame(history)
         out["metrics"] = gr.LinePlot(value=frame if len(frame) else None, visible=bool(len(frame)))
+        out["metrics_table"] = gr.Dataframe(value=metric_table(history), visible=bool(history))
+        out["metrics_note"] = "" if history else NO_METRICS
         seen["history"] = len(history)
     else:
-        out["metrics"] = gr.skip()
+        out["metrics"] = out["metrics_table"] = out["metrics_note"] = gr.skip()
     return seen, out
 
 
@@ -544,7 +557,11 @@ def build(studio: Studio) -> None:
                                             elem_id="ngf")
                     form["ndf"] = gr.Number(defaults.ndf, label="ndf (D width)", precision=0, min_width=90,
                                             elem_id="ndf")
-                form["precision"] = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision", elem_id="precision")
+                with gr.Row():
+                    form["precision"] = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision",
+                                                    elem_id="precision", min_width=90)
+                    form["metric_every"] = gr.Number(0, label="Quality metrics every", precision=0, minimum=0,
+                                                     info="steps; 0 = off", min_width=90, elem_id="metric-every")
                 form["run_name"] = gr.Textbox("", label="Run name", placeholder="auto: dataset-size-time")
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="start-btn")
@@ -590,9 +607,11 @@ def build(studio: Studio) -> None:
             with gr.Accordion("How to read the plots", open=True), gr.Row():
                 gr.Markdown(EXPLAIN_D)
                 gr.Markdown(EXPLAIN_FAILURES)
-            metrics_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
-                                       label="Quality metrics (lower FID/KID is better)", height=200,
-                                       visible=False)
+            with gr.Accordion("Quality metrics", open=False):
+                metrics_note = gr.Markdown(NO_METRICS)
+                metrics_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
+                                           label="Sample quality over training", visible=False)
+                metrics_table = gr.Dataframe(label="Latest records", interactive=False, visible=False)
             with gr.Accordion("Timeline", open=True):
                 timeline = gr.Gallery(label="Past fixed-noise grids", columns=6, format="png",
                                       object_fit="contain", allow_preview=True, elem_id="timeline")
@@ -610,8 +629,10 @@ def build(studio: Studio) -> None:
     timer = gr.Timer(POLL_S)
     buttons = {"start": start_btn, "pause": pause_btn, "resume": resume_btn, "step": step_btn,
                "stop": stop_btn, "reset": reset_btn}
-    view_outputs = [status, notice, loss_plot, d_plot, hint, grid, timeline, metrics_plot]
-    view_names = ["status", "notice", "loss_plot", "d_plot", "hint", "grid", "timeline", "metrics"]
+    view_outputs = [status, notice, loss_plot, d_plot, hint, grid, timeline, metrics_plot, metrics_table,
+                    metrics_note]
+    view_names = ["status", "notice", "loss_plot", "d_plot", "hint", "grid", "timeline", "metrics",
+                  "metrics_table", "metrics_note"]
 
     def refresh(seen_value: dict, smooth_value: float):
         new_seen, out = live_view(studio, seen_value, float(smooth_value or 0))
