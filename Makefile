@@ -21,6 +21,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+soak: $(STAMP)
+	DCGAN_KILLS=300 $(BIN)/python -m pytest -q -s tests/test_faults.py -k sigkill
+
 bench: $(STAMP)
 	$(BIN)/python -m dcgan bench --out bench.json
 
