@@ -319,3 +319,16 @@ def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
     assert again["metrics"] == {"__type__": "update"}
     cfg = tt.build_config(studio, form(metric_every=250))
     assert cfg.metric_every == 250
+
+
+def test_pictures_are_encoded_once_and_never_stale(tmp_path):
+    files = tt.PictureFiles(keep=2)
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = np.full((8, 8, 3), 255, np.uint8)
+    path_a = files.png(a, 32)
+    assert files.png(a.copy(), 32) == path_a  # same picture, same file: no second encode
+    with Image.open(path_a) as img:
+        assert img.size == (32, 32)
+    assert files.png(b, 32) != path_a
+    files.png(a, 0)
+    assert len(list(files.dir.glob("*.png"))) == 2  # bounded: the oldest file went

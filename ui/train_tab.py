@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from dcgan.checkpoint import CheckpointError, read
 from dcgan.config import DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, ConfigError, TrainConfig
@@ -448,6 +452,51 @@ def new_samples(studio: Studio, seed: Any) -> tuple[np.ndarray | None, str]:
 # ---- the live view -----------------------------------------------------------------------------
 
 
+class PictureFiles:
+    """PNG files of the run's pictures, each encoded once and shared by every browser.
+
+    Handing Gradio the same finished file from every poll costs a copy, not a PNG encode per viewer per
+    second, and a file is renamed into place whole, so a browser never downloads half of one.
+    """
+
+    def __init__(self, keep: int = 400) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dcgan-pictures-"))
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, str] = OrderedDict()
+
+    def png(self, picture: np.ndarray, min_side: int = 0) -> str:
+        """The file of `picture` (upscaled to min_side), keyed by its content: a new run never gets stale files."""
+        key = f"{min_side}:{hashlib.sha1(np.ascontiguousarray(picture).tobytes()).hexdigest()}"
+        with self._lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        path = self.dir / f"{key.replace(':', '-')}.png"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".png")
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(upscale(picture, min_side) if min_side else picture).save(fh, format="PNG")
+        os.replace(tmp, path)
+        with self._lock:
+            self._files[key] = str(path)
+            while len(self._files) > self.keep:
+                Path(self._files.popitem(last=False)[1]).unlink(missing_ok=True)
+        return str(path)
+
+
+_pictures: PictureFiles | None = None
+_pictures_lock = threading.Lock()
+
+
+def pictures() -> PictureFiles:
+    """The process's picture files, created on first use (importing this module writes nothing)."""
+    global _pictures
+    with _pictures_lock:
+        if _pictures is None:
+            _pictures = PictureFiles()
+        return _pictures
+
+
 def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[dict, dict[str, Any]]:
     """Everything the page shows about the run, computing only what changed since `seen` (per browser).
 
@@ -486,7 +535,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     iteration, grid = trainer.grid()
     if grid is not None and seen.get("grid") != iteration:
-        out["grid"] = gr.Image(value=upscale(grid, 480), label=f"Fixed-noise samples at iteration {iteration:,}")
+        out["grid"] = gr.Image(value=pictures().png(grid, 480), label=f"Fixed-noise samples at iteration {iteration:,}")
         seen["grid"] = iteration
     elif grid is None and seen.get("grid") is not None or new_run and grid is None:
         out["grid"] = gr.Image(value=None, label="Fixed-noise samples")
@@ -499,7 +548,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     if seen.get("frames") != frame_key:
         pick = frames if len(frames) <= TIMELINE_FRAMES else [
             frames[int(i)] for i in np.linspace(0, len(frames) - 1, TIMELINE_FRAMES).round()]
-        out["timeline"] = [(f, f"it {it:,}") for it, f in pick]
+        out["timeline"] = [(pictures().png(f), f"it {it:,}") for it, f in pick]
         seen["frames"] = frame_key
     else:
         out["timeline"] = gr.skip()
