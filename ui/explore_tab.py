@@ -56,7 +56,7 @@ scale). Compare the distance with the yardstick: held-out real images lie this f
 image. A sample much closer than that is (nearly) a copy of a training image."""
 NOTE_DIVERSITY = """**Diversity meter.** The mean distance between pairs of generated samples versus between pairs of
 real images. Near 1: G varies as much as the data. Towards 0: mode collapse, many z give the same image. On digits
-the bars show which digits a classifier sees in the samples: a collapsed generator piles up on a few."""
+the lower plot shows which digits a classifier sees in the samples: a collapsed generator piles up on a few."""
 
 
 # ---- model and per-model analysis ----------------------------------------------------------------
