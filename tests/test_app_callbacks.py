@@ -187,6 +187,7 @@ def test_failures_and_events_are_shown_with_what_to_do():
     assert tt.controls("failed")["start"] and not tt.controls("failed")["stop"]
     assert tt.controls("idle") == {"start": True, "pause": False, "resume": False, "step": False,
                                    "stop": False, "reset": False}
+    assert "loading the data" in tt.status_line(Status(state="starting"))
     line = tt.status_line(Status(state="running", iteration=500, total=2000, epoch=3.25, images_per_s=1234.0,
                                  eta_s=125, device="cuda:0", precision="bfloat16"))
     assert line == ("**running** · iteration 500 / 2,000 (25%) · epoch 3.25 · 1,234 images/s · ETA 2m 05s · "
@@ -233,6 +234,8 @@ def test_live_view_sends_only_what_changed(studio):
 
     tt.start(studio, form())
     wait_until(lambda: len(studio.trainer.metrics) >= 3, what="metrics")
+    file, msg = tt.download_checkpoint(studio)
+    assert file is None and "saves every 500 iterations; pause it" in msg
     seen, out = tt.live_view(studio, seen)
     assert "running" in out["status"] and out["buttons"] == tt.controls("running")
     assert out["loss_plot"].value is not None and "records" in out["loss_plot"].caption

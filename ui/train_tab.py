@@ -107,6 +107,8 @@ def status_line(st: Status) -> str:
     """One line: state, progress, speed, ETA, device and precision."""
     if st.state == IDLE:
         return "**idle**: no run yet. Choose settings and press **Start** (the bundled digits train offline)."
+    if st.state == STARTING:
+        return "**starting**: loading the data and building the networks…"
     pct = 100.0 * st.iteration / st.total if st.total else 0.0
     parts = [f"**{st.state}**", f"iteration {st.iteration:,} / {st.total:,} ({pct:.0f}%)", f"epoch {st.epoch:.2f}"]
     if st.state == RUNNING:
@@ -420,8 +422,9 @@ def download_checkpoint(studio: Studio, request: Any = None) -> tuple[str | None
     if path is None:
         if st.state == IDLE:
             return None, "No run yet: start training first."
-        return None, (f"No checkpoint yet: the run saves every {trainer.config.checkpoint_every} iterations; "
-                      f"pause it to save one now.")
+        every = trainer.config.checkpoint_every if trainer.config else 0
+        when = f"every {every:,} iterations" if every else "when it stops"
+        return None, f"No checkpoint yet: the run saves {when}; pause it to save one now."
     iteration = int(read(path)[1]["iteration"])
     return str(path), f"Checkpoint `{path.name}` (iteration {iteration:,}); continue it later with *Resume training*."
 
