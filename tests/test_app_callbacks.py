@@ -335,3 +335,13 @@ def test_pictures_are_encoded_once_and_never_stale(tmp_path):
     assert files.png(b, 32) != path_a
     files.png(a, 0)
     assert len(list(files.dir.glob("*.png"))) == 2  # bounded: the oldest file went
+
+
+def test_timeline_spreads_snapshots_over_iterations():
+    # a run that was fast at first (snapshots 50 iterations apart) and slow later (2 apart)
+    its = list(range(0, 1000, 50)) + list(range(1000, 1200, 2))
+    frames = [(it, np.zeros((2, 2, 3), np.uint8)) for it in its]
+    picked = [it for it, _ in tt.timeline_frames(frames, 12)]
+    assert picked[0] == 0 and picked[-1] == its[-1] and len(picked) <= 12
+    assert sum(it < 1000 for it in picked) >= 8  # not crowded into the slow tail
+    assert tt.timeline_frames(frames[:5], 12) == frames[:5]

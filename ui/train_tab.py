@@ -455,6 +455,16 @@ def new_samples(studio: Studio, seed: Any) -> tuple[np.ndarray | None, str]:
 # ---- the live view -----------------------------------------------------------------------------
 
 
+def timeline_frames(frames: list[tuple[int, np.ndarray]], n: int = TIMELINE_FRAMES) -> list[tuple[int, np.ndarray]]:
+    """At most n snapshots spread evenly over iterations (snapshots are taken by the clock, and a run's speed
+    changes, so evenly by index would crowd the fast or the slow part)."""
+    if len(frames) <= n:
+        return frames
+    its = np.array([it for it, _ in frames])
+    picked = sorted({int(np.abs(its - target).argmin()) for target in np.linspace(its[0], its[-1], n)})
+    return [frames[i] for i in picked]
+
+
 class PictureFiles:
     """PNG files of the run's pictures, each encoded once and shared by every browser.
 
@@ -549,8 +559,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     frames = trainer.frames()
     frame_key = (len(frames), frames[-1][0] if frames else -1)
     if seen.get("frames") != frame_key:
-        pick = frames if len(frames) <= TIMELINE_FRAMES else [
-            frames[int(i)] for i in np.linspace(0, len(frames) - 1, TIMELINE_FRAMES).round()]
+        pick = timeline_frames(frames)
         out["timeline"] = [(pictures().png(f), f"it {it:,}") for it, f in pick]
         seen["frames"] = frame_key
     else:
