@@ -118,6 +118,8 @@ def explain(exc: BaseException, repo_id: str, revision: str | None, token: str |
         if status == 401:
             return HubError(f"the Hub refused the token ({action} {repo_id}): it is invalid or expired; "
                             f"create a new one at https://huggingface.co/settings/tokens.")
+        if status == 403 and action == "pull":
+            return HubError(f"your token has no access to {repo_id}: ask its owner, or use a token that has.")
         if status == 403:
             return HubError(f"your token may not {action} {repo_id}: it needs 'write' permission and the repo "
                             f"must be in your namespace or an organisation you belong to.")

@@ -73,7 +73,8 @@ def push_action(studio: Studio, checkpoint: str, repo_id: str, private: bool, br
     except (hub.HubError, ValueError) as exc:
         return problem(str(exc))
     state = " with the full training state" if include_state else ""
-    return (f"✅ Pushed `{checkpoint}`{state} to [{result.repo_id}]({result.url}) "
+    link = result.url if result.revision == "main" else f"{result.url}/tree/{result.revision}"
+    return (f"✅ Pushed `{checkpoint}`{state} to [{result.repo_id}]({link}) "
             f"(branch `{result.revision}`, commit `{result.commit_oid[:10]}`): {', '.join(result.files)}.")
 
 
