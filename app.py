@@ -32,7 +32,8 @@ CSS = """
 
 def build_app(studio: Studio) -> gr.Blocks:
     """The whole page for one studio; every tab gets the same studio."""
-    with gr.Blocks(title="DCGAN Studio") as demo:
+    # Gradio's own copies of uploads and generated files: swept hourly, deleted after a day.
+    with gr.Blocks(title="DCGAN Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(HEADER)
         for title, module_name in TABS:
             if importlib.util.find_spec(module_name) is None:

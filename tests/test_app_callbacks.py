@@ -156,6 +156,15 @@ def test_uploaded_zip_trains_and_is_kept(studio, tmp_path, monkeypatch):
     upload.unlink()  # the upload's temp file goes away; the kept copy stays for resuming
     assert (tmp_path / "data" / "uploads").exists() and list((tmp_path / "data" / "uploads").iterdir())
 
+    # Later uploads push the oldest kept zips out; the one in use is never deleted.
+    for i in range(tt.MAX_KEPT_UPLOADS + 3):
+        other = tmp_path / f"other{i}.zip"
+        other.write_bytes(bytes([i]) * 10)
+        time.sleep(0.01)
+        in_use = tt.keep_upload(str(other))
+    left = sorted((tmp_path / "data" / "uploads").glob("*.zip"))
+    assert len(left) == tt.MAX_KEPT_UPLOADS and in_use in map(str, left) and kept not in map(str, left)
+
 
 def test_owner_hook_guards_every_control(studio, monkeypatch):
     """On a public Space a visitor who is not the owner cannot start, stop or reset anything."""

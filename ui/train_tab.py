@@ -252,6 +252,9 @@ def run_history(studio: Studio) -> list[dict]:
 # ---- run setup ---------------------------------------------------------------------------------
 
 
+MAX_KEPT_UPLOADS = 5  # uploaded zips kept under data/uploads/ for resuming; older ones are deleted
+
+
 def uploads_dir() -> Path:
     return Path(DATA_ROOT) / "uploads"
 
@@ -271,7 +274,19 @@ def keep_upload(zip_path: str) -> str:
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
+    os.utime(dest)  # newest use first when pruning
+    prune_uploads(keep=dest)
     return str(dest)
+
+
+def prune_uploads(keep: Path, max_files: int = MAX_KEPT_UPLOADS) -> list[Path]:
+    """Delete the least recently used kept zips beyond max_files, so a public app's disk cannot fill
+    up with uploads; the one in use stays. Returns what was deleted."""
+    kept = sorted(uploads_dir().glob("*.zip"), key=lambda p: p.stat().st_mtime, reverse=True)
+    doomed = [p for p in kept if p != keep][max_files - 1:]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def build_config(studio: Studio, values: dict[str, Any], zip_path: str | None = None) -> TrainConfig:
