@@ -168,6 +168,13 @@ def use_model(studio: Studio, source: str, session: dict[str, Any], kind: str, f
                                "`--num-classes 10` on digits to get class control.*")
 
 
+def use_model_if_none(studio: Studio, source: str, session: dict[str, Any], kind: str, first: float):
+    """When the tab is opened: pin the latest model if this browser has none yet and one exists."""
+    if session.get("model") is None and studio.current_model(prefer_live=(source == LIVE)) is not None:
+        return use_model(studio, source, session, kind, first)
+    return tuple(gr.skip() for _ in range(6 + NUM_SLIDERS + 3))
+
+
 def load_checkpoint(studio: Studio, name: str | None, session: dict[str, Any], kind: str, first: float):
     if not name:
         raise gr.Error("Pick a checkpoint in the list first (Refresh lists new ones).")
@@ -531,6 +538,10 @@ def build(studio: Studio) -> None:
     load_btn.click(lambda name, s, k, f: load_checkpoint(studio, name, s, k, f), [checkpoint, session, kind, first],
                    [source, *model_outputs])
     refresh_btn.click(lambda: checkpoint_choices(studio), None, checkpoint)
+    tab = gr.context.Context.block  # the Explore tab app.py opened around us
+    if isinstance(tab, gr.Tab):
+        tab.select(lambda src, s, k, f: use_model_if_none(studio, src, s, k, f), [source, session, kind, first],
+                   model_outputs)
     root = gr.context.Context.root_block
     if root is not None:
         root.load(lambda: checkpoint_choices(studio), None, checkpoint)
