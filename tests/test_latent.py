@@ -159,8 +159,14 @@ def test_explore_tab_callbacks_on_a_checkpoint(tmp_path, trained_checkpoint, mon
         tab.use_model(studio, tab.LOADED, tab.new_session(), kind, 0)
     with pytest.raises(gr.Error, match="Could not load"):
         tab.load_checkpoint(studio, "../outside.safetensors", tab.new_session(), kind, 0)
+    skip = gr.skip()
+    assert set(map(str, tab.use_model_if_none(studio, tab.LOADED, tab.new_session(), kind, 0))) == {str(skip)}
     out = tab.load_checkpoint(studio, "run/step_00000300.safetensors", tab.new_session(), kind, 0)
     session, summary, gallery, start, moved = out[1:6]
+    # opening the tab pins the loaded model in a browser that has none, and leaves a pinned one alone
+    fresh = tab.use_model_if_none(studio, tab.LOADED, tab.new_session(), kind, 0)
+    assert fresh[0]["model"] is studio.loaded_model() and "run/step_00000300" in fresh[1]
+    assert set(map(str, tab.use_model_if_none(studio, tab.LOADED, session, kind, 0))) == {str(skip)}
     assert "run/step_00000300.safetensors" in summary and len(gallery) == tab.GRID
     assert np.array_equal(start, moved)
 
