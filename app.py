@@ -15,8 +15,10 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
 
 import gradio as gr  # noqa: E402  (gradio reads the analytics switch when imported)
+from starlette.middleware import Middleware  # noqa: E402
 
 from dcgan import data  # noqa: E402
+from ui.limits import BodyLimit  # noqa: E402
 from ui.state import Studio  # noqa: E402
 
 # (tab title, module with build(studio)); a tab whose module is not there yet is left out.
@@ -54,7 +56,8 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
                 allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it
-                max_file_size=data.MAX_UPLOAD_BYTES, **options)
+                max_file_size=data.MAX_UPLOAD_BYTES,
+                app_kwargs={"middleware": [Middleware(BodyLimit)]}, **options)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -245,6 +245,43 @@ def test_uploads_over_the_limit_are_refused_by_the_server(served):
     assert upload(url, b"\0" * (SERVED_UPLOAD_LIMIT + 100_000)) == 413
 
 
+def post_status(url: str, body: bytes, chunked: bool = False) -> int:
+    """POST to the queue endpoint over a raw socket and return the HTTP status. The server may answer
+    413 before the body is all sent (and then close), so send in pieces and stop once it answers."""
+    import select
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    framing = b"Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}".encode()
+    head = (b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n" + framing + b"\r\n\r\n")
+    pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    if chunked:
+        pieces = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head)
+        for piece in pieces:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered already
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        reply = sock.recv(4096)
+    return int(reply.split(b" ", 2)[1])
+
+
+def test_other_request_bodies_are_bounded(served):
+    """Event JSON is capped at ui.limits.MAX_REQUEST_BYTES, with or without a Content-Length header."""
+    from ui.limits import MAX_REQUEST_BYTES
+
+    _, _, url = served
+    assert post_status(url, b"{}") == 422  # reaches gradio, which rejects the malformed event
+    huge = b'{"data": ["' + b"x" * (MAX_REQUEST_BYTES + 1000) + b'"]}'
+    assert post_status(url, huge) == 413
+    assert post_status(url, huge, chunked=True) == 413
+
+
 @pytest.mark.timeout(240)
 def test_out_of_memory_shows_on_the_page_and_the_app_keeps_serving(served, monkeypatch):
     import torch
