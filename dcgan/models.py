@@ -43,7 +43,6 @@ class Generator(
     PyTorchModelHubMixin,
     library_name="dcgan-studio",
     tags=["gan", "dcgan", "pytorch", "unconditional-image-generation"],
-    repo_url="https://huggingface.co/docs/hub/spaces",
 ):
     """z (and optionally a class) -> image in [-1, 1]: transposed convs + BatchNorm + ReLU, Tanh out."""
 
