@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import TrainConfig
+from .config import DATASETS, TrainConfig
 
 DATA_ROOT = Path(os.environ.get("DCGAN_DATA", "data"))
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -42,7 +42,6 @@ TORCHVISION_SETS = {
     "cifar10": "CIFAR10",
     "celeba": "CelebA",
 }
-DATASETS = ("digits", *TORCHVISION_SETS, "folder")
 
 
 class DatasetError(RuntimeError):

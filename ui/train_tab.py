@@ -325,28 +325,26 @@ def start(studio: Studio, values: dict[str, Any], zip_path: str | None = None, r
     return f"✓ Started: {cfg.dataset}, {cfg.image_size}px, {cfg.steps:,} iterations on {st.device} ({st.precision})."
 
 
-def pause(studio: Studio, request: Any = None) -> str:
+def _control(studio: Studio, request: Any, needed: str, action: str, done: str) -> str:
+    """Pause / resume: owner check, then act only in the state where the action makes sense."""
     try:
         require_owner(studio, request)
     except PermissionError as exc:
         return problem(exc)
     st = studio.trainer.status()
-    if st.state != RUNNING:
-        return f"Nothing to pause: the run is {st.state}."
-    studio.trainer.pause()
-    return "Paused. *Resume* continues; *Step* runs single iterations so you can watch each update."
+    if st.state != needed:
+        return f"Nothing to {action}: the run is {st.state}."
+    getattr(studio.trainer, action)()
+    return done
+
+
+def pause(studio: Studio, request: Any = None) -> str:
+    return _control(studio, request, RUNNING, "pause",
+                    "Paused. *Resume* continues; *Step* runs single iterations so you can watch each update.")
 
 
 def resume(studio: Studio, request: Any = None) -> str:
-    try:
-        require_owner(studio, request)
-    except PermissionError as exc:
-        return problem(exc)
-    st = studio.trainer.status()
-    if st.state != PAUSED:
-        return f"Nothing to resume: the run is {st.state}."
-    studio.trainer.resume()
-    return "Resumed."
+    return _control(studio, request, PAUSED, "resume", "Resumed.")
 
 
 def step(studio: Studio, k: Any, mode: str, request: Any = None) -> str:
