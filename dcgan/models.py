@@ -8,6 +8,7 @@ the resolution in G and halves it in D, and the channel count halves / doubles w
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -69,6 +70,17 @@ class Generator(
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan_weights)
+
+    @classmethod
+    def _load_as_safetensor(cls, model, model_file, map_location, strict):
+        """Always strict: weights that do not fit config.json are an error, never a half-loaded model
+        (the mixin's default, strict=False, would leave missing layers at their random init)."""
+        return super()._load_as_safetensor(model, model_file, map_location, True)
+
+    @classmethod
+    def _load_as_pickle(cls, model, model_file, map_location, strict):
+        raise ValueError(f"{Path(model_file).name} is a pickle-based PyTorch file; DCGAN Studio loads only "
+                         f"model.safetensors")
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:

@@ -326,3 +326,33 @@ def test_token_never_leaks(server, home, tmp_path_factory):
     assert checked > 10
     tensors, meta = read(next(Path(tmp_path_factory.getbasetemp()).rglob("step_00000300.safetensors")))
     assert TOKEN not in json.dumps(meta)
+
+
+def test_from_pretrained_is_strict_about_the_architecture(tmp_path):
+    """Generator.from_pretrained never half-loads: weights that do not fit config.json raise."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from dcgan.models import Generator
+
+    G = Generator(nz=16, ngf=8, channels=1, image_size=28).eval()
+    G.save_pretrained(tmp_path / "good")
+    again = Generator.from_pretrained(tmp_path / "good")
+    z = torch.randn(4, 16)
+    assert torch.equal(again(z), G(z))
+
+    (tmp_path / "wider").mkdir()
+    G.save_pretrained(tmp_path / "wider")
+    config = json.loads((tmp_path / "wider" / "config.json").read_text())
+    (tmp_path / "wider" / "config.json").write_text(json.dumps({**config, "ngf": 16}))
+    with pytest.raises(RuntimeError, match="size|shape"):
+        Generator.from_pretrained(tmp_path / "wider")
+
+    G.save_pretrained(tmp_path / "missing")
+    weights = load_file(tmp_path / "missing" / "model.safetensors")
+    del weights["net.0.weight"]
+    save_file(weights, tmp_path / "missing" / "model.safetensors")
+    with pytest.raises(RuntimeError, match="net.0.weight"):
+        Generator.from_pretrained(tmp_path / "missing")
