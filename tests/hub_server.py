@@ -234,22 +234,27 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                                   {"X-Error-Code": "BadRequest"})
             self._json(200, {"errors": [], "warnings": []})
 
-        def _model_info(self, repo_id: str, revision: str) -> None:
+        def _revision(self, repo_id: str, revision: str):
+            """(repo, commit sha), or None after answering the client's 404."""
             repo = self._repo(repo_id)
             if repo is None:
-                return
+                return None
             sha = repo.resolve(revision)
             if sha is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return None
+            return repo, sha
+
+        def _model_info(self, repo_id: str, revision: str) -> None:
+            if (found := self._revision(repo_id, revision)) is None:
+                return
+            repo, sha = found
             self._json(200, self._info(repo_id, repo, sha))
 
         def _tree(self, repo_id: str, revision: str) -> None:
-            repo = self._repo(repo_id)
-            if repo is None:
+            if (found := self._revision(repo_id, revision)) is None:
                 return
-            sha = repo.resolve(revision)
-            if sha is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            repo, sha = found
             self._json(200, [{"type": "file", "path": p, "size": len(c), "oid": _sha(c)}
                              for p, c in sorted(repo.commits[sha].items())])
 
@@ -297,12 +302,9 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self._json(200, {})
 
         def _resolve(self, repo_id: str, revision: str, path: str) -> None:
-            repo = self._repo(repo_id)
-            if repo is None:
+            if (found := self._revision(repo_id, revision)) is None:
                 return
-            sha = repo.resolve(revision)
-            if sha is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            repo, sha = found
             content = repo.commits[sha].get(path)
             if content is None:
                 return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}")

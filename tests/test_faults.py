@@ -234,6 +234,14 @@ def poison_at(monkeypatch, iterations: set[int] | None = None, every_from: int |
     return fired
 
 
+def wait_until_paused(trainer: Trainer, timeout: float = 60.0):
+    """The trainer's status once it has paused itself (or after the timeout, for the assertion to fail)."""
+    deadline = time.monotonic() + timeout
+    while trainer.status().state != PAUSED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return trainer.status()
+
+
 def weights_finite(trainer: Trainer) -> bool:
     run = trainer._run
     tensors = [*run.G.state_dict().values(), *run.D.state_dict().values()]
@@ -263,10 +271,7 @@ def test_nan_pause_policy_pauses_with_an_explanation_and_can_resume(monkeypatch,
     poison_at(monkeypatch, iterations={7})
     trainer = Trainer()
     trainer.start(tiny_config(steps=15, nan_policy="pause", out_dir=str(tmp_path)), data=digits_data)
-    deadline = time.monotonic() + 60
-    while trainer.status().state != PAUSED and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status = trainer.status()
+    status = wait_until_paused(trainer)
     assert status.state == PAUSED
     assert "NaN/inf loss at iteration 8" in status.error and "Lower the learning rates" in status.error
     assert status.iteration == 0  # back at the last good state
@@ -280,10 +285,7 @@ def test_nan_that_keeps_coming_back_pauses_after_the_lr_has_been_halved_enough(m
     poison_at(monkeypatch, every_from=3)
     trainer = Trainer()
     trainer.start(tiny_config(steps=30, nan_policy="rollback", out_dir=str(tmp_path)), data=digits_data)
-    deadline = time.monotonic() + 60
-    while trainer.status().state != PAUSED and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status = trainer.status()
+    status = wait_until_paused(trainer)
     halvings = round(math.log2(1 / MIN_LR_SCALE))
     assert status.state == PAUSED
     assert sum("rolled back" in e for e in status.events) == halvings
