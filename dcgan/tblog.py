@@ -1,0 +1,168 @@
+"""TensorBoard event files in every run folder, written by a training-loop hook.
+
+`tensorboard --logdir checkpoints` then shows each run once: its scalars, the fixed-noise grid
+over time, and its config as hparams next to its final numbers (written into the run's own folder,
+not the sub-run `SummaryWriter.add_hparams` would create). The Hugging Face Hub shows the same
+files as a model repo's "Training metrics" tab once `push` uploads them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+try:
+    from .train import Hook
+except ImportError:  # the loop's hook base class is not there yet: same method names, no base
+    class Hook:  # type: ignore[no-redef]
+        def on_start(self, run) -> None: ...
+        def on_log(self, run, row: dict) -> None: ...
+        def on_pictures(self, run, images: torch.Tensor) -> None: ...
+        def on_metrics(self, run, record: dict) -> None: ...
+        def on_checkpoint(self, run, path) -> None: ...
+        def on_end(self, run, state: str) -> None: ...
+
+# loop row key -> scalar tag; runs.py reads the same tags back
+SCALARS = {
+    "loss_d": "loss/D",
+    "loss_g": "loss/G",
+    "d_real": "D/D(x)",
+    "d_fake": "D/D(G(z))",
+    "images_per_s": "speed/images_per_s",
+    "lr_g": "lr/G",
+    "lr_d": "lr/D",
+}
+METRIC_PREFIX = "metrics/"
+GRID_TAG = "samples/fixed_noise"
+FINAL_PREFIX = "final/"  # hparams metrics: the last value of each curve, written at the end
+EVENT_GLOB = "events.out.tfevents.*"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as TensorBoard hparams (numbers, text, booleans; anything else as JSON text)."""
+    out = {}
+    for key, value in sorted(config.items()):
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value, sort_keys=True)
+    return out
+
+
+class TensorBoardHook(Hook):
+    """Writes a run's curves, grids and hparams into run_dir; cheap in the training thread.
+
+    Rows arrive already synced to the host, so no tensor is read here. Grids go out at most every
+    `image_every_s` seconds, PNG-encoded in a helper thread; the latest one is always written at
+    the end. A resumed run appends a new event file to the same folder (purging anything the
+    earlier session logged after the checkpoint it resumes from). Under torchrun only rank 0 writes.
+    """
+
+    def __init__(self, run_dir: str | Path, image_every_s: float = 10.0, flush_secs: int = 10):
+        self.run_dir = Path(run_dir)
+        self.image_every_s = image_every_s
+        self.flush_secs = flush_secs
+        self.writer: SummaryWriter | None = None
+        self._last_image = -math.inf
+        self._pending: tuple[int, torch.Tensor] | None = None  # newest grid not yet written
+        self._image_thread: threading.Thread | None = None
+        self._last: dict[str, float] = {}  # tag -> latest value, for the hparams at the end
+
+    # ---- hook methods ---------------------------------------------------------------------
+    def on_start(self, run) -> None:
+        from .distributed import is_main
+
+        if not is_main():
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        purge = run.iteration + 1 if run.iteration else 0
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge, flush_secs=self.flush_secs)
+
+    def on_log(self, run, row: dict) -> None:
+        if self.writer is None:
+            return
+        step = int(row["iteration"])
+        for key, tag in SCALARS.items():
+            value = row.get(key)
+            if _finite(value):  # a D-only or G-only single step leaves the other half NaN
+                self.writer.add_scalar(tag, value, step, walltime=row.get("time"))
+                self._last[tag] = float(value)
+
+    def on_pictures(self, run, images: torch.Tensor) -> None:
+        if self.writer is None:
+            return
+        self._pending = (int(run.iteration), images)
+        now = time.monotonic()
+        if now - self._last_image >= self.image_every_s:
+            self._last_image = now
+            self._write_pending(background=True)
+
+    def on_metrics(self, run, record: dict) -> None:
+        if self.writer is None:
+            return
+        step = int(record.get("iteration", run.iteration))
+        for key, value in record.items():
+            if key != "iteration" and _finite(value):
+                self.writer.add_scalar(METRIC_PREFIX + key, value, step)
+                self._last[METRIC_PREFIX + key] = float(value)
+
+    def on_checkpoint(self, run, path) -> None:
+        if self.writer is not None:
+            self.writer.flush()  # a checkpoint on disk comes with its curves (Runs tab, push)
+
+    def on_end(self, run, state: str) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        self._write_pending(background=False)
+        step = int(run.iteration)
+        final = {FINAL_PREFIX + tag: value for tag, value in self._last.items()}
+        for tag, value in final.items():
+            writer.add_scalar(tag, value, step)
+        config = run.cfg.to_dict() if hasattr(run.cfg, "to_dict") else dict(run.cfg)
+        # the hparams summaries in the run's own folder: one row per run in TensorBoard's HPARAMS tab
+        for summary in hparams(hparam_values(config), final):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
+        writer.close()
+        self.writer = None
+
+    # ---- grids ------------------------------------------------------------------------------
+    def _write_pending(self, background: bool) -> None:
+        if self._image_thread is not None:
+            self._image_thread.join()  # at most one encode in flight; grids stay in order
+            self._image_thread = None
+        if self._pending is None or self.writer is None:
+            return
+        (step, images), self._pending = self._pending, None
+        if background:
+            self._image_thread = threading.Thread(target=self._add_grid, args=(self.writer, step, images),
+                                                  name="tensorboard-grid", daemon=True)
+            self._image_thread.start()
+        else:
+            self._add_grid(self.writer, step, images)
+
+    @staticmethod
+    def _add_grid(writer: SummaryWriter, step: int, images: torch.Tensor) -> None:
+        grid = make_grid(images.detach().float().cpu(), nrow=8, padding=2, normalize=True,
+                         value_range=(-1, 1), pad_value=1.0)
+        writer.add_image(GRID_TAG, grid, step, dataformats="CHW")
+
+
+def event_files(run_dir: str | Path) -> list[Path]:
+    """A run folder's TensorBoard event files, oldest first (what push uploads)."""
+    run_dir = Path(run_dir)
+    return sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file()) if run_dir.is_dir() else []
