@@ -1,0 +1,156 @@
+"""Fair queues for many visitors: slider moves never wait behind someone's 30-second inversion.
+
+Two Gradio concurrency groups (events with the same `concurrency_id` share one queue whose limit is
+the smallest `concurrency_limit` among them; Gradio holds the rest in its queue without a thread):
+
+- FAST: sliders, new samples, choosing a model, interpolation: tens of milliseconds each.
+- HEAVY: inversion, diversity, memorisation: seconds each. `heavy(fn)` wraps these so that at most
+  HEAVY_RUNNING run at once and each visitor (browser session) has at most PER_VISITOR of them waiting
+  or running; one more is refused at once with "busy, try again in N s" instead of queueing behind
+  itself (a visitor who fires twenty inversions through the API cannot push everyone else back).
+
+CPU threads: torch's intra-op thread count belongs to each thread (OpenMP), but `torch.set_num_threads`
+also sets the default that a new thread starts with. Serving requests run with SERVE_THREADS each
+(`serve_threads()`, called by both wrappers) and the training thread pins its own count with the
+`TrainThreads` hook, so a slider storm cannot shrink or grow the training run's thread pool.
+Measured in docs/ROBUSTNESS.md ("Thirty visitors").
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+import torch
+
+try:
+    from dcgan.train import Hook
+except ImportError:  # the loop's hook base class is not there yet: same method names, no base
+    class Hook:  # type: ignore[no-redef]
+        def on_start(self, run) -> None: ...
+        def on_log(self, run, row: dict) -> None: ...
+        def on_pictures(self, run, images: torch.Tensor) -> None: ...
+        def on_metrics(self, run, record: dict) -> None: ...
+        def on_checkpoint(self, run, path) -> None: ...
+        def on_end(self, run, state: str) -> None: ...
+
+FAST_WORKERS = 1  # slider work in parallel with training oversubscribes 2 cores; queueing is cheaper
+HEAVY_SLOTS = 4  # heavy events Gradio lets into heavy(): HEAVY_RUNNING run, the rest wait or are refused
+HEAVY_RUNNING = 1
+PER_VISITOR = 1  # heavy jobs one browser session may have waiting or running
+SERVE_THREADS = 1  # torch intra-op threads of one serving request
+
+FAST = dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS)
+HEAVY = dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS)
+
+
+def serve_threads(n: int = SERVE_THREADS) -> None:
+    """Give the calling (serving) thread n torch threads; cheap when it already has them."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def visitor() -> str:
+    """The browser session (gradio_client: the Client) of the event being served; "" outside one."""
+    request = gr.context.LocalContext.request.get(None)
+    return str(getattr(request, "session_hash", None) or "")
+
+
+class Busy(gr.Error):
+    """A visitor asked for another heavy job while one of theirs is still waiting or running."""
+
+
+class HeavyLane:
+    """Admission for heavy jobs: a per-visitor bound, then at most `running` at once."""
+
+    def __init__(self, running: int = HEAVY_RUNNING, per_visitor: int = PER_VISITOR) -> None:
+        self.per_visitor = per_visitor
+        self._slots = threading.Semaphore(running)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, list[tuple[str, float, list[float]]]] = {}  # visitor -> (name, admitted, [started])
+        self._seconds: dict[str, float] = {}  # typical duration per job name (running mean)
+
+    def typical(self, name: str) -> float:
+        return self._seconds.get(name, 10.0)
+
+    def wait_estimate(self, key: str) -> int:
+        """Seconds until this visitor's oldest job is likely done."""
+        now = time.monotonic()
+        with self._lock:
+            waits = []
+            for name, admitted, started in self._jobs.get(key, []):
+                elapsed = now - (started[0] if started else admitted)
+                waits.append(self.typical(name) * (1 if started else 2) - elapsed)
+        return max(1, round(min(waits, default=1)))
+
+    def admit(self, key: str, name: str) -> tuple[str, float, list[float]]:
+        with self._lock:
+            jobs = self._jobs.setdefault(key, [])
+            if len(jobs) < self.per_visitor:
+                job = (name, time.monotonic(), [])
+                jobs.append(job)
+                return job
+            what = ", ".join(n for n, _, _ in jobs)
+        raise Busy(f"Busy: your {what} is still running. Try again in {self.wait_estimate(key)} s.",
+                   title="One heavy job at a time")
+
+    def release(self, key: str, job: tuple[str, float, list[float]]) -> None:
+        name, _, started = job
+        with self._lock:
+            self._jobs[key].remove(job)
+            if not self._jobs[key]:
+                del self._jobs[key]
+            if started:
+                took = time.monotonic() - started[0]
+                self._seconds[name] = 0.7 * self._seconds.get(name, took) + 0.3 * took
+
+    def run(self, name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        key = visitor()
+        job = self.admit(key, name)
+        try:
+            with self._slots:
+                job[2].append(time.monotonic())
+                serve_threads()
+                return fn(*args, **kwargs)
+        finally:
+            self.release(key, job)
+
+
+LANE = HeavyLane()
+
+
+def heavy(fn: Callable) -> Callable:
+    """Wrap a heavy event function (use with **HEAVY). Keeps fn's signature, so Gradio still passes
+    gr.Progress / gr.Request to it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return LANE.run(getattr(fn, "__name__", "job").replace("run_", "").replace("_", " "), fn, *args, **kwargs)
+
+    return wrapper
+
+
+def fast(fn: Callable) -> Callable:
+    """Wrap a fast event function (use with **FAST): it runs with SERVE_THREADS torch threads."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        serve_threads()
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class TrainThreads(Hook):
+    """Trainer hook: the training thread keeps the thread count the process started with (torch's
+    default: one per core), whatever the serving threads set. Add with `trainer.add_hook(TrainThreads())`."""
+
+    def __init__(self, n: int | None = None) -> None:
+        self.n = n or torch.get_num_threads()
+
+    def on_start(self, run: Any) -> None:
+        torch.set_num_threads(self.n)
