@@ -1,0 +1,268 @@
+"""The Runs tab: every run under checkpoints/ in one table; pick 2-4 to overlay their curves, see their
+settings side by side and their latest samples next to each other; open, resume, rename or delete one.
+
+The reading, renaming and deleting live in dcgan/runs.py (also behind `python -m dcgan runs`); the
+curves are drawn with the Train tab's own smoothing; open and resume use the Train tab's callbacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from dcgan import runs
+from dcgan.images import upscale
+from ui.train_tab import curve_frame, load_for_samples, problem, require_owner, resume_checkpoint
+
+MAX_COMPARE = 4
+RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # one colour per selected run, in every plot
+PLOTS = {  # plot key -> (loop row key or metric key, title, y axis)
+    "loss_d": ("loss_d", "loss_D", "loss"),
+    "loss_g": ("loss_g", "loss_G", "loss"),
+    "d_real": ("d_real", "D(x) on real images", "probability"),
+    "d_fake": ("d_fake", "D(G(z)) on fakes", "probability"),
+    "metric": (runs.METRIC, f"Quality: {runs.METRIC} (lower is better)", runs.METRIC),
+}
+INTRO = ("Every run under the checkpoints folder. Pick **2–4 runs** to overlay their curves (each run keeps its "
+         "colour in every plot), compare their settings (differences highlighted) and their latest samples. "
+         "The same runs open in TensorBoard: `tensorboard --logdir checkpoints`.")
+
+
+def root_of(studio: Any) -> Path:
+    return Path(getattr(studio, "checkpoints_dir", studio))
+
+
+def active_dir(studio: Any) -> str | None:
+    """The folder of the run being trained now (never renamed or deleted under it)."""
+    trainer = getattr(studio, "trainer", None)
+    if trainer is None:
+        return None
+    st = trainer.status()
+    return st.run_dir if st.state in ("starting", "running", "paused") and st.run_dir else None
+
+
+def runs_table(root: Path) -> pd.DataFrame:
+    rows = [r.row() for r in runs.list_runs(root)]
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"run": [], "problems": []})
+
+
+def run_names(root: Path) -> list[str]:
+    return [r.name for r in runs.list_runs(root)]
+
+
+def compare(root: Path, names: list[str] | None, smooth: float = 0.6, only_different: bool = False) -> dict[str, Any]:
+    """Everything the comparison panel shows for the chosen runs, as plain values."""
+    names = list(names or [])[:MAX_COMPARE]
+    known = {r.name: r for r in runs.list_runs(root)}
+    chosen = [known[n] for n in names if n in known]
+    colors = {r.name: c for r, c in zip(chosen, RUN_COLORS, strict=False)}
+    frames: dict[str, list[pd.DataFrame]] = {k: [] for k in PLOTS}
+    notes = []
+    for r in chosen:
+        c = runs.curves(r.path)
+        for plot, (key, _, _) in PLOTS.items():
+            source = c.history if plot == "metric" else c.rows
+            frames[plot].append(curve_frame(source, {key: r.name}, 0.0 if plot == "metric" else smooth))
+        if c.source == "checkpoint":
+            notes.append(f"`{r.name}`: no event files, curves from its checkpoint's loss log (no D(x) / D(G(z)))")
+        elif c.source == "none":
+            notes.append(f"`{r.name}`: no curves (no readable event file or checkpoint)")
+        if r.problems:
+            notes.append(f"`{r.name}`: ⚠ " + "; ".join(r.problems))
+    out: dict[str, Any] = {"colors": colors, "notes": notes}
+    for plot, parts in frames.items():
+        out[plot] = pd.concat(parts, ignore_index=True) if parts else curve_frame([], {})
+    out["settings"] = settings_frame(chosen, only_different)
+    out["grids"] = []
+    for r in chosen:
+        grid, where = runs.latest_grid(r.path)
+        if grid is not None:
+            out["grids"].append((upscale(grid, 360), f"{r.name}: {where}"))
+        else:
+            notes.append(f"`{r.name}`: {where}")
+    return out
+
+
+def settings_frame(chosen: list[runs.RunInfo], only_different: bool = False):
+    """Settings side by side, one column per run; rows that differ are highlighted."""
+    rows = runs.settings_diff(chosen, only_different)
+    if not rows:
+        return pd.DataFrame({"setting": []})
+    columns = ["setting", *(r.name for r in chosen)]
+    frame = pd.DataFrame([[("≠ " if row["differs"] else "") + row["setting"], *map(str, row["values"])]
+                          for row in rows], columns=pd.Index(columns).astype(str))
+    highlight = "background-color: #fff3b0; font-weight: 600"
+    return frame.style.apply(lambda line: [highlight if rows[line.name]["differs"] else ""] * len(line), axis=1)
+
+
+# ---- actions ---------------------------------------------------------------------------------
+
+
+def ask(action: str, name: str | None, new_name: str = "") -> tuple[dict, str, bool]:
+    """(pending action, question, show the confirm row) for a rename or delete."""
+    if not name:
+        return {}, "⚠ Choose a run first.", False
+    if action == "rename":
+        if not (new_name or "").strip():
+            return {}, "⚠ Type the new name first.", False
+        return ({"action": "rename", "name": name, "new": new_name},
+                f"Rename **{name}** to **{new_name.strip()}**?", True)
+    return ({"action": "delete", "name": name},
+            f"Delete **{name}** and every checkpoint and log in it? This cannot be undone.", True)
+
+
+def confirm(studio: Any, pending: dict, request: Any = None) -> str:
+    """Carry out a confirmed rename or delete; refusals come back as a message and change nothing."""
+    root = root_of(studio)
+    try:
+        require_owner(studio, request)
+        if pending.get("action") == "rename":
+            new = runs.rename_run(root, pending["name"], pending["new"], active_dir(studio))
+            return f"✓ Renamed `{pending['name']}` to `{new.name}`."
+        if pending.get("action") == "delete":
+            runs.delete_run(root, pending["name"], active_dir(studio))
+            return f"✓ Deleted `{pending['name']}`."
+        return "Nothing to confirm."
+    except (runs.RunsError, PermissionError) as exc:
+        return problem(exc)
+
+
+def checkpoint_name(root: Path, name: str | None) -> str:
+    """The run's newest readable checkpoint as a path relative to root (what the Train tab takes)."""
+    if not name:
+        raise runs.RunsError("choose a run first")
+    info = runs.read_run(runs.run_path(root, name))
+    if info.checkpoint is None:
+        raise runs.RunsError(f"{name!r} has no readable checkpoint ({'; '.join(info.problems)})")
+    return info.checkpoint.relative_to(root).as_posix()
+
+
+def open_in_explore(studio: Any, name: str | None) -> str:
+    try:
+        message = load_for_samples(studio, checkpoint_name(root_of(studio), name))
+    except runs.RunsError as exc:
+        return problem(exc)
+    return message + " Open the **Explore** tab to look inside it." if message.startswith("✓") else message
+
+
+def resume(studio: Any, name: str | None, steps: Any, request: Any = None) -> str:
+    try:
+        ckpt = checkpoint_name(root_of(studio), name)
+    except runs.RunsError as exc:
+        return problem(exc)
+    message = resume_checkpoint(studio, ckpt, steps, "auto", request)
+    return message + " Watch it in the **Train** tab." if message.startswith("✓") else message
+
+
+# ---- layout and wiring -----------------------------------------------------------------------
+
+
+def build(studio: Any) -> None:
+    """The tab's components; `studio` is the app's Studio (or just a checkpoints folder: no open/resume)."""
+    root = root_of(studio)
+    with_trainer = hasattr(studio, "trainer")
+    gr.Markdown(INTRO)
+    with gr.Row(equal_height=True):
+        refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="runs-refresh")
+    table = gr.Dataframe(lambda: runs_table(root), label="Runs", interactive=False, wrap=True,
+                         max_height=320, elem_id="runs-table")
+    with gr.Row(equal_height=True):
+        chosen = gr.Dropdown(run_names(root), value=[], multiselect=True, max_choices=MAX_COMPARE,
+                             label="Compare runs (2–4)", scale=4, elem_id="runs-compare")
+        smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Curve smoothing", scale=2,
+                           info="moving average; 0 = raw (long runs are also averaged into ≤500 points)")
+    notes = gr.Markdown("", elem_id="runs-notes")
+    plots: dict[str, gr.LinePlot] = {}
+    with gr.Row(equal_height=False):
+        for key in ("loss_d", "loss_g"):
+            plots[key] = _plot(key)
+    with gr.Row(equal_height=False):
+        for key in ("d_real", "d_fake"):
+            plots[key] = _plot(key)
+    with gr.Accordion("Quality metrics", open=False):
+        plots["metric"] = _plot("metric")
+    grids = gr.Gallery(label="Latest samples", columns=MAX_COMPARE, height=400, object_fit="contain",
+                       format="png", elem_id="runs-grids")
+    with gr.Accordion("Settings side by side", open=True):
+        only_diff = gr.Checkbox(False, label="Only the settings that differ")
+        settings = gr.Dataframe(label="Settings (≠ = differs between the chosen runs)", interactive=False,
+                                wrap=True, elem_id="runs-settings")
+
+    with gr.Accordion("Manage a run", open=True):
+        with gr.Row(equal_height=True):
+            target = gr.Dropdown(run_names(root), value=None, label="Run", scale=3, elem_id="runs-target")
+            explore_btn = gr.Button("Open in Explore", size="md", scale=1, visible=with_trainer,
+                                    elem_id="runs-explore")
+            steps = gr.Number(None, label="Resume to iteration", precision=0, minimum=1, scale=1,
+                              info="empty: the run's own steps", visible=with_trainer)
+            resume_btn = gr.Button("Resume training", size="md", scale=1, visible=with_trainer,
+                                   elem_id="runs-resume")
+        with gr.Row(equal_height=True):
+            new_name = gr.Textbox("", label="New name", scale=3, elem_id="runs-new-name")
+            rename_btn = gr.Button("Rename…", size="md", scale=1, elem_id="runs-rename")
+            delete_btn = gr.Button("Delete…", variant="stop", size="md", scale=1, elem_id="runs-delete")
+        with gr.Row(visible=False, equal_height=True) as confirm_row:
+            question = gr.Markdown("", elem_id="runs-question")
+            yes_btn = gr.Button("Confirm", variant="stop", size="md", scale=0, min_width=120, elem_id="runs-confirm")
+            no_btn = gr.Button("Cancel", size="md", scale=0, min_width=120, elem_id="runs-cancel")
+        message = gr.Markdown("", elem_id="runs-message")
+    pending = gr.State({})
+
+    def show(names: list[str] | None, smooth_value: float, only: bool):
+        if names and len(names) > MAX_COMPARE:
+            names = names[:MAX_COMPARE]
+        view = compare(root, names, float(smooth_value or 0), bool(only))
+        hint = "" if len(names or []) >= 2 else "Pick at least two runs to compare them."
+        plot_updates = [gr.LinePlot(value=view[k] if len(view[k]) else None, color_map=view["colors"] or None)
+                        for k in plots]
+        return [*plot_updates, view["grids"], view["settings"], "\n\n".join(([hint] if hint else []) + view["notes"])]
+
+    def refresh(names: list[str] | None, current: str | None):
+        names_now = run_names(root)
+        keep = [n for n in (names or []) if n in names_now]
+        return (runs_table(root), gr.Dropdown(choices=names_now, value=keep),
+                gr.Dropdown(choices=names_now, value=current if current in names_now else None))
+
+    view_inputs = [chosen, smooth, only_diff]
+    view_outputs = [*plots.values(), grids, settings, notes]
+    for event in (chosen.change, smooth.release, only_diff.change):
+        event(show, view_inputs, view_outputs, show_progress="hidden")
+    refresh_outputs = [table, chosen, target]
+    refresh_btn.click(refresh, [chosen, target], refresh_outputs)
+    chosen.focus(refresh, [chosen, target], refresh_outputs)
+    target.focus(refresh, [chosen, target], refresh_outputs)
+
+    def on_ask_rename(name: str | None, new: str):
+        p, q, visible = ask("rename", name, new)
+        return p, (q if visible else ""), gr.Row(visible=visible), ("" if visible else q)
+
+    def on_ask_delete(name: str | None):
+        p, q, visible = ask("delete", name)
+        return p, (q if visible else ""), gr.Row(visible=visible), ("" if visible else q)
+
+    def on_confirm(p: dict, request: gr.Request) -> tuple[dict, gr.Row, str]:
+        return {}, gr.Row(visible=False), confirm(studio, p, request)
+
+    def on_resume(name: str | None, total: Any, request: gr.Request) -> str:
+        return resume(studio, name, total, request)
+
+    ask_outputs = [pending, question, confirm_row, message]
+    rename_btn.click(on_ask_rename, [target, new_name], ask_outputs)
+    delete_btn.click(on_ask_delete, target, ask_outputs)
+    no_btn.click(lambda: ({}, gr.Row(visible=False), "Nothing changed."), None, [pending, confirm_row, message])
+    yes_btn.click(on_confirm, pending, [pending, confirm_row, message],
+                  concurrency_limit=1, concurrency_id="runs-manage").then(
+        refresh, [chosen, target], refresh_outputs).then(show, view_inputs, view_outputs, show_progress="hidden")
+    if with_trainer:
+        explore_btn.click(lambda name: open_in_explore(studio, name), target, message)
+        resume_btn.click(on_resume, [target, steps], message, concurrency_limit=1, concurrency_id="train-control")
+
+
+def _plot(key: str) -> gr.LinePlot:
+    _, title, y_title = PLOTS[key]
+    y_lim = [0, 1] if y_title == "probability" else None
+    return gr.LinePlot(None, x="iteration", y="value", color="series", label=title, y_title=y_title,
+                       y_lim=y_lim, height=260, elem_id=f"runs-plot-{key.replace('_', '-')}")
