@@ -136,16 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .checkpoint import RunFolder
+    from .checkpoint import resolve_checkpoint
     from .metrics import METRIC_KEY, make_metric_fn
     from .trainer import Trainer
 
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        latest = RunFolder(path).latest()
-        if latest is None:
-            raise SystemExit(f"no readable checkpoint in {path}")
-        path = latest
+    path = resolve_checkpoint(args.checkpoint)
     trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
     cfg = None
     if args.steps is not None or args.device is not None:
@@ -164,39 +159,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_generator
     from .images import grid_array, save_png, upscale
-    from .train import generate
+    from .models import sample
 
     G, cfg, _ = load_generator(args.checkpoint, ema=not args.no_ema)
-    g = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, cfg.nz, generator=g)
     labels = None
-    if cfg.num_classes:
-        labels = (torch.full((args.n,), args.label) if args.label is not None
-                  else torch.arange(args.n) % cfg.num_classes)
-    images = generate(G, z, labels)
+    if cfg.num_classes and args.label is not None:
+        if not 0 <= args.label < cfg.num_classes:
+            raise SystemExit(f"error: --label must be in 0..{cfg.num_classes - 1}")
+        labels = torch.full((args.n,), args.label)
+    images = sample(G, args.n, args.seed, labels=labels)
     out = save_png(upscale(grid_array(images), args.min_side), args.out)
     print(f"wrote {out} ({args.n} samples, {cfg.image_size}x{cfg.image_size})")
     return 0
 
 
-def _checkpoint_of(path_text: str) -> Path:
-    """A checkpoint file, or a run folder's newest readable checkpoint."""
-    from .checkpoint import RunFolder
-
-    path = Path(path_text)
-    if path.is_dir():
-        latest = RunFolder(path).latest()
-        if latest is None:
-            raise SystemExit(f"error: no readable checkpoint in {path}")
-        return latest
-    return path
-
-
 def cmd_push(args: argparse.Namespace) -> int:
     """Token from HF_TOKEN or `hf auth login` only: a --token flag would leak into shell history."""
+    from .checkpoint import resolve_checkpoint
     from .hub import HubError, push
 
-    checkpoint = _checkpoint_of(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     try:
         result = push(checkpoint, args.repo_id, private=args.private, revision=args.revision,
                       commit_message=args.message, include_training_state=args.training_state,
@@ -246,15 +228,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .checkpoint import RunFolder
+    from .checkpoint import resolve_checkpoint
     from .metrics import InceptionUnavailable, evaluate
 
-    path = Path(args.checkpoint)
-    if path.is_dir():  # a run folder: its best checkpoint, else its newest
-        best = path / "best.safetensors"
-        path = best if best.is_file() else RunFolder(path).latest()
-        if path is None:
-            raise SystemExit(f"no readable checkpoint in {args.checkpoint}")
+    path = resolve_checkpoint(args.checkpoint, best=True)  # a run folder: its best checkpoint, else its newest
     try:
         result = evaluate(path, n=args.n, inception=args.inception, device=args.device, seed=args.seed)
     except InceptionUnavailable as exc:
@@ -293,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("sample", help="write a grid PNG of samples from a checkpoint")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its newest checkpoint)")
     p.add_argument("--out", default="samples.png", help="output PNG (default: samples.png)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")

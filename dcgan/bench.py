@@ -270,7 +270,7 @@ def time_generate(cfg: TrainConfig, device: torch.device, batch: int, fast: bool
     from .train import resolve_precision
 
     torch.manual_seed(0)
-    G = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes).to(device).eval()
+    G = Generator.from_config(cfg).to(device).eval()
     dtype = resolve_precision(cfg.precision, device) if fast else torch.float32
     if fast:
         G = G.to(memory_format=torch.channels_last)

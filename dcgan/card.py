@@ -12,13 +12,11 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from .config import TrainConfig
 from .images import grid_array, upscale
-from .models import Generator, count_parameters
-from .train import generate
+from .models import Generator, count_parameters, sample
 
 LIBRARY_NAME = "dcgan-studio"
 TAGS = ["gan", "dcgan", "pytorch", "unconditional-image-generation", "dcgan-studio"]
@@ -31,9 +29,7 @@ SAMPLE_COUNT = 64
 
 def sample_grid(G: Generator, cfg: TrainConfig, seed: int = SAMPLE_SEED, n: int = SAMPLE_COUNT) -> np.ndarray:
     """uint8 grid of n samples from fixed noise (classes cycled for a conditional G): reproducible."""
-    z = torch.randn(n, cfg.nz, generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(n) % cfg.num_classes if cfg.num_classes else None
-    return grid_array(generate(G, z, labels), nrow=8)
+    return grid_array(sample(G, n, seed), nrow=8)
 
 
 def samples_png(G: Generator, cfg: TrainConfig) -> bytes:

@@ -249,12 +249,13 @@ def load_training(path: str | Path, data=None, **overrides: Any):
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True):
-    """(Generator in eval mode, TrainConfig, metadata) from a checkpoint, for sampling only."""
+    """(Generator in eval mode, TrainConfig, metadata) from a checkpoint file or run folder, for sampling only."""
     from .models import Generator
 
+    path = resolve_checkpoint(path)
     tensors, meta = read(path)
     cfg = config_of(meta)
-    G = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
+    G = Generator.from_config(cfg)
     prefix = "G_ema" if ema and any(k.startswith("G_ema.") for k in tensors) else "G"
     load_module(G, prefix, tensors, Path(path).name)
     return G.to(device).eval(), cfg, meta
@@ -316,3 +317,52 @@ class RunFolder:
                 raise CheckpointError(f"could not write {BEST_FILE}: {exc.strerror or exc}. The previous best is "
                                       f"untouched; free disk space or choose a writable folder.") from exc
         return better
+
+
+# ---- finding checkpoints ----------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
+    """The one "run folder or file -> checkpoint" rule: a file is returned as is; a folder gives its
+    newest readable step_*.safetensors (best.safetensors when it has none, or first with best=True)."""
+    path = Path(path)
+    if path.is_dir():
+        best_file = path / BEST_FILE
+        if best and best_file.is_file():
+            return best_file
+        latest = RunFolder(path).latest()
+        if latest is not None:
+            return latest
+        if best_file.is_file():
+            return best_file
+        raise CheckpointError(f"no readable checkpoint in the folder {path} (expected step_XXXXXXXX.safetensors "
+                              f"or {BEST_FILE})")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """True when the file's safetensors header says it is a DCGAN Studio checkpoint (reads the header only)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 0 < n <= 16 * 2**20:
+                return False
+            header = json.loads(fh.read(n))
+        meta = json.loads((header.get("__metadata__") or {}).get("dcgan_studio") or "{}")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+
+
+def list_run_checkpoints(root: str | Path) -> list[Path]:
+    """Every DCGAN Studio checkpoint under root (run folders, imports, pulls), newest first. Hidden
+    folders (.cache with metric statistics) and safetensors files that are not checkpoints are left out."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.rglob("*.safetensors")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+             and is_checkpoint_file(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -6,7 +6,7 @@
 * inversion of an image into z by gradient descent with restarts,
 * a memorisation check (nearest training images) and a mode-collapse meter (pairwise distances).
 
-Every image goes through G in eval mode (dcgan.train.generate), so one image never depends on
+Every image goes through G in eval mode (dcgan.models.sample), so one image never depends on
 the others of its batch, and the same z always gives the same picture.
 """
 
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import ImageData, load_dataset, to_float
-from .models import Generator
-from .train import generate
+from .models import Generator, eval_mode, sample, seeded_latents
 
 # ---- latents and classes ----------------------------------------------------------------------
 
@@ -33,8 +32,7 @@ from .train import generate
 def sample_latents(nz: int, n: int, seed: int = 0, psi: float = 1.0) -> torch.Tensor:
     """n latents z ~ N(0, I) scaled by psi (the truncation trick without a mapping network: the
     prior's mean is 0, so pulling z towards it trades diversity for typical, cleaner images)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n, nz, generator=g) * float(psi)
+    return seeded_latents(nz, n, seed)[0] * float(psi)
 
 
 def class_inputs(G: Generator, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -46,21 +44,11 @@ def class_inputs(G: Generator, labels: torch.Tensor | None, n: int) -> torch.Ten
     return F.one_hot(labels.long(), G.num_classes).float()
 
 
-@torch.no_grad()
 def render(G: Generator, z: torch.Tensor, class_vec: torch.Tensor | None = None) -> torch.Tensor:
-    """G(z) in eval mode with a *soft* class input allowed (a mixture of one-hot vectors), which
-    Generator.forward cannot take: it concatenates the class vector itself, as G was trained."""
-    if not G.num_classes:
-        return generate(G, z)
-    if class_vec is None:
+    """TODO(H14): ui/explore_tab.py still calls this; use dcgan.models.sample(G, z=z, labels=class_vec)."""
+    if G.num_classes and class_vec is None:
         class_vec = class_inputs(G, None, z.shape[0])
-    was_training = G.training
-    G.eval()
-    try:
-        x = torch.cat([z, class_vec.to(z.dtype)], dim=1)
-        return G.net(x.view(x.shape[0], -1, 1, 1)).float()
-    finally:
-        G.train(was_training)
+    return sample(G, z=z, labels=class_vec)
 
 
 # ---- principal directions ------------------------------------------------------------------------
@@ -75,28 +63,19 @@ class Directions:
     kind: str  # "principal" or "raw"
 
 
-def feature_layer(G: Generator) -> torch.nn.Module:
-    """The first two upsampling blocks of G (conv-BN-ReLU twice): non-linear in z, but still coarse
-    enough that its variance is about layout and shape rather than pixel noise."""
-    return G.net[:6]
-
-
 @torch.no_grad()
 def principal_directions(G: Generator, k: int = 6, n_samples: int = 1024, seed: int = 0) -> Directions:
     """GANSpace (Härkönen et al. 2020) for a DCGAN: PCA of G's intermediate features over random z,
     then a least-squares map from the PCA coordinates back to z, so that moving z along direction j
     moves the features mostly along their j-th principal axis. Unlike PCA of z itself (meaningless:
-    z is isotropic), this ranks directions by how much they change what G draws."""
-    was_training = G.training
-    G.eval()
-    try:
-        z = sample_latents(G.nz, n_samples, seed)
-        gen = torch.Generator().manual_seed(int(seed) + 1)
-        labels = torch.randint(0, G.num_classes, (n_samples,), generator=gen) if G.num_classes else None
-        x = z if labels is None else torch.cat([z, class_inputs(G, labels, n_samples)], dim=1)
-        feats = feature_layer(G)(x.view(n_samples, -1, 1, 1)).flatten(1).double()
-    finally:
-        G.train(was_training)
+    z is isotropic), this ranks directions by how much they change what G draws. The features are
+    those of G's first two upsampling blocks: non-linear in z, but still coarse enough that their
+    variance is about layout and shape rather than pixel noise."""
+    z = sample_latents(G.nz, n_samples, seed)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    labels = torch.randint(0, G.num_classes, (n_samples,), generator=gen) if G.num_classes else None
+    with eval_mode(G):
+        feats = G.hidden(z, labels, blocks=2).flatten(1).double()
     feats = feats - feats.mean(0, keepdim=True)
     k = max(1, min(k, G.nz, n_samples - 1))
     # PCA through the N x N Gram matrix (N samples << feature size): its eigenvectors scaled by
@@ -210,24 +189,18 @@ def invert(G: Generator, target: torch.Tensor, restarts: int = 4, steps: int = 2
     class_vec = class_inputs(G, labels, n)
     opt = torch.optim.Adam([z], lr=lr)
     target = target.float().unsqueeze(0)
-    was_training = G.training
-    G.eval()
     history = []
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                x = z if class_vec is None else torch.cat([z, class_vec], dim=1)
-                out = G.net(x.view(n, -1, 1, 1)).float()
-                mse = (out - target).pow(2).flatten(1).mean(1)
-                loss = mse + prior_weight * z.pow(2).mean(1)
-                (grad,) = torch.autograd.grad(loss.sum(), [z])  # only z; G's weights get no .grad
-                z.grad = grad
-                opt.step()
-                history.append(loss.detach())
-    finally:
-        G.train(was_training)
+    with eval_mode(G), torch.enable_grad():
+        for _ in range(steps):
+            out = G(z, class_vec).float()
+            mse = (out - target).pow(2).flatten(1).mean(1)
+            loss = mse + prior_weight * z.pow(2).mean(1)
+            (grad,) = torch.autograd.grad(loss.sum(), [z])  # only z; G's weights get no .grad
+            z.grad = grad
+            opt.step()
+            history.append(loss.detach())
     z = z.detach()
-    images = render(G, z, class_vec)
+    images = sample(G, z=z, labels=class_vec)
     mse = (images - target).pow(2).flatten(1).mean(1)
     best = int(mse.argmin())
     err = float(mse[best])
@@ -250,7 +223,7 @@ def target_from_array(arr: np.ndarray, G: Generator) -> torch.Tensor:
         raise ValueError("no image: upload one or draw in the box")
     target = to_float(pil_to_tensor(Image.fromarray(np.asarray(arr).astype(np.uint8)), G.image_size,
                                     G.channels))
-    samples = render(G, sample_latents(G.nz, 16, seed=123), class_inputs(G, None, 16))
+    samples = sample(G, z=sample_latents(G.nz, 16, seed=123), labels=class_inputs(G, None, 16))
     if (border_mean(target.unsqueeze(0)) > 0) != (border_mean(samples) > 0):
         target = -target
     return target
@@ -337,9 +310,8 @@ def diversity(G: Generator, real: torch.Tensor, n: int = 256, seed: int = 0,
     """Mean pairwise distance of n samples versus n real images (uint8 or float [N, C, H, W]).
     A collapsed generator draws (nearly) the same image for every z: its ratio drops towards 0,
     whereas a healthy one varies about as much as the data."""
-    z = sample_latents(G.nz, n, seed, psi)
-    labels = torch.arange(n) % G.num_classes if G.num_classes else None
-    fake = render(G, z, class_inputs(G, labels, n))
+    z, labels = seeded_latents(G.nz, n, seed, G.num_classes)
+    fake = sample(G, z=z * float(psi), labels=labels)
     g = torch.Generator().manual_seed(int(seed))
     pick = torch.randperm(real.shape[0], generator=g)[:n]
     real_f = to_float(real[pick]) if real.dtype == torch.uint8 else real[pick].float()
@@ -358,8 +330,7 @@ def digit_coverage(G: Generator, real: torch.Tensor, n: int = 256, seed: int = 0
     from .digit_classifier import get_digit_classifier
 
     clf = get_digit_classifier(G.image_size)
-    labels = torch.arange(n) % G.num_classes if G.num_classes else None
-    fake = render(G, sample_latents(G.nz, n, seed), class_inputs(G, labels, n))
+    fake = sample(G, n, seed)
     g = torch.Generator().manual_seed(int(seed))
     pick = torch.randperm(real.shape[0], generator=g)[:n]
     return class_histogram(clf.predict(fake)), class_histogram(clf.predict(real[pick]))
@@ -394,7 +365,7 @@ def benchmark_latency(image_size: int = 64, ngf: int = 64, nz: int = 100, channe
             amounts[i % 6] = (i % 13) / 4 - 1.5
             t0 = time.perf_counter()
             with torch.inference_mode():
-                arr = upscale(image_array(render(G, move(z, dirs, amounts))[0]))
+                arr = upscale(image_array(sample(G, z=move(z, dirs, amounts))[0]))
             t1 = time.perf_counter()
             buf = io.BytesIO()
             Image.fromarray(arr).save(buf, format="PNG")

@@ -30,16 +30,17 @@ from safetensors.torch import load_file, save_file
 from .config import TrainConfig
 from .data import load_dataset, to_uint8
 from .digit_classifier import CACHE_DIR, digits_config, get_digit_classifier
-from .models import Generator
-from .train import generate
+from .models import Generator, sample
 
 DIGIT_SETS = ("digits", "mnist")  # data sets the digit classifier can judge
 METRIC_KEY = "score"  # what the Trainer keeps best.safetensors by: digit_fd or fid, lower is better
 COVERAGE_MIN_SHARE = 0.01  # a class counts as covered when it gets at least 1% of the samples
+CONFIDENT_PROB = 0.9  # a sample is legible when the classifier gives its top class at least this
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 KID_REAL_MAX = 10_000  # real Inception features kept in the cache for KID
 # what a training-time record holds (run.history, checkpoints, the CLI log and the UI plot)
 TRAINING_KEYS = (METRIC_KEY, "digit_fd", "digit_fd_real", "classes_covered", "class_entropy_bits",
+                 "confident_share", "min_class_share", "stacked_modes", "stacked_kl", "stacked_legible",
                  "fid", "kid", "is")
 
 _lock = threading.Lock()
@@ -88,18 +89,6 @@ def class_coverage(predictions: torch.Tensor, num_classes: int = 10) -> dict[str
     }
 
 
-# ---- sampling ------------------------------------------------------------------------------------
-
-
-def sample_images(G: Generator, n: int, seed: int = 0, device: str | torch.device = "cpu") -> torch.Tensor:
-    """n images in [-1, 1] from fixed noise (seeded, independent of any training RNG); labels cycle
-    through the classes for a conditional G."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, G.nz, generator=g).to(device)
-    labels = torch.arange(n, device=device) % G.num_classes if G.num_classes else None
-    return generate(G, z, labels)
-
-
 # ---- digit metrics -----------------------------------------------------------------------------------
 
 
@@ -111,19 +100,34 @@ def real_digit_reference(image_size: int, n: int) -> dict[str, Any]:
             return _real_digit_stats[key]
     clf = get_digit_classifier(image_size)
     data = load_dataset(digits_config(image_size))
-    held_out = gaussian_stats(clf.features(data.val))
+    held_feats, held_logits = clf._run(data.val)
+    held_out = gaussian_stats(held_feats)
     g = torch.Generator().manual_seed(1)
     pick = torch.randperm(data.train.shape[0], generator=g)[:n]
     real_fd = frechet_distance(gaussian_stats(clf.features(data.train[pick])), held_out)
     ref = {"held_out": held_out, "real_fd": real_fd, "n_real": int(pick.shape[0]),
-           "n_held_out": int(data.val.shape[0]), "accuracy": clf.accuracy}
+           "n_held_out": int(data.val.shape[0]), "accuracy": clf.accuracy, **legibility(held_logits.softmax(dim=1))}
     with _lock:
         _real_digit_stats[key] = ref
     return ref
 
 
+def legibility(probabilities: torch.Tensor) -> dict[str, float]:
+    """How many samples read clearly as one digit, and how rare the rarest digit is.
+
+    confident_share: share of samples whose top class probability is >= CONFIDENT_PROB (a blob
+    that merely happens to be classified does not count); min_class_share: share of the rarest
+    predicted class (10 % for a balanced generator, 0 when a digit is missing)."""
+    top, predicted = probabilities.max(dim=1)
+    counts = torch.bincount(predicted, minlength=probabilities.shape[1]).double()
+    n = max(int(probabilities.shape[0]), 1)
+    return {"confident_share": float((top >= CONFIDENT_PROB).double().mean()) if probabilities.shape[0] else 0.0,
+            "min_class_share": float(counts.min() / n)}
+
+
 def digit_metrics(images: torch.Tensor) -> dict[str, Any]:
-    """Coverage and Fréchet distance of generated digits [N, C, H, W] in [-1, 1] (or uint8)."""
+    """Coverage, legibility and Fréchet distance of generated digits [N, C, H, W] in [-1, 1] (or uint8),
+    with the held-out real digits' values beside them (`*_real`)."""
     size = images.shape[-1]
     clf = get_digit_classifier(size)
     feats, logits = clf._run(images)
@@ -131,6 +135,9 @@ def digit_metrics(images: torch.Tensor) -> dict[str, Any]:
     out = {
         "digit_fd": frechet_distance(gaussian_stats(feats), ref["held_out"]),
         "digit_fd_real": ref["real_fd"],  # real training digits vs the same held-out digits
+        **legibility(logits.softmax(dim=1)),
+        "confident_share_real": ref["confident_share"],  # the 500 held-out real digits
+        "min_class_share_real": ref["min_class_share"],
         **class_coverage(logits.argmax(dim=1)),
         "classifier_accuracy": ref["accuracy"],
         "n_samples": int(images.shape[0]),
@@ -250,7 +257,7 @@ def evaluate(model: Generator | str | Path, cfg: TrainConfig | None = None, n: i
         model, cfg, meta = load_generator(model, device=device)
     if cfg is None:
         raise ValueError("evaluate needs the TrainConfig of a bare generator")
-    images = sample_images(model, n, seed, device)
+    images = sample(model, n, seed)  # seeded noise, classes cycled, eval-mode BatchNorm
     out: dict[str, Any] = {"dataset": cfg.dataset, "image_size": cfg.image_size}
     if "iteration" in meta:
         out["iteration"] = int(meta["iteration"])

@@ -7,7 +7,9 @@ the resolution in G and halves it in D, and the channel count halves / doubles w
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -82,12 +84,29 @@ class Generator(
         raise ValueError(f"{Path(model_file).name} is a pickle-based PyTorch file; DCGAN Studio loads only "
                          f"model.safetensors")
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    @classmethod
+    def from_config(cls, cfg) -> Generator:
+        """The generator a TrainConfig describes (the one place that maps config fields to arguments)."""
+        return cls(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
+
+    def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """z with the class appended: int ids [N] become one-hot rows, a float [N, C] is used as is,
+        so a soft mixture of classes (the Explore tab's class sliders) goes through the same path."""
         if self.num_classes:
             if labels is None:
                 raise ValueError("this generator is class-conditional: pass labels")
-            z = torch.cat([z, nn.functional.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
-        return self.net(z.view(z.shape[0], -1, 1, 1))
+            onehot = (labels.to(z.dtype) if labels.is_floating_point()
+                      else nn.functional.one_hot(labels.long(), self.num_classes).to(z.dtype))
+            z = torch.cat([z, onehot], dim=1)
+        return z.view(z.shape[0], -1, 1, 1)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """labels: int class ids [N] or a float (soft) class vector [N, num_classes]."""
+        return self.net(self._input(z, labels))
+
+    def hidden(self, z: torch.Tensor, labels: torch.Tensor | None = None, blocks: int = 2) -> torch.Tensor:
+        """The activations after the first `blocks` conv-BN-ReLU blocks (latent tools read these)."""
+        return self.net[:3 * blocks](self._input(z, labels))
 
 
 class Discriminator(nn.Module):
@@ -119,21 +138,80 @@ class Discriminator(nn.Module):
         self.embed = sn(nn.Embedding(num_classes, width)) if num_classes else None
         self.apply(init_dcgan_weights)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    @classmethod
+    def from_config(cls, cfg) -> Discriminator:
+        return cls(cfg.ndf, cfg.channels, cfg.image_size, cfg.num_classes, cfg.spectral_norm)
+
+    def features_and_logit(self, x: torch.Tensor,
+                           labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f [N, F], logit [N]): f is the flat feature vector D's last linear map reads, so that
+        logit = head_weight()·f + b (+ the class projection term for a conditional D)."""
         h = self.features(x)
         logits = self.head(h).flatten()
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this discriminator is class-conditional: pass labels")
             logits = logits + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
-        return logits
+        return h.flatten(1), logits
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features_and_logit(x, labels)[1]
+
+    @torch.no_grad()
+    def head_weight(self) -> tuple[torch.Tensor, float]:
+        """(w [F], b) of the last linear map: the head conv covers the whole final feature map,
+        so it is a dot product with the flattened features (spectrally normalised when SN is on)."""
+        w = self.head.weight.detach().flatten().clone()
+        b = float(self.head.bias) if self.head.bias is not None else 0.0
+        return w, b
 
 
 def build_models(cfg) -> tuple[Generator, Discriminator]:
     """Both networks for a TrainConfig."""
-    g = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
-    d = Discriminator(cfg.ndf, cfg.channels, cfg.image_size, cfg.num_classes, cfg.spectral_norm)
-    return g, d
+    return Generator.from_config(cfg), Discriminator.from_config(cfg)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode (BatchNorm on running statistics) inside the block; each module's own mode after."""
+    was = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, was, strict=True):
+            m.train(mode)
+
+
+def seeded_latents(nz: int, n: int, seed: int = 0, num_classes: int = 0,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(z [n, nz], labels [n] | None): z from a CPU generator seeded with `seed` (the same on every
+    device, independent of any training RNG); labels cycle 0..num_classes-1 for a conditional G."""
+    z = torch.randn(n, nz, generator=torch.Generator().manual_seed(int(seed))).to(device)
+    labels = torch.arange(n, device=device) % num_classes if num_classes else None
+    return z, labels
+
+
+@torch.no_grad()
+def sample(G: Generator, n: int | None = None, seed: int = 0, *, z: torch.Tensor | None = None,
+           labels: torch.Tensor | None = None, batch: int = 256) -> torch.Tensor:
+    """THE sampler: float CPU images [N, C, H, W] in [-1, 1] from G in eval mode (so one image never
+    depends on the rest of its batch), no grad, G's mode restored. Give n (and seed) for seeded
+    latents with cycled classes, or z (and labels: ids or soft class vectors) for your own."""
+    if z is None:
+        if n is None:
+            raise ValueError("sample needs n or z")
+        z, cycled = seeded_latents(G.nz, n, seed, G.num_classes)
+        labels = cycled if labels is None else labels
+    weight = next(iter(G.state_dict().values()), None)
+    device = weight.device if weight is not None else torch.device("cpu")
+    outs = []
+    with eval_mode(G):
+        for i in range(0, z.shape[0], batch):
+            lab = None if labels is None else labels[i:i + batch].to(device)
+            outs.append(G(z[i:i + batch].to(device), lab).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0, G.channels, G.image_size, G.image_size)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -21,7 +21,7 @@ from . import distributed, losses
 from .augment import augment_real, diff_augment
 from .config import ConfigError, TrainConfig
 from .data import ImageData, load_dataset, to_float
-from .models import Discriminator, Generator, build_models
+from .models import Discriminator, Generator, build_models, sample
 
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
 
@@ -243,10 +243,9 @@ class GANTraining:
         """The generator used for pictures and metrics: the EMA copy when there is one."""
         return self.G_ema if self.G_ema is not None else self.G
 
-    @torch.no_grad()
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """float images in [-1, 1], eval-mode BatchNorm (so one image does not depend on others)."""
-        return generate(self.sampler(), z.to(self.device), None if labels is None else labels.to(self.device))
+        """float CPU images in [-1, 1] from the sampling generator (dcgan.models.sample)."""
+        return sample(self.sampler(), z=z, labels=labels)
 
     def fixed_samples(self) -> torch.Tensor:
         return self.sample(self.fixed_z, self.fixed_labels)
@@ -261,20 +260,9 @@ class GANTraining:
         return self.opt_g.param_groups[0]["lr"] / self.cfg.lr_g
 
 
-@torch.no_grad()
-def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None,
-             batch: int = 256) -> torch.Tensor:
-    """G in eval mode over z in chunks; restores G's mode afterwards."""
-    was_training = G.training
-    G.eval()
-    try:
-        outs = []
-        for i in range(0, z.shape[0], batch):
-            lab = None if labels is None else labels[i:i + batch]
-            outs.append(G(z[i:i + batch], lab).float())
-        return torch.cat(outs) if outs else torch.empty(0)
-    finally:
-        G.train(was_training)
+def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """TODO(H14): ui/train_tab.py and tests/test_bad_files.py still import this; use dcgan.models.sample."""
+    return sample(G, z=z, labels=labels)
 
 
 class CudaGraphStep:

@@ -255,7 +255,7 @@ class Trainer:
                 return -1, None
             if self._g_cache is not None and self._g_cache[0] == it:
                 return self._g_cache
-            G = Generator(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
+            G = Generator.from_config(cfg)
             G.load_state_dict(state)
             self._g_cache = (it, G.eval())
             return self._g_cache

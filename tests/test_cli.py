@@ -38,6 +38,16 @@ def test_train_resume_and_sample_end_to_end(tmp_path):
     grid = np.asarray(Image.open(out))
     assert grid.shape[0] >= 512 and grid.std() > 10  # a real picture, not a blank
 
+    by_folder = tmp_path / "grid_folder.png"  # a run folder means its newest checkpoint, as for resume
+    result = cli("sample", str(run_dir), "--out", str(by_folder), "--n", "16")
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(by_folder)), grid)
+
+    (tmp_path / "empty").mkdir()
+    result = cli("sample", str(tmp_path / "empty"), "--out", str(tmp_path / "none.png"))
+    assert result.returncode == 2 and "no readable checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
 
 def test_bad_flag_value_names_the_field(tmp_path):
     result = cli("train", "--lr-g", "-1", "--out-dir", str(tmp_path))

@@ -12,7 +12,7 @@ import torch
 from dcgan.checkpoint import CheckpointError, load_generator, load_training, read, save_training
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import DatasetError, load_dataset, load_digits_raw
-from dcgan.models import Discriminator, Generator, build_models, count_parameters
+from dcgan.models import Discriminator, Generator, build_models, count_parameters, eval_mode, sample, seeded_latents
 from dcgan.train import GANTraining, generate
 from dcgan.trainer import FAILED, FINISHED, PAUSED, RUNNING, Trainer, TrainerBusy
 from tests.conftest import tiny_config
@@ -98,6 +98,53 @@ def test_conditional_generator_uses_the_class():
     z = torch.randn(1, 16).repeat(2, 1)
     out = G(z, torch.tensor([1, 7]))
     assert not torch.allclose(out[0], out[1])
+
+
+def test_soft_class_vector_equals_int_labels_and_mixes_between_them():
+    G = Generator(16, 8, 1, 28, num_classes=10).eval()
+    z = torch.randn(3, 16)
+    labels = torch.tensor([2, 5, 9])
+    onehot = torch.nn.functional.one_hot(labels, 10).float()
+    assert torch.equal(G(z, labels), G(z, onehot))
+    half = 0.5 * onehot[:1] + 0.5 * torch.nn.functional.one_hot(torch.tensor([7]), 10).float()
+    mixed = G(z[:1], half)
+    assert not torch.allclose(mixed, G(z[:1], labels[:1])) and not torch.allclose(mixed, G(z[:1], torch.tensor([7])))
+
+
+@pytest.mark.parametrize("classes, sn", [(0, False), (10, False), (10, True)])
+def test_features_and_logit_is_forward_and_a_linear_head(classes, sn):
+    D = Discriminator(8, 1, 28, num_classes=classes, spectral_norm=sn).eval()
+    x = torch.randn(4, 1, 28, 28)
+    labels = torch.tensor([0, 3, 3, 9]) if classes else None
+    f, logit = D.features_and_logit(x, labels)
+    assert torch.equal(logit, D(x, labels)) and f.shape == (4, 8 * 2 * 7 * 7)
+    w, b = D.head_weight()
+    linear = f @ w + b
+    if classes:
+        linear = linear + (D.embed(labels) * f.view(4, 16, 7, 7).sum(dim=(2, 3))).sum(dim=1)
+    assert torch.allclose(linear, logit, atol=1e-5)
+
+
+def test_eval_mode_restores_each_modules_own_mode():
+    G, D = Generator(16, 8, 1, 28), Discriminator(8, 1, 28).eval()
+    with eval_mode(G, D):
+        assert not G.training and not D.training
+    assert G.training and not D.training
+    with pytest.raises(RuntimeError), eval_mode(G):
+        raise RuntimeError("boom")
+    assert G.training
+
+
+def test_the_sampler_is_seeded_cycles_classes_and_ignores_batch_neighbours():
+    G = Generator(16, 8, 1, 28, num_classes=10)
+    z, labels = seeded_latents(16, 12, seed=3, num_classes=10)
+    assert labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    a = sample(G, 12, seed=3)
+    assert G.training and a.device.type == "cpu" and a.dtype == torch.float32
+    assert torch.equal(a, sample(G, z=z, labels=labels))
+    assert torch.equal(a[:5], sample(G, z=z[:5], labels=labels[:5]))  # eval-mode BatchNorm: per image
+    assert torch.equal(a, sample(G, z=z, labels=labels, batch=5))
+    assert not torch.equal(a, sample(G, 12, seed=4))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -224,6 +271,39 @@ def test_resume_is_exact(tmp_path, digits_data):
         for key in a:
             assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
     assert resumed.iteration == straight.iteration == 14
+
+
+def test_run_folder_or_file_resolves_to_one_checkpoint_and_listing_skips_the_cache(tmp_path, digits_data):
+    from safetensors.torch import save_file
+
+    from dcgan.checkpoint import list_run_checkpoints, resolve_checkpoint
+
+    run = GANTraining(tiny_config(), digits_data)
+    folder = tmp_path / "runs" / "a"
+    for it in (10, 20):
+        run.iteration = it
+        save_training(run, folder / f"step_{it:08d}.safetensors")
+    save_training(run, folder / "best.safetensors")
+    assert resolve_checkpoint(folder) == folder / "step_00000020.safetensors"
+    assert resolve_checkpoint(folder, best=True) == folder / "best.safetensors"
+    assert resolve_checkpoint(folder / "step_00000010.safetensors") == folder / "step_00000010.safetensors"
+    only_best = tmp_path / "runs" / "b"
+    save_training(run, only_best / "best.safetensors")
+    assert resolve_checkpoint(only_best) == only_best / "best.safetensors"
+    for missing in (tmp_path / "nothing", tmp_path / "nothing.safetensors"):
+        if missing.suffix == "":
+            missing.mkdir()
+        with pytest.raises(CheckpointError, match="no readable checkpoint|does not exist"):
+            resolve_checkpoint(missing)
+
+    cache = tmp_path / "runs" / ".cache"
+    save_training(run, cache / "hidden.safetensors")  # even a real checkpoint in a hidden folder stays out
+    save_file({"mu": torch.zeros(3)}, str(tmp_path / "runs" / "stats.safetensors"))  # not a checkpoint
+    (tmp_path / "runs" / "broken.safetensors").write_bytes(b"not a file")
+    listed = list_run_checkpoints(tmp_path / "runs")
+    assert sorted(p.relative_to(tmp_path / "runs").as_posix() for p in listed) == [
+        "a/best.safetensors", "a/step_00000010.safetensors", "a/step_00000020.safetensors", "b/best.safetensors"]
+    assert list_run_checkpoints(tmp_path / "absent") == []
 
 
 def test_corrupt_truncated_and_mismatched_checkpoints(tmp_path, digits_data):
