@@ -30,7 +30,8 @@ from .checkpoint import BEST_FILE, FORMAT_NAME, STEP_FILE, CheckpointError
 from .tblog import EVENT_GLOB, GRID_TAG, METRIC_PREFIX, SCALARS
 
 METRIC = "score"  # dcgan.metrics.METRIC_KEY: digit_fd or fid, lower is better
-TABLE_SETTINGS = ("loss", "lr_g", "lr_d", "batch_size", "ema_decay", "spectral_norm", "num_classes", "seed")
+TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
+                  "num_classes": "classes", "seed": "seed"}  # config key -> column of the runs table
 RECORD_OVERHEAD = 16  # a TFRecord frames its payload with a length, two CRCs: 8 + 4 + 4 bytes
 
 
@@ -60,7 +61,7 @@ class RunInfo:
         c = self.config
         row = {"run": self.name, "data set": c.get("dataset", "?"),
                "size": f"{c['image_size']}px" if "image_size" in c else "?"}
-        row.update({k: _short(c.get(k, "")) for k in TABLE_SETTINGS})
+        row.update({column: _short(c.get(key, "")) for key, column in TABLE_SETTINGS.items()})
         row.update({"iterations": self.iterations, "wall time": _duration(self.wall_time_s),
                     f"best {METRIC}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "",
@@ -138,7 +139,8 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def is_run_folder(path: Path) -> bool:
-    if not path.is_dir() or path.name.startswith("."):
+    """A real folder (not a link out of the root, not hidden like .cache) with a checkpoint or event file."""
+    if path.is_symlink() or not path.is_dir() or path.name.startswith("."):
         return False
     try:
         return any(p.suffix == ".safetensors" or p.name.startswith("events.out.tfevents.") for p in path.iterdir())
@@ -317,7 +319,8 @@ def _curves_from_events(run_dir: Path) -> Curves:
 
 
 def settings_diff(runs: list[RunInfo], only_different: bool = False) -> list[dict[str, Any]]:
-    """One row per setting: {"setting", "values" (one per run, in order), "differs"}; dicts as JSON."""
+    """One row per setting: {"setting", "values" (one per run, in order), "differs"}, the differing
+    settings first; dicts as JSON."""
     keys = sorted({k for r in runs for k in r.config})
     rows = []
     for key in keys:
@@ -325,7 +328,7 @@ def settings_diff(runs: list[RunInfo], only_different: bool = False) -> list[dic
         differs = len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
         if differs or not only_different:
             rows.append({"setting": key, "values": values, "differs": differs})
-    return rows
+    return sorted(rows, key=lambda row: not row["differs"])
 
 
 def latest_grid(run_dir: str | Path) -> tuple[np.ndarray | None, str]:

@@ -2,7 +2,7 @@
 settings side by side and their latest samples next to each other; open, resume, rename or delete one.
 
 The reading, renaming and deleting live in dcgan/runs.py (also behind `python -m dcgan runs`); the
-curves are drawn with the Train tab's own smoothing; open and resume use the Train tab's callbacks.
+curves are drawn with the Train tab's own smoothing; open and resume go through the studio.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import pandas as pd
 
 from dcgan import runs
 from dcgan.images import upscale
-from ui.train_tab import curve_frame, load_for_samples, problem, require_owner, resume_checkpoint
+from dcgan.studio import USER_ERRORS
+from ui.common import OK, problem
+from ui.train_view import curve_frame
 
 MAX_COMPARE = 4
+REFRESH_S = 5.0  # seconds between checks for new, finished or changed runs (file times only when unchanged)
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # one colour per selected run, in every plot
 PLOTS = {  # plot key -> (loop row key or metric key, title, y axis)
     "loss_d": ("loss_d", "loss_D", "loss"),
@@ -44,13 +47,23 @@ def active_dir(studio: Any) -> str | None:
     return st.run_dir if st.state in ("starting", "running", "paused") and st.run_dir else None
 
 
-def runs_table(root: Path) -> pd.DataFrame:
-    rows = [r.row() for r in runs.list_runs(root)]
-    return pd.DataFrame(rows) if rows else pd.DataFrame({"run": [], "problems": []})
+def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
+    return pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": [], "problems": []})
 
 
 def run_names(root: Path) -> list[str]:
     return [r.name for r in runs.list_runs(root)]
+
+
+def poll(root: Path, seen: Any) -> tuple:
+    """(signature, table, choices, choices) when the runs changed since `seen`; skips otherwise, so a
+    browser is not sent the same table again and a half-made selection is left alone."""
+    listed = runs.list_runs(root)
+    signature = [(r.name, r.iterations, r.problems) for r in listed]
+    if signature == seen:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    names = [r.name for r in listed]
+    return signature, runs_table(listed), gr.Dropdown(choices=names), gr.Dropdown(choices=names)
 
 
 def compare(root: Path, names: list[str] | None, smooth: float = 0.6, only_different: bool = False) -> dict[str, Any]:
@@ -58,7 +71,6 @@ def compare(root: Path, names: list[str] | None, smooth: float = 0.6, only_diffe
     names = list(names or [])[:MAX_COMPARE]
     known = {r.name: r for r in runs.list_runs(root)}
     chosen = [known[n] for n in names if n in known]
-    colors = {r.name: c for r, c in zip(chosen, RUN_COLORS, strict=False)}
     frames: dict[str, list[pd.DataFrame]] = {k: [] for k in PLOTS}
     notes = []
     for r in chosen:
@@ -72,7 +84,7 @@ def compare(root: Path, names: list[str] | None, smooth: float = 0.6, only_diffe
             notes.append(f"`{r.name}`: no curves (no readable event file or checkpoint)")
         if r.problems:
             notes.append(f"`{r.name}`: ⚠ " + "; ".join(r.problems))
-    out: dict[str, Any] = {"colors": colors, "notes": notes}
+    out: dict[str, Any] = {"notes": notes}
     for plot, parts in frames.items():
         out[plot] = pd.concat(parts, ignore_index=True) if parts else curve_frame([], {})
     out["settings"] = settings_frame(chosen, only_different)
@@ -121,17 +133,24 @@ def confirm(studio: Any, pending: dict, request: Any = None) -> str:
         require_owner(studio, request)
         if pending.get("action") == "rename":
             new = runs.rename_run(root, pending["name"], pending["new"], active_dir(studio))
-            return f"✓ Renamed `{pending['name']}` to `{new.name}`."
+            return f"{OK} Renamed `{pending['name']}` to `{new.name}`."
         if pending.get("action") == "delete":
             runs.delete_run(root, pending["name"], active_dir(studio))
-            return f"✓ Deleted `{pending['name']}`."
+            return f"{OK} Deleted `{pending['name']}`."
         return "Nothing to confirm."
     except (runs.RunsError, PermissionError) as exc:
         return problem(exc)
 
 
+def require_owner(studio: Any, request: Any) -> None:
+    """Changing runs on a public Space is for its owner only (the studio's access hook, when it has one)."""
+    hook = getattr(studio, "require_owner", None)
+    if hook is not None:
+        hook(request)
+
+
 def checkpoint_name(root: Path, name: str | None) -> str:
-    """The run's newest readable checkpoint as a path relative to root (what the Train tab takes)."""
+    """The run's newest readable checkpoint as a path relative to root (what the studio takes)."""
     if not name:
         raise runs.RunsError("choose a run first")
     info = runs.read_run(runs.run_path(root, name))
@@ -140,34 +159,38 @@ def checkpoint_name(root: Path, name: str | None) -> str:
     return info.checkpoint.relative_to(root).as_posix()
 
 
-def open_in_explore(studio: Any, name: str | None) -> str:
+def open_in_explore(studio: Any, name: str | None, view: dict | None = None) -> tuple[dict | None, str]:
+    """(this browser's view with the run's generator pinned, message)."""
     try:
-        message = load_for_samples(studio, checkpoint_name(root_of(studio), name))
-    except runs.RunsError as exc:
-        return problem(exc)
-    return message + " Open the **Explore** tab to look inside it." if message.startswith("✓") else message
+        model = studio.load_checkpoint(checkpoint_name(root_of(studio), name))
+    except USER_ERRORS as exc:
+        return view, problem(exc, again="Open in Explore")
+    return (dict(view or {}, model=model),
+            f"{OK} Loaded `{model.label}`: open the **Explore** tab to look inside it.")
 
 
 def resume(studio: Any, name: str | None, steps: Any, request: Any = None) -> str:
+    """Continue the run from its newest checkpoint in the shared trainer."""
     try:
-        ckpt = checkpoint_name(root_of(studio), name)
-    except runs.RunsError as exc:
-        return problem(exc)
-    message = resume_checkpoint(studio, ckpt, steps, "auto", request)
-    return message + " Watch it in the **Train** tab." if message.startswith("✓") else message
+        require_owner(studio, request)
+        done, total = studio.resume(checkpoint_name(root_of(studio), name), steps or None, "auto")
+    except USER_ERRORS as exc:  # RunsError is a ValueError
+        return problem(exc, again="Resume training")
+    return f"{OK} Resumed `{name}` at iteration {done:,}; training to {total:,}. Watch it in the **Train** tab."
 
 
 # ---- layout and wiring -----------------------------------------------------------------------
 
 
-def build(studio: Any) -> None:
-    """The tab's components; `studio` is the app's Studio (or just a checkpoints folder: no open/resume)."""
+def build(studio: Any, view: gr.State | None = None) -> None:
+    """The tab's components. `studio`: the app's Studio (or just a checkpoints folder: no open/resume);
+    `view`: the browser's explore state (a dict with "model"), so *Open in Explore* pins the run there."""
     root = root_of(studio)
     with_trainer = hasattr(studio, "trainer")
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="runs-refresh")
-    table = gr.Dataframe(lambda: runs_table(root), label="Runs", interactive=False, wrap=True,
+    table = gr.Dataframe(lambda: runs_table(runs.list_runs(root)), label="Runs", interactive=False,
                          max_height=320, elem_id="runs-table")
     with gr.Row(equal_height=True):
         chosen = gr.Dropdown(run_names(root), value=[], multiselect=True, max_choices=MAX_COMPARE,
@@ -184,20 +207,20 @@ def build(studio: Any) -> None:
             plots[key] = _plot(key)
     with gr.Accordion("Quality metrics", open=False):
         plots["metric"] = _plot("metric")
-    grids = gr.Gallery(label="Latest samples", columns=MAX_COMPARE, height=400, object_fit="contain",
+    grids = gr.Gallery(label="Latest samples", columns=MAX_COMPARE, height="auto", object_fit="contain",
                        format="png", elem_id="runs-grids")
     with gr.Accordion("Settings side by side", open=True):
         only_diff = gr.Checkbox(False, label="Only the settings that differ")
-        settings = gr.Dataframe(label="Settings (≠ = differs between the chosen runs)", interactive=False,
-                                wrap=True, elem_id="runs-settings")
+        settings = gr.Dataframe(label="Settings (≠ = differs between the chosen runs; those come first)",
+                                interactive=False, max_height=420, elem_id="runs-settings")
 
     with gr.Accordion("Manage a run", open=True):
         with gr.Row(equal_height=True):
             target = gr.Dropdown(run_names(root), value=None, label="Run", scale=3, elem_id="runs-target")
             explore_btn = gr.Button("Open in Explore", size="md", scale=1, visible=with_trainer,
                                     elem_id="runs-explore")
-            steps = gr.Number(None, label="Resume to iteration", precision=0, minimum=1, scale=1,
-                              info="empty: the run's own steps", visible=with_trainer)
+            steps = gr.Number(None, label="Resume to iteration", precision=0, scale=1,
+                              info="0 or empty: the run's own steps", visible=with_trainer)
             resume_btn = gr.Button("Resume training", size="md", scale=1, visible=with_trainer,
                                    elem_id="runs-resume")
         with gr.Row(equal_height=True):
@@ -216,24 +239,36 @@ def build(studio: Any) -> None:
             names = names[:MAX_COMPARE]
         view = compare(root, names, float(smooth_value or 0), bool(only))
         hint = "" if len(names or []) >= 2 else "Pick at least two runs to compare them."
-        plot_updates = [gr.LinePlot(value=view[k] if len(view[k]) else None, color_map=view["colors"] or None)
-                        for k in plots]
-        return [*plot_updates, view["grids"], view["settings"], "\n\n".join(([hint] if hint else []) + view["notes"])]
+        plot_updates = [gr.LinePlot(value=view[k] if len(view[k]) else None, caption=None) for k in plots]
+        note = "\n\n".join(([hint] if hint else []) + view["notes"])
+        return [*plot_updates, view["grids"], view["settings"], note]
+
+    def restyle(names: list[str] | None, smooth_value: float, only: bool):
+        # Gradio's plot keeps its first colour scale when only the data changes, so a run added later would
+        # not be drawn: a second update of the caption and colours rebuilds each plot from its current data.
+        names = [n for n in (names or [])][:MAX_COMPARE]
+        colors = dict(zip(names, RUN_COLORS, strict=False))
+        how = {k: "not smoothed" if k == "metric" else f"smoothing {float(smooth_value or 0):.2f}" for k in plots}
+        return [gr.LinePlot(caption=" · ".join(names + [how[k]]) if names else "", color_map=colors or None)
+                for k in plots]
 
     def refresh(names: list[str] | None, current: str | None):
         names_now = run_names(root)
         keep = [n for n in (names or []) if n in names_now]
-        return (runs_table(root), gr.Dropdown(choices=names_now, value=keep),
+        return (runs_table(runs.list_runs(root)), gr.Dropdown(choices=names_now, value=keep),
                 gr.Dropdown(choices=names_now, value=current if current in names_now else None))
 
     view_inputs = [chosen, smooth, only_diff]
     view_outputs = [*plots.values(), grids, settings, notes]
+    plot_outputs = list(plots.values())
     for event in (chosen.change, smooth.release, only_diff.change):
-        event(show, view_inputs, view_outputs, show_progress="hidden")
+        event(show, view_inputs, view_outputs, show_progress="hidden").then(
+            restyle, view_inputs, plot_outputs, show_progress="hidden")
     refresh_outputs = [table, chosen, target]
     refresh_btn.click(refresh, [chosen, target], refresh_outputs)
-    chosen.focus(refresh, [chosen, target], refresh_outputs)
-    target.focus(refresh, [chosen, target], refresh_outputs)
+    seen_runs = gr.State(None)
+    timer = gr.Timer(REFRESH_S)
+    timer.tick(lambda seen: poll(root, seen), seen_runs, [seen_runs, table, chosen, target], show_progress="hidden")
 
     def on_ask_rename(name: str | None, new: str):
         p, q, visible = ask("rename", name, new)
@@ -255,9 +290,13 @@ def build(studio: Any) -> None:
     no_btn.click(lambda: ({}, gr.Row(visible=False), "Nothing changed."), None, [pending, confirm_row, message])
     yes_btn.click(on_confirm, pending, [pending, confirm_row, message],
                   concurrency_limit=1, concurrency_id="runs-manage").then(
-        refresh, [chosen, target], refresh_outputs).then(show, view_inputs, view_outputs, show_progress="hidden")
+        refresh, [chosen, target], refresh_outputs).then(show, view_inputs, view_outputs, show_progress="hidden").then(
+        restyle, view_inputs, plot_outputs, show_progress="hidden")
     if with_trainer:
-        explore_btn.click(lambda name: open_in_explore(studio, name), target, message)
+        if view is not None:
+            explore_btn.click(lambda name, v: open_in_explore(studio, name, v), [target, view], [view, message])
+        else:
+            explore_btn.click(lambda name: open_in_explore(studio, name)[1], target, message)
         resume_btn.click(on_resume, [target, steps], message, concurrency_limit=1, concurrency_id="train-control")
 
 
@@ -265,4 +304,4 @@ def _plot(key: str) -> gr.LinePlot:
     _, title, y_title = PLOTS[key]
     y_lim = [0, 1] if y_title == "probability" else None
     return gr.LinePlot(None, x="iteration", y="value", color="series", label=title, y_title=y_title,
-                       y_lim=y_lim, height=260, elem_id=f"runs-plot-{key.replace('_', '-')}")
+                       y_lim=y_lim, elem_id=f"runs-plot-{key.replace('_', '-')}")

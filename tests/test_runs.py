@@ -1,0 +1,181 @@
+"""The runs model (dcgan/runs.py) and the Runs tab's callbacks: listing, curves, settings diff, samples,
+damaged or missing files, and renames / deletes that are refused with a message and change nothing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dcgan import runs
+from dcgan.tblog import event_files
+from dcgan.trainer import Trainer
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> Path:
+    """checkpoints/ with two short runs on the digits: bce (8 steps) and hinge (6 steps)."""
+    root = tmp_path_factory.mktemp("runs") / "checkpoints"
+    trainer = Trainer()
+    for name, loss, n in (("bce-run", "bce", 8), ("hinge-run", "hinge", 6)):
+        trainer.start(tiny_config(steps=n, loss=loss, out_dir=str(root), run_name=name, ngf=8, ndf=8,
+                                  batch_size=16, sample_every_s=0.01))
+        assert trainer.wait(120) == "finished"
+        trainer.reset()
+    return root
+
+
+@pytest.fixture
+def root(two_runs, tmp_path) -> Path:
+    """A copy the test may damage, rename or delete in."""
+    copy = tmp_path / "checkpoints"
+    shutil.copytree(two_runs, copy)
+    return copy
+
+
+def by_name(root: Path) -> dict[str, runs.RunInfo]:
+    return {r.name: r for r in runs.list_runs(root)}
+
+
+def test_lists_runs_with_their_settings_and_progress(two_runs):
+    listed = by_name(two_runs)
+    assert sorted(listed) == ["bce-run", "hinge-run"]
+    bce = listed["bce-run"]
+    assert bce.ok, bce.problems
+    assert (bce.config["loss"], bce.config["dataset"], bce.config["image_size"]) == ("bce", "digits", 28)
+    assert bce.iterations == 8 and listed["hinge-run"].iterations == 6
+    assert bce.wall_time_s is not None and bce.wall_time_s > 0 and bce.started is not None
+    assert bce.checkpoint.name == "step_00000008.safetensors" and bce.event_files == 1
+    row = bce.row()
+    assert (row["run"], row["loss"], row["size"], row["iterations"], row["problems"]) == (
+        "bce-run", "bce", "28px", 8, "")
+
+
+def test_curves_come_from_the_event_files(two_runs):
+    curves = runs.curves(two_runs / "bce-run")
+    assert curves.source == "events"
+    assert [r["iteration"] for r in curves.rows] == list(range(1, 9))
+    assert {"loss_d", "loss_g", "d_real", "d_fake"} <= set(curves.rows[-1])
+
+
+def test_settings_diff_puts_the_differences_first(two_runs):
+    chosen = [by_name(two_runs)[n] for n in ("bce-run", "hinge-run")]
+    rows = runs.settings_diff(chosen)
+    differing = [r["setting"] for r in rows if r["differs"]]
+    assert set(differing) == {"loss", "run_name", "steps"}
+    assert [r["setting"] for r in rows[:3]] == sorted(differing)
+    loss = next(r for r in rows if r["setting"] == "loss")
+    assert loss["values"] == ["bce", "hinge"]
+    assert {r["setting"] for r in runs.settings_diff(chosen, only_different=True)} == set(differing)
+
+
+def test_latest_grid_is_the_last_fixed_noise_grid_or_drawn_from_the_checkpoint(root):
+    grid, where = runs.latest_grid(root / "bce-run")
+    assert grid.shape == (242, 242, 3) and "iteration 8" in where and grid.std() > 0
+    for f in event_files(root / "bce-run"):
+        f.unlink()
+    grid, where = runs.latest_grid(root / "bce-run")
+    assert grid.shape == (242, 242, 3) and "step_00000008" in where
+
+
+def test_damaged_or_missing_files_still_list_marked(root):
+    events = event_files(root / "bce-run")[0]
+    events.write_bytes(events.read_bytes()[: events.stat().st_size // 2])  # a half-written event file
+    ckpt = root / "hinge-run" / "step_00000006.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])  # a truncated checkpoint
+    (root / "only-checkpoint").mkdir()
+    shutil.copy(root / "bce-run" / "step_00000008.safetensors", root / "only-checkpoint")
+    (root / "garbage").mkdir()
+    (root / "garbage" / "events.out.tfevents.1.host").write_bytes(b"not an event file at all" * 10)
+    (root / "garbage" / "step_00000001.safetensors").write_bytes(b"\x80\x04 pickle?")
+
+    listed = by_name(root)
+    assert sorted(listed) == ["bce-run", "garbage", "hinge-run", "only-checkpoint"]
+    bce = listed["bce-run"]
+    assert any("damaged" in p and events.name in p for p in bce.problems)
+    assert bce.checkpoint is not None and bce.config["loss"] == "bce"
+    assert runs.curves(root / "bce-run").rows  # the readable part of the curve is still there
+
+    hinge = listed["hinge-run"]
+    assert hinge.checkpoint is None and any("step_00000006" in p and "damaged" in p for p in hinge.problems)
+    assert hinge.config["loss"] == "hinge"  # from the hparams in its event file
+    assert hinge.iterations == 6
+
+    only = listed["only-checkpoint"]
+    assert only.problems == ["no TensorBoard event file"] and only.iterations == 8
+    curves = runs.curves(root / "only-checkpoint")
+    assert curves.source == "checkpoint" and [r["iteration"] for r in curves.rows] == list(range(1, 9))
+
+    garbage = listed["garbage"]
+    assert garbage.checkpoint is None and garbage.config == {} and len(garbage.problems) >= 2
+    assert runs.curves(root / "garbage").rows == []
+    assert runs.latest_grid(root / "garbage") == (None, "no samples yet")
+    assert "garbage" in runs.format_table(list(listed.values()))
+
+
+@pytest.mark.parametrize("bad, why", [("a/b", "cannot contain /"), ("..", "'..'"), ("../escape", "cannot contain /"),
+                                      ("", "cannot be empty"), ("   ", "cannot be empty"), (".hidden", "start with"),
+                                      ("hinge-run", "already exists")])
+def test_rename_refuses_bad_names_and_changes_nothing(root, bad, why):
+    before = sorted(p.name for p in root.iterdir())
+    with pytest.raises(runs.RunsError, match=why.replace("(", r"\(")) as caught:
+        runs.rename_run(root, "bce-run", bad)
+    assert str(caught.value)  # a message for the page
+    assert sorted(p.name for p in root.iterdir()) == before
+    assert not (root.parent / "escape").exists()
+
+
+def test_rename_moves_the_run_and_its_curves(root):
+    new = runs.rename_run(root, "bce-run", "  bce-baseline ")
+    assert new == root / "bce-baseline" and not (root / "bce-run").exists()
+    assert by_name(root)["bce-baseline"].ok
+    assert len(runs.curves(new).rows) == 8
+
+
+def test_delete_only_inside_the_root_and_never_the_live_run(root, tmp_path):
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "step_00000001.safetensors").write_bytes(b"x")
+    os.symlink(outside, root / "link")
+    for name in ("../precious", str(outside), "link", ".", "..", "", "missing"):
+        with pytest.raises(runs.RunsError):
+            runs.delete_run(root, name)
+    assert (outside / "step_00000001.safetensors").exists()
+    with pytest.raises(runs.RunsError, match="being trained"):
+        runs.delete_run(root, "bce-run", active=root / "bce-run")
+    with pytest.raises(runs.RunsError, match="being trained"):
+        runs.rename_run(root, "bce-run", "x", active=str(root / "bce-run"))
+    runs.delete_run(root, "bce-run")
+    assert not (root / "bce-run").exists() and sorted(by_name(root)) == ["hinge-run"]
+
+
+def test_cmd_runs_prints_the_table(two_runs, capsys, tmp_path):
+    assert runs.cmd_runs(argparse.Namespace(root=str(two_runs), json=False)) == 0
+    out = capsys.readouterr().out
+    header, *lines = out.strip().splitlines()
+    assert header.split()[:4] == ["run", "data", "set", "size"]
+    assert len(lines) == 2 and "bce-run" in out and "hinge" in out
+    assert runs.cmd_runs(argparse.Namespace(root=str(tmp_path / "nope"), json=False)) == 2
+
+
+def test_runs_tab_callbacks(root):
+    from ui import runs_tab
+
+    view = runs_tab.compare(root, ["bce-run", "hinge-run"], smooth=0.6)
+    assert set(view["loss_d"]["series"]) == {"bce-run", "hinge-run"}
+    assert set(view["d_fake"]["series"]) == {"bce-run", "hinge-run"}
+    assert len(view["grids"]) == 2 and view["notes"] == []
+    settings = view["settings"].data
+    assert list(settings.columns) == ["setting", "bce-run", "hinge-run"] and settings.iloc[0, 0].startswith("≠")
+
+    pending, question, shown = runs_tab.ask("rename", "bce-run", "a/b")
+    assert shown and "a/b" in question
+    message = runs_tab.confirm(root, pending)
+    assert message.startswith("⚠") and "/" in message and (root / "bce-run").is_dir()
+    assert runs_tab.ask("delete", None)[2] is False
+    message = runs_tab.confirm(root, runs_tab.ask("delete", "hinge-run")[0])
+    assert message.startswith("✓") and not (root / "hinge-run").exists()
