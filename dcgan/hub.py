@@ -42,6 +42,7 @@ CONFIG = "config.json"
 TRAINING_CONFIG = "training_config.json"
 TRAINING_STATE = "training_state.safetensors"
 OPTIONAL_FILES = [TRAINING_STATE, "losses.png"]  # removed from the repo when a push does not write them
+TENSORBOARD_DIR = "tensorboard"  # the run's event files, under tensorboard/<run>/: the Hub's "Training metrics" tab
 GENERATOR_ARGS = ("nz", "ngf", "channels", "image_size", "num_classes")
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
 STARTUP_ENV = "DCGAN_STUDIO_MODEL"
@@ -169,10 +170,17 @@ def stage_files(folder: Path, checkpoint: str | Path, repo_id: str, *, loss_rows
     (folder / "metrics.json").write_text(card.metrics_json(meta) + "\n")
     if include_training_state:
         shutil.copyfile(checkpoint, folder / TRAINING_STATE)
+    from .tblog import event_files
+
+    run_dir = Path(checkpoint).resolve().parent
+    for events in event_files(run_dir):
+        target = folder / TENSORBOARD_DIR / run_dir.name / events.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(events, target)
     (folder / "README.md").write_text(card.build_card(
         repo_id, G, cfg, meta, has_losses=losses is not None, has_training_state=include_training_state,
         license=license, sampler=sampler))
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def push(checkpoint: str | Path, repo_id: str, *, token: str | bool | None = None, private: bool = False,
@@ -204,7 +212,8 @@ def push(checkpoint: str | Path, repo_id: str, *, token: str | bool | None = Non
             info = api.upload_folder(
                 repo_id=repo_id, folder_path=tmp, revision=branch,
                 commit_message=commit_message or f"Upload DCGAN generator from {Path(checkpoint).name}",
-                delete_patterns=[f for f in OPTIONAL_FILES if f not in files])
+                # a stale state, curve or older run's event files never outlive the push that replaced them
+                delete_patterns=[f for f in OPTIONAL_FILES if f not in files] + [f"{TENSORBOARD_DIR}/**"])
     except Exception as exc:
         raise explain(exc, repo_id, branch, token, "push to", endpoint) from exc
     return PushResult(repo_id, branch or "main", info.commit_url, info.oid, files)

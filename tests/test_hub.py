@@ -165,6 +165,33 @@ def test_trainer_checkpoints_carry_the_loss_curve_into_the_card(server, tmp_path
     assert "losses.png" in result.files
 
 
+def test_push_uploads_the_runs_event_files_for_the_hubs_metrics_tab(server, home, tmp_path, trained_checkpoint):
+    """The run folder's TensorBoard files go along (tensorboard/<run>/), readable with TensorBoard's reader;
+    a later push of another run replaces them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dcgan.trainer import Trainer
+
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=6, out_dir=str(tmp_path), run_name="tb-run", ngf=8, ndf=8, batch_size=16))
+    assert trainer.wait(60) == "finished"
+    local = sorted(p.name for p in (tmp_path / "tb-run").glob("events.out.tfevents.*"))
+    assert local
+    result = hub.push(trainer.last_checkpoint(), "alice/tb", token=TOKEN, endpoint=server.url)
+    pushed = [f"tensorboard/tb-run/{name}" for name in local]
+    assert set(pushed) <= set(result.files)
+    api = HfApi(endpoint=server.url, token=TOKEN)
+    assert set(pushed) <= set(api.list_repo_files("alice/tb", revision=result.commit_oid))
+    fetched = [hf_hub_download("alice/tb", name, endpoint=server.url, cache_dir=home / "tb") for name in pushed]
+    ea = EventAccumulator(str(Path(fetched[0]).parent), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("loss/D")] == list(range(1, 7))
+    assert ea.Tags()["images"] == ["samples/fixed_noise"]
+
+    other = hub.push(trained_checkpoint, "alice/tb", token=TOKEN, endpoint=server.url)  # a run without logs
+    assert not any(f.startswith("tensorboard/") for f in api.list_repo_files("alice/tb", revision=other.commit_oid))
+
+
 def test_branches_and_commits_are_separate_revisions(server, home, tmp_path, trained_checkpoint):
     hub.push(trained_checkpoint, "alice/revs", token=TOKEN, endpoint=server.url)
     other = small_checkpoint(tmp_path / "other.safetensors", ngf=8, nz=16, seed=5)
