@@ -48,6 +48,7 @@ from .models import Discriminator, Generator, build_models, seeded_latents
 N_POINTS = 256  # real images and generated images drawn
 PROBE_SEED = 1234  # which real images and which noise: fixed, so the points are the same all run
 MAX_FRAMES = 120  # kept for the GIF; thinned evenly like the sample timeline
+KEEP_IMAGES = 8  # frames that keep their generated images (for clicks); older ones keep only the picture
 BUDGET = 0.05  # the worker's share of the time: it rests ≥ (1/BUDGET - 1) x its last frame's cost
 AXIS_TIE = 0.8  # components with ≥ this fraction of the top variance may take over the vertical axis
 REAL_COLOR, FAKE_COLOR = "#2ca02c", "#ff7f0e"  # the Train tab's D(x) / D(G(z)) colours
@@ -167,13 +168,14 @@ class Frame:
     push_note: str
     axis: torch.Tensor  # the vertical direction in D's feature space
     real_images: torch.Tensor  # float [N, C, H, W]
-    fake_images: torch.Tensor  # float [M, C, H, W]
+    fake_images: torch.Tensor | None  # float [M, C, H, W]; None once the frame is old (memory)
     boundary: float = 0.0
     source: str = "live run"
     picture: bytes = b""  # the rendered PNG
     pixels: np.ndarray | None = None  # [N + M, 2] picture coordinates of the points (x right, y down)
     d_real: float = 0.0  # mean sigmoid of the real logits
     d_fake: float = 0.0
+    conditional: bool = False
 
 
 @dataclass
@@ -281,7 +283,8 @@ def compute_frame(G: Generator, D: Discriminator, cfg: TrainConfig, probe: Probe
         note = f"one G update (the training step on a copy, {how})"
     return Frame(iteration, torch.stack([x_real, y_real], 1).numpy(), torch.stack([x_fake, y_fake], 1).numpy(),
                  push, note, axis, probe.real, fakes, decision_boundary(cfg.loss),
-                 source, d_real=float(torch.sigmoid(x_real).mean()), d_fake=float(torch.sigmoid(x_fake).mean()))
+                 source, d_real=float(torch.sigmoid(x_real).mean()), d_fake=float(torch.sigmoid(x_fake).mean()),
+                 conditional=bool(cfg.num_classes))
 
 
 def models_of(snap: Snapshot) -> tuple[Generator, Discriminator]:
@@ -302,16 +305,15 @@ def frame_of_run(run, probe: Probe | None = None, prev_axis: torch.Tensor | None
                          iteration=snap.iteration)
 
 
-def frame_of_checkpoint(path: str | Path, data: ImageData | None = None) -> Frame:
-    """D's view of a saved run (its G, D and Adam state), on the CPU."""
+def frame_of_checkpoint(path: str | Path, data: ImageData | None = None, label: str = "") -> Frame:
+    """D's view of a saved run (its G, D and Adam state), on the CPU, rendered."""
     from .checkpoint import load_training, resolve_checkpoint
 
     path = resolve_checkpoint(path)
     run = load_training(path, data, device="cpu", compile=False)
     frame = frame_of_run(run)
-    frame.source = path.name
-    render(frame)
-    return frame
+    frame.source = label or path.name
+    return render(frame)
 
 
 # ---- drawing -----------------------------------------------------------------------------------
@@ -387,11 +389,13 @@ def nearest_point(frame: Frame, x: float, y: float, radius: float = 15.0) -> tup
     return ("real", i) if i < n else ("generated", i - n)
 
 
-def describe_point(frame: Frame, kind: str, i: int) -> tuple[np.ndarray, str]:
+def describe_point(frame: Frame, kind: str, i: int) -> tuple[np.ndarray | None, str]:
     """(uint8 image, caption) of one point."""
     images, xy = (frame.real_images, frame.real_xy) if kind == "real" else (frame.fake_images, frame.fake_xy)
     logit = float(xy[i, 0])
     text = f"{kind} #{i}: logit {logit:+.3f}, D(x) = {1 / (1 + np.exp(-logit)):.3f}"
+    if images is None:
+        return None, text + " (an old frame: its images are no longer kept)"
     if kind == "generated" and frame.push is not None:
         text += f"; G's next update moves its logit by {frame.push[i, 0]:+.2e}"
     return image_array(images[i]), text
@@ -508,6 +512,8 @@ class DViewHook(Hook):
                     self._latest = frame
                     if not self._frames or self._frames[-1].iteration != frame.iteration:
                         self._frames.append(frame)
+                        if len(self._frames) > KEEP_IMAGES:
+                            self._frames[-KEEP_IMAGES - 1].fake_images = None
                         if len(self._frames) > MAX_FRAMES:  # keep the first, thin the rest evenly
                             self._frames = self._frames[:1] + self._frames[2::2]
 

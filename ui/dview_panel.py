@@ -1,0 +1,197 @@
+"""The "D's view" panel of the Train tab: dcgan/dview.py's picture of the game, live or for a checkpoint.
+
+One `DViewHook` per trainer computes the frames in its own thread; this module only shows the newest one,
+answers a click on a dot with its image, draws a saved run on request and exports the frames as a GIF.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from dcgan import dview
+from dcgan.images import upscale
+from dcgan.trainer import Trainer
+from ui.common import HEAVY, PRIVATE, REFRESH, WARN, heavy, problem
+from ui.state import Studio
+
+POLL_S = 2.0  # the hook draws a frame every few seconds at most; polling faster shows nothing new
+MAX_CHECKPOINT_FRAMES = 4
+WAITING = "D's view appears a few seconds after a run starts (it is drawn for the live run, or for a saved run below)."
+
+_hooks: weakref.WeakKeyDictionary[Trainer, dview.DViewHook] = weakref.WeakKeyDictionary()
+_hooks_lock = threading.Lock()
+_saved: OrderedDict[tuple, dview.Frame] = OrderedDict()  # checkpoint frames, shared by every browser
+_saved_lock = threading.Lock()
+
+
+def hook_for(trainer: Trainer) -> dview.DViewHook | None:
+    """The trainer's D's-view hook, added on first use (None while the trainer cannot take hooks)."""
+    with _hooks_lock:
+        hook = _hooks.get(trainer)
+        if hook is None and hasattr(trainer, "add_hook"):
+            hook = _hooks[trainer] = dview.DViewHook()
+            trainer.add_hook(hook)
+        return hook
+
+
+def caption(frame: dview.Frame) -> str:
+    cls = " (logits include the class term)" if frame.conditional else ""
+    arrows = f"Arrows: {frame.push_note}." if frame.push is not None else "No arrows for this frame."
+    return (f"**{frame.source}**, iteration {frame.iteration:,}: mean D(x) {frame.d_real:.3f} on {len(frame.real_xy)} "
+            f"real images, mean D(G(z)) {frame.d_fake:.3f} on {len(frame.fake_xy)} generated ones{cls}. {arrows}")
+
+
+def note_text() -> str:
+    return dview.NOTE.format(n_real=dview.N_POINTS, n_fake=dview.N_POINTS, cls=" (+ the class term for a "
+                             "class-conditional D)", mag=" (drawn longer than life: the legend gives the factor)")
+
+
+def live_frame(studio: Studio) -> dview.Frame | None:
+    hook = hook_for(studio.trainer)
+    if hook is None or studio.trainer.status().state == "idle":
+        return None
+    return hook.latest()
+
+
+def shown_frame(studio: Studio, seen: dict) -> dview.Frame | None:
+    """The frame this browser shows: a checkpoint's if it picked one, else the live run's at that iteration."""
+    key = (seen or {}).get("shown")
+    if not key:
+        return None
+    source, ident = key
+    if source == "checkpoint":
+        with _saved_lock:
+            return _saved.get(ident)
+    hook = hook_for(studio.trainer)
+    if hook is None:
+        return None
+    return next((f for f in reversed(hook.frames()) if f.iteration == ident), hook.latest())
+
+
+def refresh(studio: Studio, seen: dict) -> tuple[dict, Any, Any]:
+    """(seen, plot, caption): the newest live frame when this browser follows the live run and it changed."""
+    seen = dict(seen or {})
+    if seen.get("source") == "checkpoint":
+        return seen, gr.skip(), gr.skip()
+    frame = live_frame(studio)
+    if frame is None:
+        if seen.get("shown") is None and seen.get("polled"):
+            return seen, gr.skip(), gr.skip()
+        seen.update(shown=None, polled=True)
+        return seen, gr.Image(value=None, label="D's view"), WAITING
+    key = ("live", frame.iteration)
+    if seen.get("shown") == key and seen.get("frame_id") == id(frame):
+        return seen, gr.skip(), gr.skip()
+    seen.update(shown=key, frame_id=id(frame), polled=True)
+    return seen, gr.Image(value=dview.picture_array(frame), label=f"D's view, iteration {frame.iteration:,}"), \
+        caption(frame)
+
+
+def show_checkpoint(studio: Studio, name: str, seen: dict) -> tuple[dict, Any, str]:
+    """D's view of a saved run (its G, D and Adam state), drawn once per file version and shared."""
+    seen = dict(seen or {})
+    try:
+        path = studio.resolve_checkpoint(name)
+        key = (str(path), path.stat().st_mtime_ns)
+        with _saved_lock:
+            frame = _saved.get(key)
+        if frame is None:
+            frame = dview.frame_of_checkpoint(path, label=path.relative_to(studio.checkpoints_dir.resolve()).as_posix())
+            with _saved_lock:
+                _saved[key] = frame
+                while len(_saved) > MAX_CHECKPOINT_FRAMES:
+                    _saved.popitem(last=False)
+    except Exception as exc:  # a bad or vanished file, data that cannot be loaded: say so, keep the view
+        return seen, gr.skip(), problem(exc)
+    seen.update(source="checkpoint", shown=("checkpoint", key))
+    return seen, gr.Image(value=dview.picture_array(frame), label=f"D's view of {frame.source}"), caption(frame)
+
+
+def follow_live(studio: Studio, seen: dict) -> tuple[dict, Any, Any]:
+    seen = dict(seen or {})
+    seen.update(source="live", shown=None, frame_id=None, polled=False)
+    return refresh(studio, seen)
+
+
+def click(studio: Studio, seen: dict, x: float, y: float) -> tuple[Any, str]:
+    """(image, text) of the dot nearest to where the picture was clicked."""
+    frame = shown_frame(studio, seen)
+    if frame is None:
+        return None, "No picture yet."
+    hit = dview.nearest_point(frame, x, y)
+    if hit is None:
+        return None, "No dot there: click on a dot."
+    image, text = dview.describe_point(frame, *hit)
+    return (None if image is None else upscale(image, 168)), text
+
+
+def export_gif(studio: Studio) -> tuple[str | None, str]:
+    hook = hook_for(studio.trainer)
+    frames = hook.frames() if hook is not None else []
+    if len(frames) < 2:
+        return None, f"{WARN} Not enough frames yet: D's view is drawn every few seconds while a run trains."
+    out = Path(tempfile.mkdtemp(prefix="dcgan-dview-")) / f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif"
+    dview.save_frames_gif(frames, out)
+    return str(out), f"GIF of {len(frames)} frames, iterations {frames[0].iteration:,} to {frames[-1].iteration:,}."
+
+
+def build(studio: Studio) -> None:
+    """The panel's components and events (inside the Train tab's layout; it polls with its own timer)."""
+    hook_for(studio.trainer)
+    seen = gr.State({})
+    with gr.Column(elem_id="dview-panel"):
+        _layout(studio, seen)
+
+
+def _layout(studio: Studio, seen: gr.State) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            plot = gr.Image(label="D's view", interactive=False, format="png", buttons=["fullscreen"],
+                            elem_id="dview-plot")
+            text = gr.Markdown(WAITING, elem_id="dview-caption")
+        with gr.Column(scale=1, min_width=180):
+            point = gr.Image(label="Clicked dot", interactive=False, format="png", height=200, elem_id="dview-point")
+            point_text = gr.Markdown("Click a dot in the plot to see its image.", elem_id="dview-point-text")
+    gr.Markdown(note_text(), elem_id="dview-note")
+    with gr.Row(equal_height=True):
+        ckpt = gr.Dropdown([], label="A saved run", scale=3, elem_id="dview-checkpoint")
+        ckpt_refresh = gr.Button(REFRESH, min_width=40, scale=0)
+        show_btn = gr.Button("D's view of this checkpoint", size="md", scale=2, elem_id="dview-ckpt-btn")
+        live_btn = gr.Button("Back to the live run", size="md", scale=2, elem_id="dview-live-btn")
+    with gr.Row(equal_height=False):
+        gif_btn = gr.Button("Export D's view as GIF", size="md", scale=1, elem_id="dview-gif-btn")
+        gif_file = gr.File(label="GIF", interactive=False, visible=False, scale=2)
+    gif_note = gr.Markdown("")
+
+    def poll(seen_value: dict):
+        return refresh(studio, seen_value)
+
+    def on_click(seen_value: dict, evt: gr.SelectData):
+        x, y = evt.index if isinstance(evt.index, (list, tuple)) else (-1e9, -1e9)
+        return click(studio, seen_value, float(x), float(y))
+
+    @heavy
+    def run_dview_checkpoint(name: str, seen_value: dict):
+        return show_checkpoint(studio, name, seen_value)
+
+    def choices() -> gr.Dropdown:
+        names = studio.list_checkpoints()
+        return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+    timer = gr.Timer(POLL_S)
+    timer.tick(poll, seen, [seen, plot, text], show_progress="hidden", concurrency_limit=None, **PRIVATE)
+    plot.select(on_click, seen, [point, point_text], show_progress="hidden", **PRIVATE)
+    show_btn.click(run_dview_checkpoint, [ckpt, seen], [seen, plot, text], **HEAVY, **PRIVATE)
+    live_btn.click(lambda s: follow_live(studio, s), seen, [seen, plot, text], **PRIVATE)
+    ckpt_refresh.click(choices, None, ckpt, **PRIVATE)
+    ckpt.focus(choices, None, ckpt, **PRIVATE)
+    gif_btn.click(lambda: export_gif(studio), None, [gif_file, gif_note], **PRIVATE).then(
+        lambda p: gr.File(visible=bool(p)), gif_file, gif_file, **PRIVATE)
