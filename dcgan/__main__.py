@@ -3,63 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig
+from .train import Hook
 
-FLAG_HELP = {
-    "dataset": "data set: digits (bundled, offline), mnist, fashion-mnist, cifar10, celeba, folder",
-    "data_path": "folder or .zip of your own images (with --dataset folder); class sub-folders optional",
-    "image_size": "image side in pixels: 28, 32, 64 or 128",
-    "channels": "1 (grey) or 3 (colour)",
-    "augment": "random horizontal flip and padded random crop of the real images",
-    "val_fraction": "fraction of the data held out for metrics",
-    "nz": "latent (z) dimension",
-    "ngf": "generator width (channels of its last hidden layer)",
-    "ndf": "discriminator width (channels of its first layer)",
-    "num_classes": "train a class-conditional GAN with this many classes (0 = unconditional)",
-    "spectral_norm": "spectral normalisation in D (replaces D's BatchNorm)",
-    "batch_size": "images per batch",
-    "lr_g": "generator Adam learning rate",
-    "lr_d": "discriminator Adam learning rate",
-    "beta1": "Adam beta1 (DCGAN: 0.5)",
-    "beta2": "Adam beta2",
-    "loss": "bce (non-saturating, default), hinge, lsgan or wgan-gp",
-    "gp_weight": "gradient-penalty weight for wgan-gp",
-    "r1_gamma": "R1 penalty weight on real images (0 = off)",
-    "d_steps": "discriminator updates per generator update",
-    "ema_decay": "keep an exponential moving average of G for samples (e.g. 0.999; 0 = off)",
-    "diffaug": "DiffAugment ops for D, comma list of translation,cutout,color",
-    "steps": "number of training iterations",
-    "seed": "random seed (weights, noise, data order)",
-    "device": "auto (CUDA > MPS > CPU), cuda, mps or cpu",
-    "precision": "auto (bf16 where supported), bf16 or fp32",
-    "compile": "torch.compile the networks",
-    "sync_bn": "with torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)",
-    "log_every": "sync with the host for logs and NaN checks every K steps (0 = auto)",
-    "sample_every_s": "seconds between fixed-noise grid snapshots",
-    "checkpoint_every": "save a checkpoint every K steps (0 = only at the end)",
-    "keep_last": "number of step checkpoints to keep (plus best.safetensors)",
-    "metric_every": "compute quality metrics every K steps (0 = off)",
-    "nan_policy": "on a NaN loss: rollback (to the last good state, halving the lr) or pause",
-    "run_name": "name of the run folder under --out-dir (default: dataset-size-time)",
-    "out_dir": "folder that holds run folders",
-}
+NOT_FLAGS = ("extra",)  # free-form notes: JSON only, not a flag
+
+
+def flag_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS]
 
 
 def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """One --flag per TrainConfig field. With defaults=False unset flags stay None (for resume)."""
+    """One --flag per TrainConfig field, its help from the field's metadata. With defaults=False unset
+    flags stay None (for resume)."""
     base = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in FLAG_HELP:
-            continue
+    for f in flag_fields():
         flag = "--" + f.name.replace("_", "-")
         value = getattr(base, f.name)
         default = value if defaults else None
-        help_text = f"{FLAG_HELP[f.name]} (default: {value})"
+        help_text = f"{f.metadata['help']} (default: {value})"
         if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
@@ -68,90 +37,132 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> 
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values = {name: getattr(args, name) for name in FLAG_HELP if getattr(args, name, None) is not None}
+    values = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
     return TrainConfig(**values).validate()
 
 
-def run_training(trainer, desc: str) -> int:
-    """Poll the background trainer with a tqdm bar until it ends; Ctrl-C stops it cleanly."""
-    from tqdm import tqdm
+class ProgressBar(Hook):
+    """The command line's view of a run: a tqdm bar with the losses, events printed above it, and the
+    latest fixed-noise samples kept for samples.png."""
 
-    status = trainer.status()
-    from .distributed import is_main
+    def __init__(self, desc: str, disable: bool) -> None:
+        self.desc, self.disable = desc, disable
+        self.bar = None
+        self.images = None
 
-    bar = tqdm(total=status.total, initial=status.iteration, desc=desc, unit="it", dynamic_ncols=True,
-               disable=not is_main())  # one progress bar under torchrun
-    shown = 0
+    def on_start(self, run) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=run.cfg.steps, initial=run.iteration, desc=self.desc, unit="it",
+                        dynamic_ncols=True, disable=self.disable)
+
+    def on_log(self, run, row: dict) -> None:
+        self.bar.update(row["iteration"] - self.bar.n)
+        self.bar.set_postfix(loss_D=f"{row['loss_d']:.3f}", loss_G=f"{row['loss_g']:.3f}", Dx=f"{row['d_real']:.2f}",
+                             DGz=f"{row['d_fake']:.2f}", img_s=f"{row['images_per_s']:.0f}", refresh=False)
+
+    def on_pictures(self, run, images) -> None:
+        self.images = images
+
+    def on_event(self, run, message: str, problem: bool = False) -> None:
+        self.write(message)
+
+    def write(self, message: str) -> None:
+        if self.disable:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, file=sys.stderr)
+
+    def on_end(self, run, state: str) -> None:
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(control, say):
+    """SIGTERM (a Space restart, Kubernetes, SLURM) and SIGINT (Ctrl-C) stop the run after its current
+    step; fit then saves a checkpoint at that iteration and the command exits 0. A second signal quits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if control.stopping:
+            raise SystemExit(128 + signum)
+        say(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ...")
+        control.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
-            status = trainer.status()
-            bar.update(status.iteration - bar.n)
-            rows = trainer.metrics.since(max(0, len(trainer.metrics) - 1))
-            if rows:
-                r = rows[-1]
-                bar.set_postfix(loss_D=f"{r['loss_d']:.3f}", loss_G=f"{r['loss_g']:.3f}",
-                                Dx=f"{r['d_real']:.2f}", DGz=f"{r['d_fake']:.2f}",
-                                img_s=f"{status.images_per_s:.0f}", refresh=False)
-            for event in status.events[shown:]:
-                bar.write(event)
-            shown = len(status.events)
-            if status.state not in ("starting", "running"):
-                break
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        bar.write("stopping: saving a checkpoint ...")
-        trainer.stop()
-    bar.close()
-    status = trainer.status()
-    if status.state == "failed":
-        print(status.error, file=sys.stderr)
-        return 1
-    if status.state == "paused" and status.error:
-        print(status.error, file=sys.stderr)
-        trainer.stop()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: Path | None = None) -> int:
+    """Every command that trains (train, resume, pull --resume) runs this: train.fit in this process with
+    a progress bar, NaN roll-back, quality metrics (when cfg.metric_every), TensorBoard and checkpoints."""
+    from .checkpoint import RunFolder, load_training
+    from .distributed import is_main
+    from .images import grid_array, save_png, upscale
+    from .metrics import METRIC_KEY, make_metric_fn
+    from .train import Control, GANTraining, NanRollback, failure_message, fit
+    from .trainer import tensorboard_hook
+
+    control = Control()
+    bar = ProgressBar(desc, disable=not is_main())  # one progress bar under torchrun
+    paused: list[str] = []
+
+    def stop_with(message: str) -> None:  # the NaN policy's "pause": nobody can resume a CLI run, so stop
+        paused.append(message)
+        control.stop()
+
+    with stop_on_signals(control, bar.write):
+        if resume_from is not None:
+            changes = {} if cfg is None else {"steps": cfg.steps, "device": cfg.device}
+            run = load_training(resume_from, **changes)
+            bar.write(f"resuming {resume_from} at iteration {run.iteration}")
+        else:
+            run = GANTraining(cfg)
+        folder = RunFolder.open(run.cfg, resume_from)
+        if is_main():
+            print(f"training on {run.device} ({str(run.dtype).replace('torch.', '')}) -> {folder.path}")
+        hooks = [NanRollback(say=bar.write, pause=stop_with), bar]
+        if is_main():
+            hooks += tensorboard_hook(folder.path)
+        try:
+            state = fit(run, hooks, control, folder=folder, metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
+        except Exception as exc:
+            print(f"error: {failure_message(exc, run.cfg, run.device)}", file=sys.stderr)
+            raise SystemExit(1) from exc
+    if paused:
+        print(paused[0], file=sys.stderr)
         return 1
     if not is_main():
         return 0
-    print(f"{status.state} at iteration {status.iteration}; checkpoint: {trainer.last_checkpoint()}")
-    grid_path = Path(status.run_dir) / "samples.png"
-    _, grid = trainer.grid()
-    if grid is not None:
-        from .images import save_png, upscale
-
-        save_png(upscale(grid, 512), grid_path)
+    checkpoints = folder.step_files()
+    print(f"{state} at iteration {run.iteration}; checkpoint: {checkpoints[-1] if checkpoints else None}")
+    if bar.images is not None:
+        grid_path = save_png(upscale(grid_array(bar.images), 512), folder.path / "samples.png")
         print(f"samples: {grid_path}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .metrics import METRIC_KEY, make_metric_fn
-    from .trainer import Trainer
-
-    cfg = config_from_args(args)
-    trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)  # runs when cfg.metric_every > 0
-    trainer.start(cfg)
-    status = trainer.status()
-    print(f"training on {status.device} ({status.precision}) -> {status.run_dir}")
-    return run_training(trainer, "train")
+    return train_in_foreground("train", config_from_args(args))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve_checkpoint
-    from .metrics import METRIC_KEY, make_metric_fn
-    from .trainer import Trainer
+    from .checkpoint import config_of, read, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
-    trainer = Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
     cfg = None
     if args.steps is not None or args.device is not None:
-        from .checkpoint import config_of, read
-
-        _, meta = read(path)
-        cfg = config_of(meta)
+        cfg = config_of(read(path)[1])
         cfg = cfg.replace(steps=args.steps or cfg.steps, device=args.device or cfg.device)
-    trainer.start(cfg, resume_from=path)
-    print(f"resuming {path} at iteration {trainer.status().iteration}")
-    return run_training(trainer, "resume")
+    return train_in_foreground("resume", cfg, resume_from=path)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -218,11 +229,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     print(f"training state: {state}  (continue with: python -m dcgan resume {state.parent})")
     if not args.resume:
         return 0
-    from .trainer import Trainer
-
-    trainer = Trainer()
-    trainer.start(cfg.replace(steps=args.steps) if args.steps else None, resume_from=state)
-    return run_training(trainer, "resume")
+    return train_in_foreground("resume", cfg.replace(steps=args.steps) if args.steps else None, resume_from=state)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -319,8 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     from .bench import add_parser as add_bench_parser
+    from .crowd import add_parser as add_crowd_parser
 
     add_bench_parser(sub)
+    add_crowd_parser(sub)
     return parser
 
 

@@ -3,9 +3,9 @@
 Two training loops run side by side on the same data and networks:
 - `plain`: the usual DCGAN code (pytorch/examples dcgan): fp32, eager, default memory layout,
   a DataLoader over float images on the host, BCE on logits, `.item()` after every step.
-- `fast`: `GANTraining.train_step`, the path the CLI and the UI use: uint8 data on the device,
-  bf16 autocast where the hardware has it, channels_last, fused/foreach Adam, a host sync only
-  every `log_interval` steps, optionally torch.compile.
+- `fast`: `GANTraining.train_step`, the step `train.fit` runs for the CLI and the UI: uint8 data on
+  the device, bf16 autocast where the hardware has it, channels_last, fused/foreach Adam, a host
+  sync only every `log_interval` steps, and on a GPU the step replayed as a CUDA graph.
 Ratios (fast / plain, background Trainer / direct loop) are measured in the same process. FLOPs
 are counted with torch's FlopCounterMode on one real step (convolutions and matrix products, the
 forward and backward passes), not assumed.
@@ -117,7 +117,7 @@ def count_flops(cfg: TrainConfig) -> dict:
 
     from .train import GANTraining
 
-    small = cfg.replace(batch_size=8, device="cpu", precision="fp32", compile=False)
+    small = cfg.replace(batch_size=8, device="cpu", precision="fp32")
     run = GANTraining(small, synthetic_data(small, 16))
     with FlopCounterMode(display=False) as counter:
         run.train_step()
@@ -176,18 +176,17 @@ def plain_loop(cfg: TrainConfig, data: ImageData, device: torch.device):
 
 
 def fast_loop(cfg: TrainConfig, data: ImageData, graphs: bool = True):
-    """GANTraining.train_step with the trainer's host sync every log_interval steps; returns step()."""
-    from .train import GANTraining
-    from .trainer import log_interval
+    """The step fit() runs, with its host sync every log_interval steps; returns step()."""
+    from .cuda_graph import CudaGraphStep
+    from .train import GANTraining, log_interval
 
     run = GANTraining(cfg, data)
-    if not graphs:
-        run.graph = None
+    train_step = CudaGraphStep(run) if graphs and CudaGraphStep.supported(run) else run.train_step
     every = log_interval(cfg, run.device)
     window: list[torch.Tensor] = []
 
     def step() -> None:
-        window.append(run.train_step().as_tensor())
+        window.append(train_step().as_tensor())
         if len(window) >= every:
             flush()
 
@@ -244,8 +243,8 @@ def time_loops(loops: dict, steps: int, warmup: int, device: torch.device, batch
 def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int) -> dict:
     """The background Trainer (the UI's path: plots, grid snapshots every sample_every_s), timed from
     its own metric rows so that start-up and the final checkpoint stay out of the numbers."""
-    from .train import resolve_device
-    from .trainer import Trainer, log_interval
+    from .train import log_interval, resolve_device
+    from .trainer import Trainer
 
     every = log_interval(cfg, resolve_device(cfg.device))
     warmup, steps = every * math.ceil(warmup / every), every * math.ceil(steps / every)
@@ -300,11 +299,11 @@ def bench(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     base = TrainConfig(dataset="digits", image_size=args.image_size, channels=args.channels,
                        ngf=args.ngf, ndf=args.ndf, nz=args.nz, device=str(device.type),
-                       precision=args.precision, compile=args.compile, seed=0)
+                       precision=args.precision, seed=0)
     batches = [int(b) for b in str(args.batch).split(",")]
     out: dict = {"device": device_info(device),
                  "config": {"image_size": base.image_size, "channels": base.channels, "ngf": base.ngf,
-                            "ndf": base.ndf, "nz": base.nz, "compile": base.compile,
+                            "ndf": base.ndf, "nz": base.nz,
                             "cuda_graphs": device.type == "cuda" and not args.no_graphs,
                             "precision": str(resolve_precision(base.precision, device)).replace("torch.", ""),
                             "data": "random uint8 images (speed does not depend on content)"},
@@ -382,7 +381,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed iterations per loop (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
     p.add_argument("--precision", default="auto", help="fast loop: auto, bf16 or fp32")
-    p.add_argument("--compile", action="store_true", help="fast loop: torch.compile the networks")
     p.add_argument("--no-graphs", action="store_true", help="fast loop: eager steps, no CUDA graph")
     p.add_argument("--trainer", action="store_true",
                    help="also time the background Trainer (the UI's path) and its ratio to the direct loop")

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,10 @@ def _optimizer_state(prefix: str, tensors: dict[str, torch.Tensor], groups: list
     return {"state": state, "param_groups": groups}
 
 
-def _host_copy(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous CPU copy that never aliases the live tensor (on the CPU, .cpu() would, and the
+def _copy(t: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A contiguous copy that never aliases the live tensor (on the CPU, .cpu() would, and the
     in-memory state the trainer rolls back to after a NaN would then be overwritten by later steps)."""
-    return t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-
-
-def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": _host_copy(v) for k, v in module.state_dict().items()}
+    return t.detach().to(device, memory_format=torch.contiguous_format, copy=True)
 
 
 def thin(rows: list, keep: int = 2000) -> list:
@@ -70,19 +67,17 @@ def thin(rows: list, keep: int = 2000) -> list:
     return list(rows[::max(1, -(-len(rows) // keep))])
 
 
-def training_state(run) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a GANTraining."""
-    tensors = {}
-    tensors.update(_module_tensors("G", run.G))
-    tensors.update(_module_tensors("D", run.D))
-    if run.G_ema is not None:
-        tensors.update(_module_tensors("G_ema", run.G_ema))
+def training_state(run, on_device: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a GANTraining: CPU copies for a file, or copies on the run's device
+    (on_device, the NaN roll-back's snapshot: no transfer to the host on a GPU)."""
+    device = run.device if on_device else "cpu"
+    tensors = {f"{prefix}.{k}": v for prefix, module in (("G", run.G), ("D", run.D), ("G_ema", run.G_ema))
+               if module is not None for k, v in module.state_dict().items()}
     opt_g, groups_g = _optimizer_tensors("opt_g", run.opt_g)
     opt_d, groups_d = _optimizer_tensors("opt_d", run.opt_d)
-    tensors.update({k: _host_copy(v) for k, v in {**opt_g, **opt_d}.items()})
+    tensors.update({**opt_g, **opt_d, "data_order": run.order, "fixed_z": run.fixed_z})
+    tensors = {k: _copy(v, device) for k, v in tensors.items()}
     tensors["rng_state"] = run.rng.get_state().cpu()
-    tensors["data_order"] = run.order.cpu()
-    tensors["fixed_z"] = run.fixed_z.cpu()
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -239,6 +234,7 @@ def load_training(path: str | Path, data=None, **overrides: Any):
     """A GANTraining resumed from a checkpoint; overrides (e.g. steps, device) change the config."""
     from .train import GANTraining
 
+    path = resolve_checkpoint(path)
     tensors, meta = read(path)
     cfg = config_of(meta)
     if overrides:
@@ -270,6 +266,24 @@ class RunFolder:
     def __init__(self, path: str | Path, keep_last: int = 3):
         self.path = Path(path)
         self.keep_last = keep_last
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, resume_from: str | Path | None = None) -> RunFolder:
+        """out_dir/run_name, created now so an unwritable out_dir fails before training. Without a
+        run_name a resumed run keeps its folder's name and a new one gets dataset-size-time."""
+        if cfg.run_name:
+            name = cfg.run_name
+        elif resume_from is not None:
+            name = Path(resume_from).name if Path(resume_from).is_dir() else Path(resume_from).parent.name
+        else:
+            name = time.strftime(f"{cfg.dataset}-{cfg.image_size}px-%Y%m%d-%H%M%S")
+        folder = cls(Path(cfg.out_dir) / name, cfg.keep_last)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create the run folder {folder.path}: {exc.strerror or exc}; "
+                                  f"choose a writable out_dir") from exc
+        return folder
 
     def step_files(self) -> list[Path]:
         if not self.path.is_dir():

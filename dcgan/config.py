@@ -24,51 +24,66 @@ class ConfigError(ValueError):
         super().__init__(f"{field_name}: {message}")
 
 
+RETIRED = ("compile",)  # settings older checkpoints may hold; read and dropped (torch.compile gained nothing)
+
+
+def setting(default: Any, help: str, label: str = "", **kwargs: Any) -> Any:
+    """A config field with its help text (CLI --help, UI info, model card) and UI label in one place."""
+    if isinstance(default, dict):
+        kwargs["default_factory"] = dict
+    else:
+        kwargs["default"] = default
+    return field(metadata={"help": help, "label": label}, **kwargs)
+
+
 @dataclass
 class TrainConfig:
-    # data
-    dataset: str = "digits"  # digits | mnist | fashion-mnist | cifar10 | celeba | folder
-    data_path: str = ""  # folder or .zip of images when dataset == "folder"
-    image_size: int = 28
-    channels: int = 1
-    augment: bool = False  # random horizontal flip + random crop with padding (on the real images)
-    val_fraction: float = 0.1  # held out for metrics
-    # networks
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    num_classes: int = 0  # >0: class-conditional G and D
-    spectral_norm: bool = False  # spectral norm in D (replaces D's BatchNorm)
-    # optimisation
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "bce"  # bce (non-saturating, on logits) | hinge | lsgan | wgan-gp
-    gp_weight: float = 10.0  # WGAN-GP penalty weight
-    r1_gamma: float = 0.0  # R1 penalty on real images; 0 = off
-    d_steps: int = 1  # D updates per G update
-    ema_decay: float = 0.0  # EMA of G's weights for samples and metrics; 0 = off
-    diffaug: str = ""  # comma list of translation,cutout,color applied to real and fake for D
-    # run length and schedule
-    steps: int = 2000  # generator iterations
-    seed: int = 0
-    # hardware
-    device: str = "auto"  # auto = cuda > mps > cpu
-    precision: str = "auto"  # auto = bf16 where the hardware has it, else fp32
-    compile: bool = False  # torch.compile the step's networks
-    sync_bn: bool = False  # several processes (torchrun): BatchNorm over the global batch
-    # bookkeeping
-    log_every: int = 0  # host sync for plots and NaN checks every K steps; 0 = auto (1 CPU, 20 GPU)
-    sample_every_s: float = 3.0  # fixed-noise grid refresh period of the background trainer
-    checkpoint_every: int = 500  # steps; 0 = only at the end
-    keep_last: int = 3
-    metric_every: int = 0  # steps between quality metrics; 0 = off
-    nan_policy: str = "rollback"  # rollback (to last good state, lr halved) | pause
-    run_name: str = ""
-    out_dir: str = "checkpoints"
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, kept in cards
+    # ---- the algorithm: data, networks, optimisation -------------------------------------------
+    dataset: str = setting("digits", "data set: digits (bundled, offline), mnist, fashion-mnist, cifar10, celeba, "
+                                     "folder (your own images)", "Data set")
+    data_path: str = setting("", "folder or .zip of your own images (with --dataset folder); class sub-folders "
+                                 "optional", "Your images")
+    image_size: int = setting(28, "image side in pixels: 28, 32, 64 or 128", "Image size")
+    channels: int = setting(1, "1 (grey) or 3 (colour)", "Channels")
+    augment: bool = setting(False, "random horizontal flip and padded random crop of the real images", "Augment")
+    val_fraction: float = setting(0.1, "fraction of the data held out for metrics", "Held-out fraction")
+    nz: int = setting(100, "latent (z) dimension", "nz (noise size)")
+    ngf: int = setting(64, "generator width (channels of its last hidden layer)", "ngf (G width)")
+    ndf: int = setting(64, "discriminator width (channels of its first layer)", "ndf (D width)")
+    num_classes: int = setting(0, "train a class-conditional GAN with this many classes (0 = unconditional)",
+                               "Classes")
+    spectral_norm: bool = setting(False, "spectral normalisation in D (replaces D's BatchNorm)", "Spectral norm")
+    batch_size: int = setting(64, "images per batch", "Batch size")
+    lr_g: float = setting(2e-4, "generator Adam learning rate", "lr G")
+    lr_d: float = setting(2e-4, "discriminator Adam learning rate", "lr D")
+    beta1: float = setting(0.5, "Adam beta1 (DCGAN: 0.5)", "Adam β1")
+    beta2: float = setting(0.999, "Adam beta2", "Adam β2")
+    loss: str = setting("bce", "bce (non-saturating, on logits), hinge, lsgan or wgan-gp", "Loss")
+    gp_weight: float = setting(10.0, "gradient-penalty weight for wgan-gp", "GP weight")
+    r1_gamma: float = setting(0.0, "R1 penalty weight on real images (0 = off)", "R1 γ")
+    d_steps: int = setting(1, "discriminator updates per generator update", "D steps")
+    ema_decay: float = setting(0.0, "keep an exponential moving average of G for samples and metrics "
+                                    "(e.g. 0.999; 0 = off)", "EMA decay")
+    diffaug: str = setting("", "DiffAugment ops for D, comma list of translation,cutout,color", "DiffAugment")
+    steps: int = setting(2000, "number of training iterations (generator updates)", "Steps (iterations)")
+    seed: int = setting(0, "random seed (weights, noise, data order)", "Seed")
+    # ---- where it runs ---------------------------------------------------------------------------
+    device: str = setting("auto", "auto (CUDA > MPS > CPU), cuda, mps or cpu", "Device")
+    precision: str = setting("auto", "auto (bf16 where the hardware has it), bf16 or fp32", "Precision")
+    sync_bn: bool = setting(False, "with torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)",
+                            "Sync BatchNorm")
+    # ---- bookkeeping around the loop (the step never reads these) ---------------------------------
+    log_every: int = setting(0, "sync with the host for logs and NaN checks every K steps (0 = auto: 1 on the "
+                                "CPU, 20 on a GPU)", "Log every")
+    sample_every_s: float = setting(3.0, "seconds between fixed-noise grid snapshots", "Pictures every (s)")
+    checkpoint_every: int = setting(500, "save a checkpoint every K steps (0 = only at the end)", "Checkpoint every")
+    keep_last: int = setting(3, "number of step checkpoints to keep (plus best.safetensors)", "Keep last")
+    metric_every: int = setting(0, "compute quality metrics every K steps (0 = off)", "Quality metrics every")
+    nan_policy: str = setting("rollback", "on a NaN loss: rollback (to the last good state, halving the lr) or "
+                                          "pause", "On NaN")
+    run_name: str = setting("", "name of the run folder under --out-dir (default: dataset-size-time)", "Run name")
+    out_dir: str = setting("checkpoints", "folder that holds run folders", "Output folder")
+    extra: dict[str, Any] = setting({}, "free-form notes, kept in checkpoints and model cards", "Notes")
 
     # ---- JSON round trip -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +94,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = {k: v for k, v in data.items() if k not in RETIRED}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -98,6 +114,7 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> TrainConfig:
+        changes = {k: v for k, v in changes.items() if k not in RETIRED}
         cfg = dataclasses.replace(self, **changes)
         cfg.validate()
         return cfg
@@ -175,3 +192,20 @@ class TrainConfig:
 
     def diffaug_ops(self) -> list[str]:
         return [op.strip() for op in self.diffaug.split(",") if op.strip()]
+
+
+def help_text(name: str) -> str:
+    """The help text of a TrainConfig field (CLI --help, UI info lines, model card)."""
+    return _field(name).metadata["help"]
+
+
+def label(name: str) -> str:
+    """The short UI label of a TrainConfig field."""
+    return _field(name).metadata["label"] or name
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f
+    raise KeyError(f"{name!r} is not a TrainConfig field")

@@ -1,21 +1,27 @@
-"""One DCGAN training run: networks, optimisers, data on the device, and the alternating step.
+"""DCGAN training, top to bottom: the run's state, the step (the algorithm), and the loop `fit`.
 
-`GANTraining.train_step` is the whole algorithm of Goodfellow et al. / Radford et al.:
-update D to tell real from generated images, then update G to fool D. Everything else here
-(bf16 autocast, channels_last, EMA, augmentation, penalties) is an option around those lines.
-The step returns its statistics as device tensors, so a caller syncs with the host only when it
-wants numbers (every few steps), never inside the hot loop.
+`GANTraining.step` is the whole algorithm of Goodfellow et al. / Radford et al.: update D to tell
+real from generated images, then update G to fool D. Every option (bf16 autocast, augmentation,
+DiffAugment, R1 / gradient penalty, several D steps, EMA, DDP under torchrun) is a visible branch
+inside it. `fit` is the loop around the step, shared by the command line and the app's background
+trainer: host syncs for logs and NaN checks, pictures, metrics, checkpoints; what a caller wants to
+see or do arrives through `Hook` objects, and pause / single steps / stop through a `Control`.
+The step returns device tensors, so the loop syncs with the host only every few steps on a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from . import distributed, losses
 from .augment import augment_real, diff_augment
@@ -24,6 +30,8 @@ from .data import ImageData, load_dataset, to_float
 from .models import Discriminator, Generator, build_models, sample
 
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
+GOOD_STATE_EVERY = 100  # steps between the in-memory snapshots a NaN rolls back to
+MIN_LR_SCALE = 1 / 64  # after this many halvings a NaN stops / pauses the run instead
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +65,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def log_interval(cfg: TrainConfig, device: torch.device) -> int:
+    """Host syncs every step on the CPU (free there), every 20 on a GPU (each one stalls it)."""
+    if cfg.log_every:
+        return cfg.log_every
+    return 20 if device.type == "cuda" else 1
+
+
 @dataclass
 class StepStats:
     """Device tensors of one step; None for the half (D or G) that did not run."""
@@ -66,8 +81,6 @@ class StepStats:
     d_real: torch.Tensor | None  # mean D(x), as a probability
     d_fake: torch.Tensor | None  # mean D(G(z)), as a probability
 
-    FIELDS = ("loss_d", "loss_g", "d_real", "d_fake")
-
     def as_tensor(self) -> torch.Tensor:
         """[4] float tensor, NaN where a half did not run; no host sync."""
         present = next(v for v in (self.loss_d, self.loss_g) if v is not None)
@@ -75,10 +88,12 @@ class StepStats:
         return torch.stack([nan if v is None else v.float() for v in
                             (self.loss_d, self.loss_g, self.d_real, self.d_fake)])
 
+    def nonfinite(self) -> torch.Tensor:
+        """Device bool: a loss that was computed is NaN or infinite (no host sync)."""
+        return ~torch.isfinite(torch.stack([v.float() for v in (self.loss_d, self.loss_g) if v is not None])).all()
+
     def finite(self) -> bool:
-        """False if a loss that was computed is NaN or infinite (one host sync)."""
-        present = [v.float() for v in (self.loss_d, self.loss_g) if v is not None]
-        return bool(torch.isfinite(torch.stack(present)).all())
+        return not bool(self.nonfinite())
 
 
 class GANTraining:
@@ -108,8 +123,6 @@ class GANTraining:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
         # Under torchrun: DDP copies for the step (and SyncBatchNorm); the modules themselves otherwise.
         self.G_step, self.D_step = distributed.wrap(self.G, self.D, cfg.batch_size, cfg.sync_bn, self.device)
-        if cfg.compile:
-            self.G_step, self.D_step = compile_or_fallback(self.G_step), compile_or_fallback(self.D_step)
 
         # One generator for every random draw of the run (batches, noise, augmentation), so a
         # checkpoint that stores its state resumes the exact same sequence.
@@ -127,23 +140,86 @@ class GANTraining:
         self.images_seen = 0
         self.history: list[dict] = []  # quality-metric records, kept in checkpoints
         self.loss_log: list[list[float]] = []  # [iteration, loss_d, loss_g] per host sync, for loss curves
-        # On a GPU the whole step is replayed as one CUDA graph (launch overhead dominates a DCGAN step).
-        self.graph: CudaGraphStep | None = CudaGraphStep(self) if CudaGraphStep.supported(self) else None
 
-    # ---- sampling helpers ------------------------------------------------------------------
-    @property
-    def epoch(self) -> float:
-        return self.images_seen / self.real.shape[0]
+    # ---- the training step ---------------------------------------------------------------------
+    def train_step(self, update: str = "both") -> StepStats:
+        """One iteration: update = 'both' (D then G), 'd' (D only) or 'g' (G only).
 
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)  # graph-safe
+        The host-side bookkeeping (which images come next) happens here; `step` is the algorithm."""
+        n_batches = self.cfg.d_steps if update in ("both", "d") else 0
+        batches = [self.next_indices() for _ in range(n_batches)]
+        stats = self.step(batches, update in ("both", "g"), 1.0 - self.ema_decay_now())
+        self.iteration += 1
+        return stats
 
-    def real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Next batch of a shuffled pass over the training set, as float [-1, 1] on the device.
+    def step(self, batches: Sequence[torch.Tensor], update_g: bool = True,
+             ema_weight: float | torch.Tensor = 0.0) -> StepStats:
+        """The algorithm: one D update per batch of real-image indices, then (update_g) one G update.
 
-        Under torchrun every rank draws the same global batch and keeps its own slice (`shard`)."""
+        Only device work, no host sync and no Python state changes, so dcgan/cuda_graph.py can capture
+        it as one CUDA graph. ema_weight = 1 - EMA decay (a device tensor inside a graph)."""
+        cfg, G, D, rng, dev = self.cfg, self.G_step, self.D_step, self.rng, self.device
+        b = cfg.batch_size
+        ops = cfg.diffaug_ops()
+        loss_d = loss_g = d_real = d_fake = fake = fake_labels = None
+
+        def noise():  # z ~ N(0, I) and random classes; under torchrun each rank keeps its slice of the batch
+            z = torch.randn(b, cfg.nz, device=dev, generator=rng)
+            y = torch.randint(0, cfg.num_classes, (b,), device=dev, generator=rng) if cfg.num_classes else None
+            return distributed.shard(z), distributed.shard(y)
+
+        # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  [or the configured loss]
+        for idx in batches:
+            real = to_float(self.real[idx]).contiguous(memory_format=torch.channels_last)
+            if cfg.augment:  # classic augmentation of the real images: flips and padded crops
+                real = augment_real(real, rng)
+            real_labels = self.real_labels[idx] if self.real_labels is not None else None
+            real, real_labels = distributed.shard(real), distributed.shard(real_labels)
+            z, fake_labels = noise()
+            if cfg.r1_gamma > 0:
+                real.requires_grad_(True)
+            with self.autocast():
+                fake = G(z, fake_labels)
+                real_in, fake_in = real, fake.detach()
+                if ops:  # DiffAugment: the same kind of random transforms for real and fake, differentiable
+                    real_in, fake_in = diff_augment(real_in, ops, rng), diff_augment(fake_in, ops, rng)
+                real_logits = D(real_in, real_labels)
+                fake_logits = D(fake_in, fake_labels)
+            loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits)
+            if cfg.loss == "wgan-gp":
+                loss_d = loss_d + cfg.gp_weight * losses.gradient_penalty(
+                    D, real, fake.float(), real_labels if cfg.num_classes else None, rng)
+            if cfg.r1_gamma > 0:
+                loss_d = loss_d + 0.5 * cfg.r1_gamma * losses.r1_penalty(real_logits, real)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            d_real = torch.sigmoid(real_logits.detach().float()).mean()
+            d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
+
+        # (2) Update G: maximise log D(G(z)) (non-saturating)  [or the configured loss]
+        if update_g:
+            if fake is None or len(batches) > 1:  # fresh noise unless D saw exactly this fake batch
+                z, fake_labels = noise()
+                with self.autocast():
+                    fake = G(z, fake_labels)
+            with self.autocast():
+                fake_logits = D(diff_augment(fake, ops, rng) if ops else fake, fake_labels)
+            loss_g = losses.g_loss(cfg.loss, fake_logits)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            if self.G_ema is not None:  # EMA of G's weights: smoother samples for pictures and metrics
+                with torch.no_grad():
+                    torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), ema_weight)
+                    for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+                        ema_buf.copy_(buf)
+
+        return StepStats(None if loss_d is None else loss_d.detach(),
+                         None if loss_g is None else loss_g.detach(), d_real, d_fake)
+
+    def next_indices(self) -> torch.Tensor:
+        """Indices of the next batch of a shuffled pass over the training set (reshuffled each epoch)."""
         b = self.cfg.batch_size
         if self.position + b > self.order.shape[0]:
             self.order = torch.randperm(self.real.shape[0], device=self.device, generator=self.rng)
@@ -151,94 +227,23 @@ class GANTraining:
         idx = self.order[self.position:self.position + b]
         self.position += b
         self.images_seen += b
-        x = to_float(self.real[idx]).contiguous(memory_format=torch.channels_last)
-        if self.cfg.augment:
-            x = augment_real(x, self.rng)
-        labels = self.real_labels[idx] if self.real_labels is not None else None
-        return distributed.shard(x), distributed.shard(labels)
-
-    def noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.cfg.nz, device=self.device, generator=self.rng)
-        labels = (torch.randint(0, self.cfg.num_classes, (n,), device=self.device, generator=self.rng)
-                  if self.cfg.num_classes else None)
-        return distributed.shard(z), distributed.shard(labels)
-
-    def for_d(self, x: torch.Tensor) -> torch.Tensor:
-        """DiffAugment, identically for real and fake, when configured."""
-        ops = self.cfg.diffaug_ops()
-        return diff_augment(x, ops, self.rng) if ops else x
-
-    # ---- the training step -------------------------------------------------------------------
-    def train_step(self, update: str = "both") -> StepStats:
-        """One iteration: update = 'both' (D then G), 'd' (D only) or 'g' (G only)."""
-        if update == "both" and self.graph is not None and self.graph.ready():
-            return self.graph.replay()  # this same function, captured once as a CUDA graph
-        cfg, G, D = self.cfg, self.G_step, self.D_step
-        loss_d = loss_g = d_real = d_fake = None
-        fake = fake_labels = None
-
-        # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  [or the configured loss]
-        if update in ("both", "d"):
-            for _ in range(cfg.d_steps):
-                real, real_labels = self.real_batch()
-                z, fake_labels = self.noise(cfg.batch_size)
-                if cfg.r1_gamma > 0:
-                    real.requires_grad_(True)
-                with self.autocast():
-                    fake = G(z, fake_labels)
-                    real_logits = D(self.for_d(real), real_labels)
-                    fake_logits = D(self.for_d(fake.detach()), fake_labels)
-                loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits)
-                if cfg.loss == "wgan-gp":
-                    loss_d = loss_d + cfg.gp_weight * losses.gradient_penalty(
-                        D, real, fake.float(), real_labels if cfg.num_classes else None, self.rng)
-                if cfg.r1_gamma > 0:
-                    loss_d = loss_d + 0.5 * cfg.r1_gamma * losses.r1_penalty(real_logits, real)
-                self.opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                self.opt_d.step()
-                d_real = torch.sigmoid(real_logits.detach().float()).mean()
-                d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
-
-        # (2) Update G: maximise log D(G(z)) (non-saturating)  [or the configured loss]
-        if update in ("both", "g"):
-            if fake is None or cfg.d_steps > 1:
-                z, fake_labels = self.noise(cfg.batch_size)
-                with self.autocast():
-                    fake = G(z, fake_labels)
-            with self.autocast():
-                fake_logits = D(self.for_d(fake), fake_labels)
-            loss_g = losses.g_loss(cfg.loss, fake_logits)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-            self.update_ema()
-
-        self.iteration += 1
-        return StepStats(None if loss_d is None else loss_d.detach(),
-                         None if loss_g is None else loss_g.detach(), d_real, d_fake)
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """G_ema <- d G_ema + (1 - d) G with d = min(ema_decay, (1 + t) / (10 + t)) at iteration t.
-
-        The warm-up keeps the random initial weights from dominating short runs (with a fixed
-        0.999 they would still weigh 0.999^1000 = 37% after 1000 steps)."""
-        if self.G_ema is None:
-            return
-        ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
-        if self.graph is not None and self.graph.capturing:  # a replay reads the weight from the device
-            for ema, p in zip(ema_params, params, strict=True):
-                ema.lerp_(p, self.graph.ema_weight)
-        else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - self.ema_decay_now())
-        for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers(), strict=False):
-            ema_buf.copy_(buf)
+        return idx
 
     def ema_decay_now(self) -> float:
+        """d = min(ema_decay, (1 + t) / (10 + t)) at iteration t: the warm-up keeps the random initial
+        weights from dominating short runs (with a fixed 0.999 they would still weigh 37% after 1000 steps)."""
         return min(self.cfg.ema_decay, (1 + self.iteration) / (10 + self.iteration))
 
-    # ---- sampling ------------------------------------------------------------------------------
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)  # graph-safe
+
+    # ---- what the loop reads -----------------------------------------------------------------
+    @property
+    def epoch(self) -> float:
+        return self.images_seen / self.real.shape[0]
+
     def sampler(self) -> Generator:
         """The generator used for pictures and metrics: the EMA copy when there is one."""
         return self.G_ema if self.G_ema is not None else self.G
@@ -260,148 +265,258 @@ class GANTraining:
         return self.opt_g.param_groups[0]["lr"] / self.cfg.lr_g
 
 
+def failure_message(exc: BaseException, cfg: TrainConfig, device: torch.device) -> str:
+    """What a person reads when training died: out of memory says what to change."""
+    text = str(exc).lower()  # the CPU allocator raises a plain RuntimeError
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or "allocate memory" in text:
+        return (f"Out of memory ({type(exc).__name__}) at batch size {cfg.batch_size}, {cfg.image_size}x"
+                f"{cfg.image_size} on {device}: lower the batch size or the image size and start again.")
+    return f"Training stopped by an error: {type(exc).__name__}: {exc}"
+
+
 def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """TODO(H14): ui/train_tab.py and tests/test_bad_files.py still import this; use dcgan.models.sample."""
     return sample(G, z=z, labels=labels)
 
 
-class CudaGraphStep:
-    """`GANTraining.train_step` captured once as a CUDA graph, then replayed: one launch per step
-    instead of several hundred, which is what limits a DCGAN step on a fast GPU.
+# ---- hooks and control ---------------------------------------------------------------------------
 
-    The host-side bookkeeping (which images come next, reshuffles, counters) stays in Python and
-    passes the batch indices through a static buffer; random draws use the run's generator,
-    registered with the graph. A new optimiser state or learning rate (checkpoint restore, NaN
-    roll-back) is noticed and the step captured again. Any failure leaves the eager step in use."""
 
-    WARMUP_STEPS = 3  # eager steps first: cuDNN autotuning, Adam state, allocator
+class Hook:
+    """What a caller of `fit` sees of a run. Methods run in the training thread: keep them cheap
+    (hand heavy work to a thread of your own). Every method is optional."""
 
-    @staticmethod
-    def supported(run: GANTraining) -> bool:
-        cfg = run.cfg
-        return (run.device.type == "cuda" and distributed.world_size() == 1 and not cfg.compile
-                and cfg.d_steps == 1 and cfg.r1_gamma == 0 and cfg.loss != "wgan-gp")
+    def on_start(self, run: GANTraining) -> None: ...
 
-    def __init__(self, run: GANTraining):
-        self.run = run
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.capturing = False
-        self.warm = 0
-        self.failed = ""
+    def on_log(self, run: GANTraining, row: dict) -> None:
+        """After each host sync: iteration, epoch, loss_d, loss_g, d_real, d_fake, images_per_s, lr_g,
+        lr_d, time (NaN for the half of a single D- or G-step that did not run)."""
 
-    def _key(self) -> tuple:
-        run = self.run
-        opts = (run.opt_g, run.opt_d)
-        return (tuple(g["lr"] for o in opts for g in o.param_groups),
-                tuple(t.data_ptr() for o in opts for st in o.state.values() for t in st.values()
-                      if torch.is_tensor(t)))
+    def on_pictures(self, run: GANTraining, images: torch.Tensor) -> None:
+        """Fixed-noise samples, float CPU [N, C, H, W] in [-1, 1]: every cfg.sample_every_s seconds of
+        training, after single steps, and at the end."""
 
-    def ready(self) -> bool:
-        if self.capturing or self.failed:
-            return False
-        if self.graph is not None and self.key == self._key():
-            return True
-        self.graph = None
-        if self.warm < self.WARMUP_STEPS:
-            self.warm += 1
-            return False
-        rng_state = self.run.rng.get_state()
+    def on_metrics(self, run: GANTraining, record: dict) -> None: ...
+
+    def on_checkpoint(self, run: GANTraining, path: Path) -> None: ...
+
+    def on_event(self, run: GANTraining, message: str, problem: bool = False) -> None:
+        """Something a person should read: new metrics, a new best; problem=True for what the run
+        survives but the user should fix (a failed save)."""
+
+    def on_nan(self, run: GANTraining, iteration: int) -> None:
+        """A NaN / inf loss showed up at the last host sync (the loop skips that sync's row)."""
+
+    def on_end(self, run: GANTraining, state: str) -> None:
+        """'finished', 'stopped' or 'failed' (then the exception propagates from fit)."""
+
+
+class Turn(NamedTuple):
+    update: str = "both"  # 'both', 'd' or 'g'
+    single: bool = False  # a queued single step of a paused run
+    waited: bool = False  # the run was paused before this turn (paused time is not training time)
+
+
+class Control:
+    """Steers a running `fit` from other threads: pause / resume, queued single steps, stop."""
+
+    def __init__(self, paused: bool = False) -> None:
+        self._cond = threading.Condition()
+        self.paused = paused
+        self.stopping = False
+        self.pending: deque[str] = deque()  # single steps queued while paused: 'both' | 'd' | 'g'
+
+    def pause(self) -> None:
+        with self._cond:
+            self.paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self.paused = False
+            self._cond.notify_all()
+
+    def step(self, k: int = 1, update: str = "both") -> None:
+        with self._cond:
+            self.paused = True
+            self.pending.extend([update] * k)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopping = True
+            self._cond.notify_all()
+
+    def next_turn(self) -> Turn | None:
+        """Blocks while paused with nothing queued; None when a stop was asked for."""
+        with self._cond:
+            waited = False
+            while self.paused and not self.pending and not self.stopping:
+                waited = True
+                self._cond.wait(0.5)
+            if self.stopping:
+                return None
+            if self.paused:
+                return Turn(self.pending.popleft(), single=True, waited=waited)
+            return Turn(waited=waited)
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
+
+
+def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = None, *,
+        folder=None, metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = "score",
+        lower_is_better: bool = True) -> str:
+    """Train until cfg.steps (or a stop); returns 'finished' or 'stopped'.
+
+    folder (a checkpoint.RunFolder) gets a checkpoint every cfg.checkpoint_every steps and at the
+    end; metric_fn scores the run every cfg.metric_every steps and keeps the best checkpoint by
+    record[metric_key]. Under torchrun every rank runs this loop; rank 0 alone saves and scores."""
+    from .checkpoint import CheckpointError
+    from .cuda_graph import CudaGraphStep
+
+    cfg = run.cfg
+    main = distributed.is_main()
+    sync_every = log_interval(cfg, run.device)
+    graph = CudaGraphStep(run) if CudaGraphStep.supported(run) else None  # a GPU replays the step as one graph
+    window: list[torch.Tensor] = []  # per-step stats since the last host sync
+    bad = torch.zeros((), dtype=torch.bool, device=run.device)
+
+    def tell(method: str, *args) -> None:
+        for hook in hooks:
+            getattr(hook, method)(run, *args)
+
+    def pictures() -> None:
+        nonlocal pictures_at, last_pictures
+        if main:
+            tell("on_pictures", run.fixed_samples())
+        pictures_at, last_pictures = run.iteration, time.monotonic()
+
+    def evaluate() -> None:
+        record = {"iteration": run.iteration, **metric_fn(run)}
+        run.history.append(record)
+        tell("on_metrics", record)
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("iteration", metric_key))
+        tell("on_event", f"metrics at iteration {run.iteration}: {summary}")
+        score = record.get(metric_key)
         try:
-            self._capture()
-        except Exception as exc:  # a graph is an optimisation: keep training eagerly
-            # the generator stays tied to the failed graph: continue with a fresh one in the same state
-            self.run.rng = torch.Generator(device=self.run.device)
-            self.run.rng.set_state(rng_state)
-            self.failed = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"CUDA graph capture failed, training eagerly ({self.failed[:300]})", stacklevel=3)
-            return False
-        return True
+            if score is not None and folder is not None and folder.offer_best(run, float(score), lower_is_better):
+                tell("on_event", f"new best {metric_key} = {score:.4g} at iteration {run.iteration}")
+        except CheckpointError as exc:  # a full disk must not end the run
+            tell("on_event", str(exc), True)
 
-    def _capture(self) -> None:
-        run, b = self.run, self.run.cfg.batch_size
-        self.indices = run.order[:b].clone()
-        self.ema_weight = torch.zeros((), device=run.device)  # 1 - EMA decay, which changes per step
-        saved = run.order, run.position, run.images_seen, run.iteration
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(run.rng)
-        torch.cuda.synchronize(run.device)
-        self.capturing = True
+    def checkpoint() -> None:
+        nonlocal saved_at
+        saved_at = run.iteration
         try:
-            run.order, run.position = self.indices, 0  # real_batch reads the static index buffer
-            with torch.cuda.graph(graph):
-                self.stats = run.train_step("both")
-        finally:
-            self.capturing = False
-            run.order, run.position, run.images_seen, run.iteration = saved
-        self.graph, self.key = graph, self._key()
+            tell("on_checkpoint", folder.save(run))
+        except CheckpointError as exc:  # shown to the user; training goes on, older checkpoints stay
+            tell("on_event", str(exc), True)
 
-    def replay(self) -> StepStats:
-        run, b = self.run, self.run.cfg.batch_size
-        if run.position + b > run.order.shape[0]:
-            run.order = torch.randperm(run.real.shape[0], device=run.device, generator=run.rng)
-            run.position = 0
-        self.indices.copy_(run.order[run.position:run.position + b])
-        run.position += b
-        run.images_seen += b
-        if run.G_ema is not None:
-            self.ema_weight.fill_(1.0 - run.ema_decay_now())
-        self.graph.replay()
-        run.iteration += 1
-        s = self.stats
-        return StepStats(*(None if v is None else v.clone() for v in (s.loss_d, s.loss_g, s.d_real, s.d_fake)))
-
-
-class CompiledOrEager(nn.Module):
-    """A torch.compile'd module that turns back into the eager one if compiling fails.
-
-    torch.compile compiles lazily, so a missing compiler or an unsupported device shows up at the
-    first call, not at torch.compile(), and a bad backward graph only at the first backward. The
-    first calls therefore also run the compiled backward once (autograd.grad, so no .grad is
-    touched); on any failure this call and every later one run eagerly."""
-
-    CHECKED_CALLS = 3  # D is called three ways in the first step (real, detached fake, fake)
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-        self.compiled = torch.compile(module)
-        self.calls = 0
-        self.failed = ""  # why compiling failed, for the logs
-
-    def forward(self, *args, **kwargs):
-        if not self.failed:
-            try:
-                if self.calls >= self.CHECKED_CALLS:
-                    return self.compiled(*args, **kwargs)
-                # the trial backward keeps the graph, which buffer donation (torch >= 2.6) forbids
-                with _no_buffer_donation():
-                    out = self.compiled(*args, **kwargs)
-                    if torch.is_grad_enabled() and out.requires_grad:
-                        params = [p for p in self.module.parameters() if p.requires_grad]
-                        torch.autograd.grad(out.float().sum(), params, retain_graph=True, allow_unused=True)
-                self.calls += 1
-                return out
-            except Exception as exc:  # compile is an optimisation: any failure keeps the eager path
-                self.failed = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"torch.compile failed, training eagerly instead ({self.failed[:300]})",
-                              stacklevel=2)
-        return self.module(*args, **kwargs)
-
-
-def _no_buffer_donation():
+    scoring = bool(cfg.metric_every and metric_fn and main)
+    saving = folder is not None and main
+    pictures_at = saved_at = -1
     try:
-        from torch._functorch import config
-    except ImportError:
-        return contextlib.nullcontext()
-    return config.patch(donated_buffer=False) if hasattr(config, "donated_buffer") else contextlib.nullcontext()
+        tell("on_start")
+        last_pictures = time.monotonic()
+        t0, seen0 = time.perf_counter(), run.images_seen
+        while run.iteration < cfg.steps:
+            turn = control.next_turn() if control is not None else Turn()
+            if turn is None:  # stop asked for (under torchrun: all ranks stop together at the next host sync)
+                if distributed.world_size() == 1:
+                    break
+                turn = Turn()
+            if turn.waited:
+                t0, seen0 = time.perf_counter(), run.images_seen
+            stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
+            window.append(stats.as_tensor())
+            bad |= stats.nonfinite()
+            done = run.iteration >= cfg.steps
+
+            if len(window) >= sync_every or turn.single or done:  # the host sync
+                if distributed.world_size() > 1:  # every rank sees a NaN or a stop, so all act together
+                    stop = torch.tensor(control is not None and control.stopping, device=run.device)
+                    bad, stop = distributed.any_rank(torch.stack([bad, stop]))
+                    if bool(stop):
+                        break
+                if bool(bad):
+                    window.clear()
+                    bad.zero_()
+                    tell("on_nan", run.iteration)
+                    continue
+                means = [float(v) for v in torch.nanmean(torch.stack(window).cpu(), dim=0)]
+                window.clear()
+                now = time.perf_counter()
+                row = {"iteration": run.iteration, "epoch": round(run.epoch, 4),
+                       "loss_d": means[0], "loss_g": means[1], "d_real": means[2], "d_fake": means[3],
+                       "images_per_s": (run.images_seen - seen0) / max(now - t0, 1e-9),
+                       "lr_g": run.opt_g.param_groups[0]["lr"], "lr_d": run.opt_d.param_groups[0]["lr"],
+                       "time": time.time()}
+                t0, seen0 = now, run.images_seen
+                run.loss_log.append([run.iteration, means[0], means[1]])
+                tell("on_log", row)
+
+            if turn.single or done or time.monotonic() - last_pictures >= cfg.sample_every_s:
+                pictures()
+            if scoring and run.iteration % cfg.metric_every == 0:
+                evaluate()
+            if saving and cfg.checkpoint_every and run.iteration % cfg.checkpoint_every == 0:
+                checkpoint()
+
+        # the end (finished or stopped): last pictures, last score, last checkpoint
+        if pictures_at != run.iteration:
+            pictures()
+        if scoring and run.iteration and run.iteration % cfg.metric_every:
+            evaluate()  # a stopped run's last state competes for best.safetensors too
+        if saving and saved_at != run.iteration:
+            checkpoint()
+        state = "finished" if run.iteration >= cfg.steps else "stopped"
+    except Exception:
+        tell("on_end", "failed")
+        raise
+    tell("on_end", state)
+    return state
 
 
-def compile_or_fallback(module: nn.Module) -> nn.Module:
-    """torch.compile where it works; the eager module otherwise (no compiler, unsupported device)."""
-    try:
-        return CompiledOrEager(module)
-    except Exception:  # torch.compile itself refused (e.g. an unsupported Python)
-        return module
+class NanRollback(Hook):
+    """On a NaN / inf loss: back to the last good state (a copy kept on the device, taken every
+    GOOD_STATE_EVERY steps) with half the learning rates, and `say` so. With nan_policy 'pause', or
+    once the rates are down to MIN_LR_SCALE, back to it and `pause(why)`: the app pauses the run,
+    the command line stops it (saving the good state)."""
+
+    def __init__(self, say: Callable[[str], None], pause: Callable[[str], None]) -> None:
+        self.say, self.pause = say, pause
+
+    def on_start(self, run: GANTraining) -> None:
+        from .checkpoint import training_state
+
+        self.good = training_state(run, on_device=True)
+        self.taken = run.iteration
+        # a GPU step takes ~3 ms: copying the whole state every 100 steps would be a visible cost there
+        self.every = max(GOOD_STATE_EVERY, 25 * log_interval(run.cfg, run.device))
+
+    def on_log(self, run: GANTraining, row: dict) -> None:
+        from .checkpoint import training_state
+
+        if run.iteration - self.taken >= self.every:
+            self.good, self.taken = training_state(run, on_device=True), run.iteration
+
+    def on_nan(self, run: GANTraining, iteration: int) -> None:
+        from .checkpoint import restore_training
+
+        scale = run.lr_scale / 2  # of the rates that just failed (the snapshot holds older ones)
+        tensors, meta = self.good
+        # copies: a restored optimiser state would otherwise share (and then overwrite) the snapshot's tensors
+        restore_training(run, {k: v.clone() for k, v in tensors.items()}, meta, "in-memory state")
+        self.taken = run.iteration
+        if run.cfg.nan_policy == "rollback" and scale >= MIN_LR_SCALE:
+            run.set_lr(scale)
+            self.say(f"NaN/inf loss at iteration {iteration}: rolled back to iteration {run.iteration} and "
+                     f"halved the learning rates (now x{scale:g}).")
+        else:
+            self.pause(f"NaN/inf loss at iteration {iteration}: the run is paused at the last good state "
+                       f"(iteration {run.iteration}). Lower the learning rates, try another loss (hinge, "
+                       f"wgan-gp) or spectral norm, then resume or start again.")
 
 
-__all__ = ["GANTraining", "StepStats", "generate", "resolve_device", "Discriminator", "Generator"]
+__all__ = ["GANTraining", "StepStats", "Hook", "Control", "Turn", "fit", "NanRollback", "resolve_device",
+           "log_interval", "Discriminator", "Generator"]

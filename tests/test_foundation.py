@@ -11,7 +11,7 @@ import torch
 
 from dcgan.checkpoint import CheckpointError, load_generator, load_training, read, save_training
 from dcgan.config import ConfigError, TrainConfig
-from dcgan.data import DatasetError, load_dataset, load_digits_raw
+from dcgan.data import DatasetError, load_dataset, load_digits_raw, to_float
 from dcgan.models import Discriminator, Generator, build_models, count_parameters, eval_mode, sample, seeded_latents
 from dcgan.train import GANTraining, generate
 from dcgan.trainer import FAILED, FINISHED, PAUSED, RUNNING, Trainer, TrainerBusy
@@ -203,7 +203,7 @@ def test_a_few_steps_move_weights_and_separate_real_from_fake(digits_data):
         stats = run.train_step()
     assert any(not torch.equal(a, b) for a, b in zip(before, run.G.parameters(), strict=True))
     assert stats.d_real.item() > stats.d_fake.item()
-    real, _ = run.real_batch()
+    real = to_float(run.real[run.next_indices()])
     fake = run.fixed_samples()[: real.shape[0]]
     with torch.no_grad():
         run.D.eval()
