@@ -48,7 +48,9 @@ def active_dir(studio: Any) -> str | None:
 
 
 def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
-    return pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": [], "problems": []})
+    """The table; its problems column only when a run has one."""
+    frame = pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": []})
+    return frame.drop(columns="problems") if "problems" in frame and not frame["problems"].any() else frame
 
 
 def run_names(root: Path) -> list[str]:
@@ -207,8 +209,9 @@ def build(studio: Any, view: gr.State | None = None) -> None:
             plots[key] = _plot(key)
     with gr.Accordion("Quality metrics", open=False):
         plots["metric"] = _plot("metric")
-    grids = gr.Gallery(label="Latest samples", columns=MAX_COMPARE, height="auto", object_fit="contain",
-                       format="png", elem_id="runs-grids")
+    with gr.Row(equal_height=True, elem_id="runs-grids"):
+        grids = [gr.Image(None, interactive=False, visible=False, format="png", buttons=["download", "fullscreen"],
+                          elem_id=f"runs-grid-{i}") for i in range(MAX_COMPARE)]
     with gr.Accordion("Settings side by side", open=True):
         only_diff = gr.Checkbox(False, label="Only the settings that differ")
         settings = gr.Dataframe(label="Settings (≠ = differs between the chosen runs; those come first)",
@@ -241,7 +244,9 @@ def build(studio: Any, view: gr.State | None = None) -> None:
         hint = "" if len(names or []) >= 2 else "Pick at least two runs to compare them."
         plot_updates = [gr.LinePlot(value=view[k] if len(view[k]) else None, caption=None) for k in plots]
         note = "\n\n".join(([hint] if hint else []) + view["notes"])
-        return [*plot_updates, view["grids"], view["settings"], note]
+        pictures = [gr.Image(value=g[0], label=g[1], visible=True) for g in view["grids"]]
+        pictures += [gr.Image(value=None, visible=False)] * (MAX_COMPARE - len(pictures))
+        return [*plot_updates, *pictures, view["settings"], note]
 
     def restyle(names: list[str] | None, smooth_value: float, only: bool):
         # Gradio's plot keeps its first colour scale when only the data changes, so a run added later would
@@ -259,7 +264,7 @@ def build(studio: Any, view: gr.State | None = None) -> None:
                 gr.Dropdown(choices=names_now, value=current if current in names_now else None))
 
     view_inputs = [chosen, smooth, only_diff]
-    view_outputs = [*plots.values(), grids, settings, notes]
+    view_outputs = [*plots.values(), *grids, settings, notes]
     plot_outputs = list(plots.values())
     for event in (chosen.change, smooth.release, only_diff.change):
         event(show, view_inputs, view_outputs, show_progress="hidden").then(
