@@ -1,8 +1,9 @@
 """DCGAN Studio web app: `python app.py` serves http://127.0.0.1:7860 (0.0.0.0 on a Hugging Face Space).
 
-A thin shell: one Studio (one trainer) per process shared by every browser, and one module per tab
-under ui/. Options: --host, --port, --checkpoints (or GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
-DCGAN_CHECKPOINTS).
+A thin shell: one Studio (one trainer) per process shared by every browser, one module per tab under ui/,
+and one view state per browser (what it explores) shared by its tabs. Options: --host, --port, --checkpoints
+(or GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, DCGAN_CHECKPOINTS): the one folder the app writes into.
+SIGTERM (a Space or container stopping) saves the live run before the process ends.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
+import logging
 import os
+import signal
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
 
@@ -18,31 +23,40 @@ import gradio as gr  # noqa: E402  (gradio reads the analytics switch when impor
 from starlette.middleware import Middleware  # noqa: E402
 
 from dcgan import data  # noqa: E402
+from dcgan.studio import use_cache_dir  # noqa: E402
+from ui.common import new_view  # noqa: E402
 from ui.limits import BodyLimit  # noqa: E402
 from ui.state import Studio  # noqa: E402
 
-# (tab title, module with build(studio)); a tab whose module is not there yet is left out.
-TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Hub", "ui.hub_tab"))
+# (tab title, module with build(studio[, view])); a tab whose module is not there yet is left out.
+TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Runs", "ui.runs_tab"), ("Hub", "ui.hub_tab"))
 HEADER = ("# DCGAN Studio\n"
           "Train a deep convolutional GAN on real images and watch it learn: the discriminator D learns to tell "
           "real images from fakes, the generator G learns to fool it.")
 CSS = """
 #train-status { font-size: 1.05em; }
 #train-message:empty, #run-notice:empty { display: none; }
+button:disabled, button[disabled] { opacity: 0.4; filter: grayscale(1); cursor: not-allowed; box-shadow: none; }
+#zip-upload .wrap { padding-top: 1.6em; }
 """
+log = logging.getLogger("dcgan.app")
 
 
 def build_app(studio: Studio) -> gr.Blocks:
-    """The whole page for one studio; every tab gets the same studio."""
+    """The whole page for one studio; every tab gets the same studio and this browser's view state."""
     # Gradio's own copies of uploads and generated files: swept hourly, deleted after a day.
     with gr.Blocks(title="DCGAN Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(HEADER)
+        view = gr.State(lambda: new_view(studio.default_model))  # a callable: each browser gets its own
         for title, module_name in TABS:
             if importlib.util.find_spec(module_name) is None:
                 continue
             module = importlib.import_module(module_name)
             with gr.Tab(title):
-                module.build(studio)
+                if len(inspect.signature(module.build).parameters) > 1:
+                    module.build(studio, view)
+                else:
+                    module.build(studio)
     return demo
 
 
@@ -60,14 +74,30 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
                 app_kwargs={"middleware": [Middleware(BodyLimit)]}, **options)
 
 
+def save_on_sigterm(studio: Studio) -> None:
+    """SIGTERM stops the live run, which saves a checkpoint, then exits: a Space restart loses nothing."""
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("SIGTERM: stopping the run (it saves a checkpoint), then exiting")
+        studio.trainer.stop(wait=True, timeout=120)
+        path = studio.trainer.last_checkpoint()
+        log.info("saved %s", path if path else "nothing (no run)")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=default_host())
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--checkpoints", default=os.environ.get("DCGAN_CHECKPOINTS", "checkpoints"),
-                        help="folder of run folders (saved and listed by the app)")
+                        help="the folder the app writes into: run folders, .uploads/ and .cache/")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     studio = Studio(args.checkpoints)
+    use_cache_dir(studio.cache_dir)
+    save_on_sigterm(studio)
     launch(build_app(studio), studio, args.host, args.port)
 
 

@@ -29,20 +29,20 @@ class LoopCounter:
         self.running = 0
         self.most = 0
         self.started = 0
-        original = Trainer._loop
+        original = Trainer._main  # the training thread's body
 
-        def loop(trainer, run):
+        def loop(trainer):
             with self.lock:
                 self.running += 1
                 self.started += 1
                 self.most = max(self.most, self.running)
             try:
-                return original(trainer, run)
+                return original(trainer)
             finally:
                 with self.lock:
                     self.running -= 1
 
-        monkeypatch.setattr(Trainer, "_loop", loop)
+        monkeypatch.setattr(Trainer, "_main", loop)
 
 
 def trainer_threads() -> list[threading.Thread]:
@@ -194,11 +194,12 @@ def test_sliders_keep_answering_while_training_runs(served):
         "ngf (g width)": 16, "ndf (d width)": 16, "precision": "fp32"}), api_name="/on_start")
     assert message.startswith("✓ Started"), message
     try:
-        client.predict(*endpoint_args(client, "/lambda_4"), api_name="/lambda_4")  # pin the live model
+        client.predict(*endpoint_args(client, "/explore_use_live"), api_name="/explore_use_live")  # pin the live model
         answers, iterations = 0, []
         for i in range(6):
             amounts = [0.5 * i] * 6
-            moved = client.predict(*endpoint_args(client, "/slide")[:2], *amounts, api_name="/slide")
+            moved = client.predict(*endpoint_args(client, "/explore_sliders")[:2], *amounts,
+                                   api_name="/explore_sliders")
             assert moved and Path(moved).is_file()
             answers += 1
             iterations.append(studio.trainer.status().iteration)
@@ -303,7 +304,7 @@ def test_out_of_memory_shows_on_the_page_and_the_app_keeps_serving(served, monke
                                                  "precision": "fp32"})
     assert client.predict(*args, api_name="/on_start").startswith("✓ Started")
     assert studio.trainer.wait(60) == FAILED
-    page = str(client.predict(0.6, api_name="/refresh"))
+    page = str(client.predict(0.6, api_name="/train_status"))
     assert "Training failed" in page and "lower the batch size" in page and "keeps serving" in page
     monkeypatch.undo()
     assert client.predict(*args, api_name="/on_start").startswith("✓ Started")  # serving, and usable

@@ -145,15 +145,15 @@ def test_a_second_start_is_refused_and_leaves_the_first_run_alone(tmp_path, digi
 
 
 def test_app_form_errors_name_the_field(tmp_path):
-    train_tab = pytest.importorskip("ui.train_tab")
+    from ui import train_actions, train_tab
     from ui.state import Studio
 
     studio = Studio(tmp_path / "checkpoints")
     good = tiny_config(steps=10)
     form = {name: getattr(good, name) for name in train_tab.CONFIG_FIELDS}  # whatever fields the form has
     form.update(image_size=str(good.image_size), channels=str(good.channels), lr_g=-1)
-    message = train_tab.start(studio, form)
+    message = train_actions.start(studio, form)
     assert "lr_g" in message
     assert studio.trainer.status().state == IDLE
-    message = train_tab.start(studio, {**form, "lr_g": 2e-4, "batch_size": None})
+    message = train_actions.start(studio, {**form, "lr_g": 2e-4, "batch_size": None})
     assert "batch_size" in message and studio.trainer.status().state == IDLE

@@ -23,7 +23,8 @@ from dcgan.data import DatasetError
 from dcgan.images import upscale
 from dcgan.trainer import TrainerBusy
 from ui import access
-from ui.state import LoadedModel, Studio
+from ui.common import OK, PRIVATE, WARN
+from ui.state import Studio
 
 # Events whose inputs hold a token or password stay out of the API docs and out of Gradio's run history
 # (which saves the inputs of public endpoints and shows them again at /gradio_api/runs).
@@ -40,12 +41,11 @@ def _token_for(typed: str | None, request: Any) -> str | bool | None:
 
 
 def problem(message: str) -> str:
-    return f"⚠ {message}"
+    return f"{WARN} {message}"
 
 
 def checkpoint_choices(studio: Studio) -> list[str]:
-    root = studio.checkpoints_dir.resolve()
-    return [p.resolve().relative_to(root).as_posix() for p in studio.list_checkpoints()]
+    return studio.list_checkpoints()
 
 
 def _loss_rows(studio: Studio, path) -> list[dict] | None:
@@ -74,28 +74,29 @@ def push_action(studio: Studio, checkpoint: str, repo_id: str, private: bool, br
         return problem(str(exc))
     state = " with the full training state" if include_state else ""
     link = result.url if result.revision == "main" else f"{result.url}/tree/{result.revision}"
-    return (f"✅ Pushed `{checkpoint}`{state} to [{result.repo_id}]({link}) "
+    return (f"{OK} Pushed `{checkpoint}`{state} to [{result.repo_id}]({link}) "
             f"(branch `{result.revision}`, commit `{result.commit_oid[:10]}`): {', '.join(result.files)}.")
 
 
-def pull_action(studio: Studio, repo_id: str, revision: str, token: str | None,
-                request: Any = None) -> tuple[str, Any, dict[str, str], Any]:
-    """Pull a generator into the Explore tab; returns (message, sample grid, {repo, state}, resume button)."""
+def pull_action(studio: Studio, repo_id: str, revision: str, token: str | None, session: dict | None = None,
+                request: Any = None) -> tuple[str, Any, dict[str, str], Any, Any]:
+    """Pull a generator into this browser's Explore tab (no other visitor's); returns (message, sample grid,
+    {repo, state}, resume button, this browser's view state)."""
     try:
         pulled = hub.pull(repo_id, revision, token=_token_for(token, request))
     except hub.HubError as exc:
-        return problem(str(exc)), None, {}, gr.update(interactive=False)
-    studio.set_model(LoadedModel(pulled.label, pulled.generator, pulled.config))
+        return problem(str(exc)), None, {}, gr.update(interactive=False), gr.skip()
+    model = studio.add_pulled(pulled)
     cfg = pulled.config
     resumable = pulled.training_state is not None
-    text = (f"✅ Pulled **{pulled.label}**: {cfg.image_size}×{cfg.image_size}, {cfg.channels} channel(s), "
+    text = (f"{OK} Pulled **{pulled.label}**: {cfg.image_size}×{cfg.image_size}, {cfg.channels} channel(s), "
             f"nz={cfg.nz}{f', {cfg.num_classes} classes' if cfg.num_classes else ''}, trained on {cfg.dataset}. "
-            f"It is now the *loaded model* in the Explore tab."
+            f"Open the Explore tab to explore it (in this browser only)."
             + (" The repo holds the full training state: **Resume training** continues it." if resumable else
                " The repo holds the generator only (no training state to resume)."))
     grid = upscale(sample_grid(pulled.generator, cfg), 512)
     state = {"repo": pulled.repo_id, "state": str(pulled.training_state or "")}
-    return text, grid, state, gr.update(interactive=resumable)
+    return text, grid, state, gr.update(interactive=resumable), dict(session or {}, model=model)
 
 
 def resume_action(studio: Studio, pulled: dict[str, str], request: Any = None) -> str:
@@ -111,7 +112,8 @@ def resume_action(studio: Studio, pulled: dict[str, str], request: Any = None) -
         studio.trainer.start(resume_from=local)
     except (hub.HubError, CheckpointError, TrainerBusy, ConfigError, DatasetError, OSError) as exc:
         return problem(str(exc))
-    return f"✅ Resuming {pulled['repo']} at iteration {studio.trainer.status().iteration}: follow it in the Train tab."
+    iteration = studio.trainer.status().iteration
+    return f"{OK} Resuming {pulled['repo']} at iteration {iteration}: follow it in the Train tab."
 
 
 def unlock_action(password: str, request: Any = None) -> tuple[str, str]:
@@ -122,13 +124,14 @@ def unlock_action(password: str, request: Any = None) -> tuple[str, str]:
         return problem(f"No owner password is set: add the secret {access.PASSWORD_ENV} in the Space settings "
                        f"(or log in with Hugging Face as the owner)."), ""
     if access.unlock(request, password or ""):
-        return "✅ " + access.describe(request), ""
+        return f"{OK} " + access.describe(request), ""
     return problem("Wrong password. Training controls stay locked; sampling and exploring are open."), ""
 
 
 def load_startup_model(studio: Studio) -> str:
-    """Pull the repo named in DCGAN_STUDIO_MODEL ("user/repo[@revision]") into the studio, once at start-up.
-    Never raises: a Space must come up even when the Hub is unreachable; the message says what happened."""
+    """Pull the repo named in DCGAN_STUDIO_MODEL ("user/repo[@revision]"), once at start-up: the model every
+    new browser starts exploring. Never raises: a Space must come up even when the Hub is unreachable; the
+    message says what happened."""
     named = hub.startup_repo()
     if named is None:
         return ""
@@ -139,12 +142,14 @@ def load_startup_model(studio: Studio) -> str:
         message = f"Could not load {hub.STARTUP_ENV}={repo_id}: {exc}"
         print(message, file=sys.stderr)
         return problem(message)
-    studio.set_model(LoadedModel(pulled.label, pulled.generator, pulled.config))
-    return f"✅ Loaded {pulled.label} at start-up ({hub.STARTUP_ENV}): explore it in the Explore tab."
+    studio.default_model = studio.add_pulled(pulled)
+    return f"{OK} Loaded {pulled.label} at start-up ({hub.STARTUP_ENV}): explore it in the Explore tab."
 
 
-def build(studio: Studio) -> None:
-    """The Hub tab's components and events (called inside `with gr.Tab("Hub")`)."""
+def build(studio: Studio, session: gr.State | None = None) -> None:
+    """The Hub tab's components and events (called inside `with gr.Tab("Hub")`); `session` is the browser's
+    view state shared with Explore (a private one when none is given)."""
+    session = session if session is not None else gr.State({"model": None})
     startup = load_startup_model(studio)
     gr.Markdown("Share generators through the Hugging Face Hub, and pull models others trained. "
                 "The token is used for this request only: it is never shown, logged or saved. "
@@ -163,7 +168,7 @@ def build(studio: Studio) -> None:
             return unlock_action(value, request)
 
         unlock.click(do_unlock, [password], [access_status, password], api_name="unlock", **SECRET)
-        password.submit(do_unlock, [password], [access_status, password], api_name=False, **SECRET)
+        password.submit(do_unlock, [password], [access_status, password], **SECRET)
     token = gr.Textbox(label="Hugging Face token (optional)", type="password", placeholder="hf_…",
                        elem_id="hub-token")
     with gr.Row(equal_height=False):
@@ -172,7 +177,7 @@ def build(studio: Studio) -> None:
             with gr.Row():
                 checkpoint = gr.Dropdown(checkpoint_choices(studio), label="Checkpoint", scale=4,
                                          elem_id="hub-checkpoint")
-                refresh = gr.Button("↻", scale=0, min_width=40)
+                refresh = gr.Button("↻", scale=0, min_width=40)  # U+21BB: in DejaVu Sans, not an emoji
             repo = gr.Textbox(label="Repo id", placeholder="your-name/dcgan-digits", elem_id="hub-push-repo")
             with gr.Row():
                 branch = gr.Textbox(label="Branch", placeholder="main", elem_id="hub-push-branch")
@@ -196,19 +201,19 @@ def build(studio: Studio) -> None:
             grid = gr.Image(label="Samples (seed 0)", type="numpy", interactive=False, height=320)
             pulled = gr.State({})
 
-    refresh.click(lambda: gr.update(choices=checkpoint_choices(studio)), None, checkpoint, api_name=False)
+    refresh.click(lambda: gr.update(choices=checkpoint_choices(studio)), None, checkpoint, **PRIVATE)
 
     def do_push(ckpt, repo_id, priv, br, msg, inc, lic, tok, request: gr.Request):
         return push_action(studio, ckpt, repo_id, priv, br, msg, inc, lic, tok, request)
 
-    def do_pull(repo_id, rev, tok, request: gr.Request):
-        return pull_action(studio, repo_id, rev, tok, request)
+    def do_pull(repo_id, rev, tok, view, request: gr.Request):
+        return pull_action(studio, repo_id, rev, tok, view, request)
 
     def do_resume(pulled_now, request: gr.Request):
         return resume_action(studio, pulled_now, request)
 
     push.click(do_push, [checkpoint, repo, private, branch, message, include_state, license, token], push_status,
                api_name="push", concurrency_limit=1, **SECRET)
-    pull.click(do_pull, [pull_repo, revision, token], [pull_status, grid, pulled, resume], api_name="pull",
-               concurrency_limit=2, **SECRET)
+    pull.click(do_pull, [pull_repo, revision, token, session], [pull_status, grid, pulled, resume, session],
+               api_name="pull", concurrency_limit=2, **SECRET)
     resume.click(do_resume, [pulled], pull_status, api_name="resume_from_hub", concurrency_limit=1)

@@ -1,0 +1,56 @@
+"""What every tab shares: the message for a user's mistake, the per-browser view state, the queue groups.
+
+Symbols are plain text ones (✓ ⚠ ✗ ↻ are in DejaVu Sans, which every Linux has); no emoji, which show as
+boxes where no emoji font is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from dcgan.checkpoint import CheckpointError
+from dcgan.config import ConfigError
+from dcgan.data import DatasetError
+from dcgan.trainer import TrainerBusy
+from ui.queues import FAST, HEAVY, fast, heavy  # noqa: F401  (the tabs import the groups from here)
+
+OK, WARN, FAIL, REFRESH = "✓", "⚠", "✗", "↻"
+log = logging.getLogger("dcgan.app")
+
+
+def problem(exc: BaseException, again: str = "Start") -> str:
+    """A short, lasting page message for an error a user can fix, naming the field and the button to press
+    again. Logged as one line: a user's mistake is not a bug, so no traceback."""
+    if isinstance(exc, TrainerBusy):
+        text = f"{WARN} **Busy**: {exc}. This app runs one training job at a time, shared by every viewer."
+    elif isinstance(exc, ConfigError):
+        text = f"{WARN} **Setting `{exc.field}`**: {exc}. Fix it and press *{again}* again."
+    elif isinstance(exc, DatasetError):
+        text = f"{WARN} **Data set**: {exc}"
+    elif isinstance(exc, CheckpointError):
+        text = f"{WARN} **Checkpoint**: {exc}"
+    elif isinstance(exc, PermissionError):
+        text = f"{WARN} **Not allowed**: {exc}"
+    else:
+        text = f"{WARN} {exc}"
+    log.info("user error: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    return text
+
+
+def user_error(message: str, title: str = "Cannot do that") -> gr.Error:
+    """A gr.Error for a user's mistake: shown in the page, logged as one line, no traceback in app.log."""
+    log.info("user error: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
+def new_view(default: Any = None) -> dict[str, Any]:
+    """What one browser explores and samples: its pinned model (a dcgan.studio.LoadedModel shared through the
+    studio's cache), the grid seed and truncation, the slider start z and class, and which model the Explore
+    tab last drew (so a model picked in another tab is drawn when Explore opens)."""
+    return {"model": default, "drawn": None, "seed": 0, "psi": 1.0, "z": None, "label": 0}
+
+
+PRIVATE = {"api_visibility": "private"}  # an event only the page itself triggers: not in the API, not callable

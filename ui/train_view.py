@@ -1,0 +1,365 @@
+"""How the Train tab shows a run: the status line, notices, plots, pictures and the evolution GIF.
+
+Formatting only: the numbers come from the studio (dcgan/studio.py) and its trainer. `live_view` computes
+only what changed since a browser's last poll, so many viewers cost little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from dcgan.studio import Studio
+from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
+from ui.common import FAIL, OK, WARN
+
+MAX_POINTS = 500  # plotted points per curve, however long the run
+TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
+METRIC_SERIES = {"score": "score (lower is better)", "digit_fd_real": "real digits (ideal score)"}
+METRIC_NAMES = {  # record keys -> what a person reads in the table
+    "iteration": "iteration", "score": "score", "digit_fd": "digit FD (lower is better)",
+    "digit_fd_real": "digit FD of real images", "classes_covered": "digits covered (of 10)",
+    "class_entropy_bits": "class balance (bits, 3.32 = even)", "fid": "FID", "kid": "KID",
+    "classifier_accuracy": "classifier accuracy"}
+NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
+              "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
+              "(FID with InceptionV3 where its weights exist); the best checkpoint is kept as best.safetensors.")
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def status_line(st: Status, speed: float | None = None, eta: float | None = None) -> str:
+    """One line: state, progress, speed and ETA (averaged over the last seconds), device and precision."""
+    if st.state == IDLE:
+        return "**idle**: no run yet. Choose settings and press **Start** (the bundled digits train offline)."
+    if st.state == STARTING:
+        return "**starting**: loading the data and building the networks…"
+    pct = 100.0 * st.iteration / st.total if st.total else 0.0
+    parts = [f"**{st.state}**", f"iteration {st.iteration:,} / {st.total:,} ({pct:.0f}%)", f"epoch {st.epoch:.2f}"]
+    if st.state == RUNNING:
+        if speed is None:
+            speed, eta = st.images_per_s, st.eta_s
+        parts += [f"{speed:,.0f} images/s", f"ETA {format_seconds(eta)}"]
+    if st.device:
+        parts.append(f"{st.device} · {st.precision}")
+    return " · ".join(parts)
+
+
+def run_notice(st: Status) -> str:
+    """The trainer's error (with what to do) and its latest events, for every viewer."""
+    lines = []
+    if st.error:
+        head = {FAILED: f"{FAIL} **Training failed**", PAUSED: f"{WARN} **Training paused**"}.get(
+            st.state, f"{WARN} **Warning**")
+        lines.append(f"{head}: {st.error.splitlines()[0]}")
+        if st.state == FAILED:
+            lines.append("The app keeps serving: change the settings and press **Start**, or **Reset**.")
+    events = [e for e in st.events if not st.error or e != st.error.splitlines()[0]]
+    lines += [f"- {e}" for e in events[-3:]]
+    if st.run_dir and st.state != IDLE:
+        lines.append(f"Run folder: `{st.run_dir}`")
+    return "\n".join(lines)
+
+
+def controls(state: str) -> dict[str, bool]:
+    """Which buttons make sense in each trainer state."""
+    active = state in ACTIVE
+    return {"start": not active, "pause": state == RUNNING, "resume": state == PAUSED,
+            "step": state in (RUNNING, PAUSED), "stop": active, "reset": state != IDLE and state != STARTING}
+
+
+def health_hint(rows: list[dict], window: int = 50) -> str:
+    """A plain-language warning when the recent numbers look like a known failure."""
+    recent = [r for r in rows[-window:] if r.get("d_real") is not None and r.get("d_fake") is not None]
+    if len(recent) < window // 2:
+        return ""
+    d_real = float(np.nanmean([r["d_real"] for r in recent]))
+    d_fake = float(np.nanmean([r["d_fake"] for r in recent]))
+    if d_real > 0.97 and d_fake < 0.03:
+        return ("Hint: D wins every time (D(x) ≈ 1, D(G(z)) ≈ 0): G learns little from it. If this lasts, "
+                "lower `lr D` or try the hinge / wgan-gp loss.")
+    if abs(d_real - 0.5) < 0.02 and abs(d_fake - 0.5) < 0.02:
+        return ("Hint: D answers 0.5 for everything: either G is excellent or D stopped learning. Look at the "
+                "samples: if they are poor, D has died; raise `lr D` or restart.")
+    return ""
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+
+
+def downsample(iterations: np.ndarray, values: np.ndarray,
+               max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket means over consecutive points (NaN-aware), so a 100k-step run still plots 500 points."""
+    n = len(values)
+    if n <= max_points:
+        return iterations, values
+    edges = np.linspace(0, n, max_points + 1).astype(int)
+    its = np.array([iterations[b - 1] for b in edges[1:]])
+    with warnings.catch_warnings():  # an all-NaN bucket (only G-only steps) warns; it is dropped later
+        warnings.simplefilter("ignore", RuntimeWarning)
+        vals = np.array([np.nanmean(values[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    return its, vals
+
+
+def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard-style debiased exponential moving average; NaNs are skipped, not spread."""
+    if weight <= 0:
+        return values
+    out = np.empty_like(values)
+    avg, norm = 0.0, 0.0
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            out[i] = np.nan
+            continue
+        avg = weight * avg + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out[i] = avg / norm
+    return out
+
+
+def curve_frame(rows: list[dict], series: dict[str, str], smooth: float = 0.0,
+                max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """Long-format (iteration, value, series) table of some metric columns, downsampled and smoothed."""
+    parts = []
+    if rows:
+        iterations = np.array([r["iteration"] for r in rows], dtype=np.int64)
+        for key, label in series.items():
+            values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=np.float64)
+            its, vals = downsample(iterations, values, max_points)
+            vals = smooth_ema(vals, smooth)
+            keep = np.isfinite(vals)
+            parts.append(pd.DataFrame({"iteration": its[keep], "value": vals[keep], "series": label}))
+    if not parts:
+        return pd.DataFrame({"iteration": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
+                             "series": pd.Series(dtype="str")})
+    return pd.concat(parts, ignore_index=True)
+
+
+def loss_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
+    return curve_frame(rows, {"loss_d": "loss_D", "loss_g": "loss_G"}, smooth)
+
+
+def d_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
+    """D(x) and D(G(z)) plus the 0.5 reference line across the plotted range."""
+    frame = curve_frame(rows, {"d_real": "D(x) real", "d_fake": "D(G(z)) fake"}, smooth)
+    if len(frame):
+        lo, hi = int(frame["iteration"].min()), int(frame["iteration"].max())
+        half = pd.DataFrame({"iteration": [lo, hi], "value": [0.5, 0.5], "series": "0.5 (can't tell)"})
+        frame = pd.concat([frame, half], ignore_index=True)
+    return frame
+
+
+def metric_frame(history: list[dict]) -> pd.DataFrame:
+    """The run's score over time (plus the score of real images, its ideal) in long format."""
+    rows = [{"iteration": h["iteration"], "value": float(h[k]), "series": label} for h in history
+            for k, label in METRIC_SERIES.items()
+            if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
+    return pd.DataFrame(rows, columns=["iteration", "value", "series"])
+
+
+def metric_table(history: list[dict], last: int = 10) -> pd.DataFrame:
+    """The latest quality-metric records, newest first, with readable column names."""
+    rows = [{METRIC_NAMES.get(k, k.replace("_", " ")): (round(v, 4) if isinstance(v, float) else v)
+             for k, v in h.items()} for h in history[-last:]]
+    return pd.DataFrame(rows[::-1])
+
+
+def caption(rows: list[dict], frame: pd.DataFrame, smooth: float) -> str:
+    if not rows:
+        return "no data yet"
+    shown = frame["iteration"].nunique() if len(frame) else 0
+    how = f", smoothing {smooth:.2f}" if smooth > 0 else ""
+    return f"{len(rows):,} records up to iteration {rows[-1]['iteration']:,}; {shown} points shown{how}"
+
+
+# ---- pictures ------------------------------------------------------------------------------------
+
+
+def timeline_frames(frames: list[tuple[int, np.ndarray]], n: int = TIMELINE_FRAMES) -> list[tuple[int, np.ndarray]]:
+    """At most n snapshots spread evenly over iterations (snapshots are taken by the clock, and a run's speed
+    changes, so evenly by index would crowd the fast or the slow part)."""
+    if len(frames) <= n:
+        return frames
+    its = np.array([it for it, _ in frames])
+    picked = sorted({int(np.abs(its - target).argmin()) for target in np.linspace(its[0], its[-1], n)})
+    return [frames[i] for i in picked]
+
+
+def labelled(grid: np.ndarray, text: str) -> Image.Image:
+    """The grid with a white band underneath saying `text` (which iteration a GIF frame shows)."""
+    band = 18
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + band), "white")
+    canvas.paste(Image.fromarray(grid).convert("RGB"), (0, 0))
+    ImageDraw.Draw(canvas).text((4, grid.shape[0] + 3), text, fill="black", font=ImageFont.load_default())
+    return canvas
+
+
+def export_gif(studio: Studio) -> tuple[str | None, str]:
+    """The evolution of the fixed-noise grid as an animated GIF: native size, each frame labelled with its
+    iteration, one shared palette (33 frames of digits: about 0.8 MB, where 2x upscaled frames made 3.5 MB)."""
+    frames = studio.trainer.frames()
+    if len(frames) < 2:
+        return None, "Not enough snapshots yet: let the run train a few seconds first."
+    out = Path(tempfile.mkdtemp(prefix="dcgan-gif-")) / f"evolution-{time.strftime('%Y%m%d-%H%M%S')}.gif"
+    pictures = [labelled(f, f"iteration {it:,}") for it, f in frames]
+    grey = all(np.array_equal(f[..., 0], f[..., 2]) for _, f in frames[-3:])
+    palette = pictures[-1].quantize(16 if grey else 64)  # 16 greys are plenty for digits; LZW likes few colours
+    quantized = [p.quantize(palette=palette, dither=Image.Dither.NONE) for p in pictures]
+    durations = [150] * (len(quantized) - 1) + [1500]
+    quantized[0].save(out, save_all=True, append_images=quantized[1:], duration=durations, loop=0, optimize=True)
+    return str(out), (f"GIF of {len(frames)} snapshots, iterations {frames[0][0]:,} to {frames[-1][0]:,} "
+                      f"({out.stat().st_size / 1024:,.0f} KB).")
+
+
+class PictureFiles:
+    """PNG files of the run's pictures, each encoded once and shared by every browser.
+
+    Handing Gradio the same finished file from every poll costs a copy, not a PNG encode per viewer per
+    second, and a file is renamed into place whole, so a browser never downloads half of one.
+    """
+
+    def __init__(self, keep: int = 400) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dcgan-pictures-"))
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, str] = OrderedDict()
+
+    def png(self, picture: np.ndarray, min_side: int = 0) -> str:
+        """The file of `picture` (upscaled to min_side), keyed by its content: a new run never gets stale files."""
+        from dcgan.images import upscale
+
+        key = f"{min_side}:{hashlib.sha1(np.ascontiguousarray(picture).tobytes()).hexdigest()}"
+        with self._lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        path = self.dir / f"{key.replace(':', '-')}.png"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".png")
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(upscale(picture, min_side) if min_side else picture).save(fh, format="PNG")
+        os.replace(tmp, path)
+        with self._lock:
+            self._files[key] = str(path)
+            while len(self._files) > self.keep:
+                Path(self._files.popitem(last=False)[1]).unlink(missing_ok=True)
+        return str(path)
+
+
+_pictures: PictureFiles | None = None
+_pictures_lock = threading.Lock()
+
+
+def pictures() -> PictureFiles:
+    """The process's picture files, created on first use (importing this module writes nothing)."""
+    global _pictures
+    with _pictures_lock:
+        if _pictures is None:
+            _pictures = PictureFiles()
+        return _pictures
+
+
+# ---- the live view ---------------------------------------------------------------------------------
+
+
+def form_values(cfg) -> dict[str, Any]:
+    """A run's settings as the form shows them, so every browser's form reflects the live run."""
+    from dcgan.studio import FORM_FIELDS
+
+    values = {name: getattr(cfg, name) for name in FORM_FIELDS}
+    values["image_size"], values["channels"] = str(cfg.image_size), str(cfg.channels)
+    return values
+
+
+def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[dict, dict[str, Any]]:
+    """Everything the page shows about the run, computing only what changed since `seen` (per browser).
+
+    Returns the new `seen` and a dict of component name -> new value or gr.skip(); "form" holds the run's
+    settings when this browser has not seen this run yet (a late browser's form shows the live run).
+    """
+    seen = dict(seen or {})
+    trainer = studio.trainer
+    st = trainer.status()
+    out: dict[str, Any] = {}
+    run_key = (st.run_dir, st.state == IDLE)
+    new_run = seen.get("run") != run_key
+    if new_run:
+        seen = {"run": run_key}
+        if trainer.config is not None and st.state != IDLE:
+            out["form"] = form_values(trainer.config)
+
+    speed, eta = studio.speed()
+    text = status_line(st, speed, eta)
+    out["status"] = text if seen.get("status") != text else gr.skip()
+    seen["status"] = text
+    notice = run_notice(st)
+    out["notice"] = notice if seen.get("notice") != notice else gr.skip()
+    seen["notice"] = notice
+    if seen.get("state") != st.state:
+        out["buttons"] = controls(st.state)
+        seen["state"] = st.state
+
+    n_rows = len(trainer.metrics)
+    if seen.get("rows") != n_rows or seen.get("smooth") != smooth:
+        rows = trainer.metrics.since(0)
+        losses, ds = loss_frame(rows, smooth), d_frame(rows, smooth)
+        # None, not an empty table: the browser builds a plot's legend from the first data it gets
+        out["loss_plot"] = gr.LinePlot(value=losses if len(losses) else None, caption=caption(rows, losses, smooth))
+        out["d_plot"] = gr.LinePlot(value=ds if len(ds) else None, caption=caption(rows, ds, smooth))
+        out["hint"] = health_hint(rows)
+        seen["rows"], seen["smooth"] = n_rows, smooth
+    else:
+        out["loss_plot"] = out["d_plot"] = out["hint"] = gr.skip()
+
+    iteration, grid = trainer.grid()
+    if grid is not None and seen.get("grid") != iteration:
+        out["grid"] = gr.Image(value=pictures().png(grid, 480), label=f"Fixed-noise samples at iteration {iteration:,}")
+        seen["grid"] = iteration
+    elif grid is None and seen.get("grid") is not None or new_run and grid is None:
+        out["grid"] = gr.Image(value=None, label="Fixed-noise samples")
+        seen["grid"] = None
+    else:
+        out["grid"] = gr.skip()
+
+    frames = trainer.frames()
+    frame_key = (len(frames), frames[-1][0] if frames else -1)
+    if seen.get("frames") != frame_key:
+        out["timeline"] = [(pictures().png(f), f"it {it:,}") for it, f in timeline_frames(frames)]
+        seen["frames"] = frame_key
+    else:
+        out["timeline"] = gr.skip()
+
+    history = trainer.history()
+    if seen.get("history") != len(history):
+        frame = metric_frame(history)
+        out["metrics"] = gr.LinePlot(value=frame if len(frame) else None, visible=bool(len(frame)))
+        out["metrics_table"] = gr.Dataframe(value=metric_table(history), visible=bool(history))
+        out["metrics_note"] = "" if history else NO_METRICS
+        seen["history"] = len(history)
+    else:
+        out["metrics"] = out["metrics_table"] = out["metrics_note"] = gr.skip()
+    return seen, out
+
+
+__all__ = ["OK", "live_view", "status_line", "run_notice", "controls", "export_gif", "form_values"]
