@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,70 +135,3 @@ def test_class_control_soft_input_matches_hard_labels():
 
 
 # ---- the Explore tab's callbacks, without a browser ---------------------------------------------------
-
-
-class _Click:
-    def __init__(self, index: int):
-        self.index = index
-
-
-def test_explore_tab_callbacks_on_a_checkpoint(tmp_path, trained_checkpoint, monkeypatch):
-    import shutil
-
-    import gradio as gr
-
-    from ui import explore_tab as tab
-    from ui.state import Studio
-
-    (tmp_path / "run").mkdir()
-    shutil.copy(trained_checkpoint, tmp_path / "run" / "step_00000300.safetensors")
-    studio = Studio(tmp_path)
-    kind = tab.DIRECTION_KINDS[0]
-    with pytest.raises(gr.Error, match="No checkpoint loaded"):
-        tab.use_model(studio, tab.LOADED, tab.new_session(), kind, 0)
-    with pytest.raises(gr.Error, match="Could not load"):
-        tab.load_checkpoint(studio, "../outside.safetensors", tab.new_session(), kind, 0)
-    skip = gr.skip()
-    assert set(map(str, tab.use_model_if_none(studio, tab.LOADED, tab.new_session(), kind, 0))) == {str(skip)}
-    out = tab.load_checkpoint(studio, "run/step_00000300.safetensors", tab.new_session(), kind, 0)
-    session, summary, gallery, start, moved = out[1:6]
-    # opening the tab pins the loaded model in a browser that has none, and leaves a pinned one alone
-    fresh = tab.use_model_if_none(studio, tab.LOADED, tab.new_session(), kind, 0)
-    assert fresh[0]["model"] is studio.loaded_model() and "run/step_00000300" in fresh[1]
-    assert set(map(str, tab.use_model_if_none(studio, tab.LOADED, session, kind, 0))) == {str(skip)}
-    assert "run/step_00000300.safetensors" in summary and len(gallery) == tab.GRID
-    assert np.array_equal(start, moved)
-
-    # a click in the grid with "sliders" makes that sample the slider start
-    picked = tab.on_pick(session, "sliders", "", "", "", kind, 0, _Click(5))
-    session = picked[0]
-    assert np.array_equal(picked[1], gallery_image := tab.picture(
-        latent.render(studio.loaded_model().generator, tab.grid_latents(session)[0][5:6]))) and gallery_image.size
-    picked = tab.on_pick(session, "arithmetic B (-)", "0", "3", "", kind, 0, _Click(7))
-    assert picked[-3] == "3 7"  # appended to B
-
-    strip, gif = tab.run_interpolation(session, 2, 9, 6, "slerp")
-    assert strip.shape[1] > 5 * strip.shape[0] and Path(gif).stat().st_size > 0
-    equation, variants = tab.run_arithmetic(session, "0 1 2", "3 4 5", "6 7 8")
-    assert equation.shape[1] > 4 * equation.shape[0]
-    with pytest.raises(gr.Error, match="sample 99 does not exist"):
-        tab.run_arithmetic(session, "0 99", "1", "2")
-    with pytest.raises(gr.Error, match="unconditional"):
-        tab.run_class_control(session, "0", "1", 5)
-
-    drawing = np.full((64, 64, 3), 255, np.uint8)
-    drawing[10:54, 28:36] = 0
-    inv = tab.run_inversion(session, {"composite": drawing, "background": None, "layers": []}, 2, 50, kind, 0,
-                            progress=lambda *a, **k: None)
-    assert "MSE" in inv[4] and not np.array_equal(inv[5], start)  # the inversion is the new slider start
-    with pytest.raises(gr.Error, match="Upload an image"):
-        tab.run_inversion(session, {"composite": None, "background": None, "layers": []}, 2, 50, kind, 0,
-                          progress=lambda *a, **k: None)
-
-    gallery, text = tab.run_memorisation(session, 3, False)
-    assert len(gallery) == 9 and "held-out real images" in text
-
-    monkeypatch.setattr(latent, "digit_coverage", lambda G, real, n: ([n // 10] * 10, [n // 10] * 10))
-    text, distances, classes = tab.run_diversity(session, 64, progress=lambda *a, **k: None)
-    assert text.startswith("## Diversity") and set(distances["images"]) == {"generated", "real"}
-    assert len(classes) == 20
