@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
-from .config import TrainConfig
+from .config import TrainConfig, help_text
 from .images import grid_array, upscale
 from .models import Generator, count_parameters, sample
 
@@ -115,7 +115,7 @@ def build_card(repo_id: str, G: Generator, cfg: TrainConfig, meta: dict[str, Any
     settings = {k: getattr(cfg, k) for k in ("dataset", "image_size", "channels", "nz", "ngf", "ndf", "num_classes",
                                             "loss", "batch_size", "lr_g", "lr_d", "beta1", "beta2",
                                             "spectral_norm", "ema_decay", "diffaug", "r1_gamma", "seed")}
-    settings_table = "\n".join(f"| `{k}` | `{v}` |" for k, v in settings.items())
+    settings_table = "\n".join(f"| `{k}` | `{v}` | {help_text(k)} |" for k, v in settings.items())
     body = f"""
 # DCGAN on {dataset} ({cfg.image_size}×{cfg.image_size})
 
@@ -141,8 +141,8 @@ from dcgan.models import Generator  # DCGAN Studio's dcgan package
 
 {losses}
 
-| setting | value |
-|---|---|
+| setting | value | meaning |
+|---|---|---|
 {settings_table}
 
 The full configuration is in `training_config.json`:

@@ -26,6 +26,7 @@ def test_train_resume_and_sample_end_to_end(tmp_path):
     files = sorted(p.name for p in run_dir.glob("step_*.safetensors"))
     assert files == ["step_00000020.safetensors", "step_00000030.safetensors"]  # last 2 kept
     assert (run_dir / "samples.png").exists()
+    assert list(run_dir.glob("events.out.tfevents.*"))  # TensorBoard logs on the CLI path too
 
     result = cli("resume", str(run_dir), "--steps", "40")
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from dcgan.checkpoint import CheckpointError, load_generator, load_training, rea
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import DatasetError, load_dataset, load_digits_raw, to_float
 from dcgan.models import Discriminator, Generator, build_models, count_parameters, eval_mode, sample, seeded_latents
-from dcgan.train import GANTraining, generate
+from dcgan.train import GANTraining, Hook, generate
 from dcgan.trainer import FAILED, FINISHED, PAUSED, RUNNING, Trainer, TrainerBusy
 from tests.conftest import tiny_config
 
@@ -384,3 +384,60 @@ def test_trainer_finishes_and_reports_exceptions(tmp_path, digits_data, monkeypa
     assert "exploded on purpose" in trainer.status().error
     with pytest.raises(RuntimeError, match="exploded on purpose"):
         trainer.raise_if_failed()
+
+
+class Recorder(Hook):
+    """Everything the loop tells a hook, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, run):
+        self.calls.append(("start", run.iteration))
+
+    def on_log(self, run, row):
+        self.calls.append(("log", row["iteration"]))
+
+    def on_pictures(self, run, images):
+        self.calls.append(("pictures", run.iteration, tuple(images.shape), images.device.type))
+
+    def on_checkpoint(self, run, path):
+        self.calls.append(("checkpoint", path.name))
+
+    def on_end(self, run, state):
+        self.calls.append(("end", state))
+
+
+def test_trainer_hooks_see_the_same_loop_and_snapshot_copies_g_and_d(tmp_path, digits_data):
+    given, added = Recorder(), Recorder()
+    trainer = Trainer(hooks=[given])
+    trainer.add_hook(added)
+    assert trainer.snapshot() is None
+    trainer.start(tiny_config(steps=6, checkpoint_every=4, out_dir=str(tmp_path), run_name="h"), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    assert given.calls == added.calls
+    calls = given.calls
+    assert calls[0] == ("start", 0) and calls[-1] == ("end", "finished")
+    assert [c[1] for c in calls if c[0] == "log"] == [1, 2, 3, 4, 5, 6]  # a host sync per CPU step
+    assert [c[1] for c in calls if c[0] == "checkpoint"] == ["step_00000004.safetensors", "step_00000006.safetensors"]
+    pictures = [c for c in calls if c[0] == "pictures"]
+    assert pictures[-1] == ("pictures", 6, (64, 1, 28, 28), "cpu")  # the end always shows the last state
+    iteration, G, D = trainer.snapshot()
+    assert iteration == 6 and not G.training and not D.training
+    run = trainer._run
+    for copy, live in ((G, run.sampler()), (D, run.D)):
+        for (name, a), b in zip(copy.state_dict().items(), live.state_dict().values(), strict=True):
+            assert a.device.type == "cpu" and torch.equal(a, b.cpu()), name
+    assert trainer.snapshot()[1] is G  # cached until the next pictures
+
+
+def test_a_paused_trainer_stops_with_a_checkpoint_of_its_iteration(tmp_path, digits_data):
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=100_000, checkpoint_every=0, out_dir=str(tmp_path), run_name="p"),
+                  data=digits_data, paused=True)
+    trainer.step(2)
+    assert wait_for(lambda: trainer.status().iteration == 2)
+    trainer.stop(wait=True)  # what app.py's SIGTERM handler calls
+    assert trainer.status().state == "stopped"
+    assert trainer.last_checkpoint() == tmp_path / "p" / "step_00000002.safetensors"
+    assert read(trainer.last_checkpoint())[1]["iteration"] == 2
