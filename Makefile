@@ -1,4 +1,5 @@
-# DCGAN Studio: `make run` launches the app, `make test` runs every test. Both set up .venv first.
+# DCGAN Studio: `make run` launches the app, `make test` runs every test. Both set up .venv first (with the
+# package installed editable, so the `dcgan` command works from anywhere).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,9 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench soak clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	# the package itself, editable: `dcgan` and `python -m dcgan` work from any folder (offline: no build isolation)
+	$(BIN)/pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -274,3 +274,19 @@ def test_picture_helpers_do_not_need_a_browser():
     Image.fromarray(arr)  # the verdict helpers are plain text
     assert "collapse" in studio_module.diversity_verdict(0.2)
     assert "copy" in studio_module.memorisation_verdict(0.1)
+
+
+def test_the_package_runs_from_any_folder(tmp_path):
+    """`python -m dcgan` (and the `dcgan` script) work outside the project folder once `make` installed the
+    package editable (pip install -e .); they used to fail with "No module named dcgan"."""
+    import subprocess
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "dcgan", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "train" in proc.stdout, proc.stderr
+    script = Path(sys.executable).parent / "dcgan"
+    assert script.exists(), "the dcgan console script (pyproject [project.scripts])"
+    proc = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "train" in proc.stdout, proc.stderr
