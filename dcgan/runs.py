@@ -418,10 +418,10 @@ def run_path(root: str | Path, name: str, active: str | Path | None = None) -> P
     path = candidate.resolve()
     if candidate.is_symlink() or path.parent != root_resolved:
         raise RunsError(f"{name!r} is not a folder inside {root}; nothing was changed")
+    if active and Path(active).resolve() == path:  # before its first file is written, too
+        raise RunsError(f"{name!r} is being trained right now; stop it first")
     if not is_run_folder(path):
         raise RunsError(f"{name!r} is not a run folder in {root}")
-    if active and Path(active).resolve() == path:
-        raise RunsError(f"{name!r} is being trained right now; stop it first")
     return path
 
 

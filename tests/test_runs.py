@@ -179,3 +179,36 @@ def test_runs_tab_callbacks(root):
     assert runs_tab.ask("delete", None)[2] is False
     message = runs_tab.confirm(root, runs_tab.ask("delete", "hinge-run")[0])
     assert message.startswith("✓") and not (root / "hinge-run").exists()
+
+
+def test_open_in_explore_and_resume_from_the_runs_tab(tmp_path):
+    from dcgan.studio import Studio
+    from ui import runs_tab
+
+    root = tmp_path / "checkpoints"
+    studio = Studio(root)
+    studio.trainer.start(tiny_config(steps=6, out_dir=str(root), run_name="short", ngf=8, ndf=8, batch_size=16))
+    assert studio.trainer.wait(120) == "finished"
+
+    view, message = runs_tab.open_in_explore(studio, "short", {"model": None, "seed": 3})
+    assert message.startswith("✓") and view["model"].label == "short/step_00000006.safetensors"
+    assert view["seed"] == 3 and view["model"].config.loss == "bce"
+    assert runs_tab.open_in_explore(studio, "../elsewhere", {"model": None})[0] == {"model": None}
+
+    with pytest.raises(runs.RunsError, match="being trained"):
+        studio.trainer.start(tiny_config(steps=10_000, out_dir=str(root), run_name="busy", ngf=8, ndf=8,
+                                         batch_size=16))
+        try:
+            runs.delete_run(root, "busy", runs_tab.active_dir(studio))
+        finally:
+            studio.trainer.stop()
+    studio.trainer.reset()
+
+    message = runs_tab.resume(studio, "short", 9)
+    assert message.startswith("✓") and "iteration 6" in message
+    assert studio.trainer.wait(120) == "finished"
+    assert studio.trainer.status().run_dir == str(root / "short")
+    info = by_name(root)["short"]
+    assert info.iterations == 9 and info.event_files == 2 and info.ok
+    assert [r["iteration"] for r in runs.curves(root / "short").rows] == list(range(1, 10))
+    assert runs_tab.resume(studio, "nope", 20).startswith("⚠")
