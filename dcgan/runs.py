@@ -33,6 +33,7 @@ METRIC = "score"  # dcgan.metrics.METRIC_KEY: digit_fd or fid, lower is better
 TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
                   "num_classes": "classes", "seed": "seed"}  # config key -> column of the runs table
 RECORD_OVERHEAD = 16  # a TFRecord frames its payload with a length, two CRCs: 8 + 4 + 4 bytes
+WRITING_S = 60.0  # an event file modified this recently may end in a record still being written
 
 
 class RunsError(ValueError):
@@ -154,40 +155,73 @@ class _EventFile:
     last_time: float | None = None
     last_step: int = -1
     hparams: dict[str, Any] = field(default_factory=dict)
-    metric: list[float] = field(default_factory=list)
+    best_metric: float | None = None
     damaged: str = ""
 
 
-def _read_event_file(path: Path) -> _EventFile:
-    """One pass over the raw records: times, steps, hparams, and whether every byte was readable
-    (TensorBoard's reader stops quietly at a damaged record; comparing sizes notices it)."""
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.plugins.hparams import plugin_data_pb2
+class _EventReader:
+    """One event file read incrementally: each call parses only the records added since the last one
+    (a live run's file grows every few seconds), so polling the runs table stays cheap."""
 
-    out = _EventFile()
-    consumed = 0
-    try:
-        size = path.stat().st_size
-        for record in RawEventFileLoader(str(path)).Load():
-            consumed += len(record) + RECORD_OVERHEAD
-            event = Event.FromString(record)
-            if event.HasField("file_version"):
-                continue
-            out.first_time = event.wall_time if out.first_time is None else out.first_time
-            out.last_time = event.wall_time
-            out.last_step = max(out.last_step, event.step)
-            for value in event.summary.value:
-                if value.tag == METRIC_PREFIX + METRIC and value.HasField("simple_value"):
-                    out.metric.append(value.simple_value)
-                elif value.tag == "_hparams_/session_start_info":
-                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    out.hparams = {k: _hparam(v) for k, v in data.session_start_info.hparams.items()}
-        if consumed < size:
-            out.damaged = f"event file {path.name} is damaged after {consumed:,} of {size:,} bytes"
-    except Exception as exc:  # a reader must never break the listing
-        out.damaged = f"event file {path.name} is unreadable ({type(exc).__name__})"
-    return out
+    def __init__(self, path: Path) -> None:
+        from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+        self.path = path
+        self.loader = RawEventFileLoader(str(path))
+        self.consumed = 0
+        self.summary = _EventFile()
+        self.lock = threading.Lock()
+
+    def update(self) -> _EventFile:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.plugins.hparams import plugin_data_pb2
+
+        out = self.summary
+        with self.lock:
+            try:
+                st = self.path.stat()
+                for record in self.loader.Load():
+                    self.consumed += len(record) + RECORD_OVERHEAD
+                    event = Event.FromString(record)
+                    if event.HasField("file_version"):
+                        continue
+                    out.first_time = event.wall_time if out.first_time is None else out.first_time
+                    out.last_time = event.wall_time
+                    out.last_step = max(out.last_step, event.step)
+                    for value in event.summary.value:
+                        if value.tag == METRIC_PREFIX + METRIC and value.HasField("simple_value"):
+                            v = value.simple_value
+                            if math.isfinite(v) and (out.best_metric is None or v < out.best_metric):
+                                out.best_metric = v
+                        elif value.tag == "_hparams_/session_start_info":
+                            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                            out.hparams = {k: _hparam(v) for k, v in data.session_start_info.hparams.items()}
+                # TensorBoard's reader stops quietly at a damaged record; the byte count notices it. A file
+                # written to right now may end in half a record: only an older one counts as damaged.
+                writing = time.time() - st.st_mtime < WRITING_S
+                out.damaged = "" if self.consumed >= st.st_size or writing else (
+                    f"event file {self.path.name} is damaged after {self.consumed:,} of {st.st_size:,} bytes")
+            except Exception as exc:  # a reader must never break the listing
+                out.damaged = f"event file {self.path.name} is unreadable ({type(exc).__name__})"
+        return out
+
+
+_readers: dict[str, _EventReader] = {}
+
+
+def _event_summary(path: Path) -> _EventFile:
+    key = str(path)
+    with _cache_lock:
+        reader = _readers.get(key)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        if reader is None or size < reader.consumed:  # new, or replaced by a shorter file
+            if len(_readers) > 4096:
+                _readers.clear()
+            reader = _readers[key] = _EventReader(path)
+    return reader.update()
 
 
 def _hparam(value) -> Any:
@@ -226,7 +260,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         info.problems.append("no readable checkpoint")
 
     info.event_files = len(events)
-    summaries = [_cached("events", [p], lambda p=p: _read_event_file(p)) for p in events]
+    summaries = [_event_summary(p) for p in events]
     if not events:
         info.problems.append("no TensorBoard event file")
     info.problems.extend(s.damaged for s in summaries if s.damaged)
@@ -244,7 +278,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
             starts = [min(p.stat().st_mtime for p in checkpoints)] if checkpoints else []
     info.started = min(starts) if starts else None
     if info.best_metric is None:
-        scores = [v for s in summaries for v in s.metric] + [
+        scores = [s.best_metric for s in summaries if s.best_metric is not None] + [
             float(h[METRIC]) for h in meta.get("history") or [] if isinstance(h.get(METRIC), (int, float))]
         scores = [v for v in scores if math.isfinite(v)]
         info.best_metric = min(scores) if scores else None

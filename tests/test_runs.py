@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def test_damaged_or_missing_files_still_list_marked(root):
     (root / "garbage").mkdir()
     (root / "garbage" / "events.out.tfevents.1.host").write_bytes(b"not an event file at all" * 10)
     (root / "garbage" / "step_00000001.safetensors").write_bytes(b"\x80\x04 pickle?")
+    an_hour_ago = time.time() - 3600  # a file written to right now may end in half a record: not damaged yet
+    for path in (events, root / "garbage" / "events.out.tfevents.1.host"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
 
     listed = by_name(root)
     assert sorted(listed) == ["bce-run", "garbage", "hinge-run", "only-checkpoint"]
@@ -151,6 +155,34 @@ def test_delete_only_inside_the_root_and_never_the_live_run(root, tmp_path):
         runs.rename_run(root, "bce-run", "x", active=str(root / "bce-run"))
     runs.delete_run(root, "bce-run")
     assert not (root / "bce-run").exists() and sorted(by_name(root)) == ["hinge-run"]
+
+
+def record_offset(data: bytes, step: int) -> int:
+    """Where the first event of `step` starts in an event file (TFRecord: length, CRC, payload, CRC)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    offset = 0
+    while offset < len(data):
+        n = int.from_bytes(data[offset:offset + 8], "little")
+        if Event.FromString(data[offset + 12:offset + 12 + n]).step == step:
+            return offset
+        offset += n + 16
+    raise AssertionError(f"no event at step {step}")
+
+
+def test_a_live_event_file_is_read_incrementally_and_not_called_damaged(root):
+    (root / "bce-run" / "step_00000008.safetensors").unlink()  # iterations from the event file alone
+    events = event_files(root / "bce-run")[0]
+    whole = events.read_bytes()
+    events.write_bytes(whole[: record_offset(whole, step=5) + 10])  # cut inside the first record of step 5
+    half = by_name(root)["bce-run"]
+    assert half.problems == ["no checkpoint"] and half.iterations == 4
+    events.write_bytes(whole)  # the rest arrives; only the new records are parsed
+    assert by_name(root)["bce-run"].iterations == 8
+    an_hour_ago = time.time() - 3600
+    events.write_bytes(whole[:-3])
+    os.utime(events, (an_hour_ago, an_hour_ago))  # ... and an hour later it is still cut short: damaged
+    assert any("damaged" in p for p in by_name(root)["bce-run"].problems)
 
 
 def test_cmd_runs_prints_the_table(two_runs, capsys, tmp_path):
