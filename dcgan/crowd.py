@@ -1,0 +1,389 @@
+"""A class on one Space: `python -m dcgan crowd --url URL --users N --seconds S` drives a running app
+as N real visitors and reports what they saw and what it cost the training run.
+
+Each visitor is one `gradio_client.Client`, so one browser session with its own Explore state. It
+opens the app, pins the live run's latest model (`explore_use_live`), moves the sliders
+(`explore_sliders`) and draws new samples (`explore_samples`) once each, then until the time is up,
+with a pause between actions like a person's, mostly moves sliders, sometimes draws new samples, now
+and then interpolates (`explore_interpolate`) or inverts an image (`explore_invert`). Like a browser
+with the page open, it also polls the Train tab's status (`train_status`) every `--poll` seconds.
+A separate observer reads the training run's iteration for `--baseline` seconds before the visitors
+arrive and during the crowd, so the images/s before and during are measured side by side in one
+run. Results are real app answers: an exception, an error toast or a timeout is a failed request;
+a "Busy" refusal of a heavy job is counted apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# action name -> the app's api_name; the visitor's mix of actions (weights)
+ENDPOINTS = {"use_live": "/explore_use_live", "sliders": "/explore_sliders", "samples": "/explore_samples",
+             "interpolate": "/explore_interpolate", "invert": "/explore_invert", "train_status": "/train_status"}
+MIX = {"sliders": 0.70, "samples": 0.20, "interpolate": 0.08, "invert": 0.02}
+SLIDER_RANGE = 3.0  # the app's sliders go from -3 to 3 standard deviations
+
+
+@dataclass
+class Tally:
+    """Latencies (seconds) of answered requests and the failures, per action."""
+
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, action: str, seconds: float) -> None:
+        with self.lock:
+            self.seconds[action].append(seconds)
+
+    def fail(self, action: str, error: BaseException | str, refused: bool = False) -> None:
+        with self.lock:
+            (self.refused if refused else self.failed)[action] += 1
+            if not refused and len(self.errors) < 20:
+                self.errors.append(f"{action}: {type(error).__name__ if isinstance(error, BaseException) else ''} "
+                                   f"{str(error)[:300]}".strip())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def summary(tally: Tally) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for action in sorted(set(tally.seconds) | set(tally.failed) | set(tally.refused)):
+        times = tally.seconds.get(action, [])
+        rows[action] = {"ok": len(times), "failed": tally.failed.get(action, 0),
+                        "refused": tally.refused.get(action, 0),
+                        "p50_s": round(percentile(times, 50), 4) if times else None,
+                        "p95_s": round(percentile(times, 95), 4) if times else None,
+                        "max_s": round(max(times), 4) if times else None}
+    return rows
+
+
+# ---- arguments for each endpoint, from the app's own API description ---------------------------------
+
+
+def ring_image() -> str:
+    """A drawn-looking digit-like stroke (a ring) to invert, written once per process."""
+    from PIL import Image, ImageDraw
+
+    path = Path(tempfile.gettempdir()) / f"dcgan_crowd_ring_{os.getpid()}.png"
+    if not path.exists():
+        img = Image.new("RGB", (280, 280), "white")
+        ImageDraw.Draw(img).ellipse((80, 50, 200, 230), outline="black", width=22)
+        img.save(path)
+    return str(path)
+
+
+class Endpoints:
+    """Per endpoint, its parameters as the app describes them (one view_api call per crowd)."""
+
+    def __init__(self, api: dict) -> None:
+        self.params = {name: info["parameters"] for name, info in api["named_endpoints"].items()}
+        self.returns = {name: [str(r.get("label", "")) for r in info.get("returns", [])]
+                        for name, info in api["named_endpoints"].items()}
+
+    def has(self, api_name: str) -> bool:
+        return api_name in self.params
+
+    def args(self, action: str, rng: random.Random) -> list[Any]:
+        """Defaults of the endpoint's inputs, with what a visitor would change in this action."""
+        from gradio_client import handle_file
+
+        args = []
+        for p in self.params[ENDPOINTS[action]]:
+            label, component = str(p.get("label", "")).lower(), str(p.get("component", "")).lower()
+            value = p.get("parameter_default")
+            if action == "sliders" and component == "slider" and label.startswith("direction"):
+                value = round(rng.uniform(-SLIDER_RANGE, SLIDER_RANGE), 1)
+            elif action == "samples" and "seed" in label:
+                value = rng.randrange(10_000)
+            elif action == "interpolate" and label.startswith(("from", "to")):
+                value = rng.randrange(16)
+            elif component in ("imageeditor", "image"):
+                image = handle_file(ring_image())
+                value = {"background": image, "layers": [], "composite": image, "id": None} \
+                    if component == "imageeditor" else image
+            args.append(value)
+        return args
+
+
+# ---- the visitors -------------------------------------------------------------------------------
+
+
+def is_refusal(exc: BaseException) -> bool:
+    return str(exc).lower().startswith("busy")
+
+
+def call(client: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float) -> bool:
+    """One request, timed from sending to having the answer (output files downloaded, as a browser would)."""
+    t0 = time.perf_counter()
+    try:
+        client.submit(*endpoints.args(action, rng), api_name=ENDPOINTS[action]).result(timeout=timeout)
+    except Exception as exc:  # AppError (a gr.Error toast or an exception in the app), timeout, connection
+        tally.fail(action, exc, refused=is_refusal(exc))
+        return False
+    tally.add(action, time.perf_counter() - t0)
+    return True
+
+
+def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float, poll_s: float,
+            tally: Tally, timeout: float, stop: threading.Event) -> None:
+    from gradio_client import Client
+
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    try:
+        client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
+    except Exception as exc:
+        tally.fail("open", exc)
+        return
+    tally.add("open", time.perf_counter() - t0)
+    if poll_s > 0 and endpoints.has(ENDPOINTS["train_status"]):
+        threading.Thread(target=poller, args=(client, endpoints, until, poll_s, tally, timeout, stop),
+                         daemon=True).start()
+    if not call(client, endpoints, "use_live", rng, tally, timeout):
+        return  # no model to explore: the failure is counted; nothing else this visitor could do
+    actions, weights = zip(*[(a, w) for a, w in MIX.items() if endpoints.has(ENDPOINTS[a])], strict=True)
+    first = ["sliders", "samples"]  # every visitor tries these at least once, however short the crowd
+    while first or (time.time() < until and not stop.is_set()):
+        stop.wait(rng.expovariate(1 / think_s) if think_s > 0 and not stop.is_set() else 0)
+        if not first and time.time() >= until:
+            break
+        call(client, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout)
+
+
+def poller(client: Any, endpoints: Endpoints, until: float, poll_s: float, tally: Tally, timeout: float,
+           stop: threading.Event) -> None:
+    """The page's status timer: one poll every poll_s seconds, as long as the page is open."""
+    rng = random.Random()
+    stop.wait(rng.uniform(0, poll_s))
+    while time.time() < until and not stop.is_set():
+        t0 = time.perf_counter()
+        call(client, endpoints, "train_status", rng, tally, timeout)
+        stop.wait(max(0.0, poll_s - (time.perf_counter() - t0)))
+
+
+# ---- the training run, watched from outside ------------------------------------------------------------
+
+_NUMBER = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+
+
+def parse_status(value: Any, labels: list[str] | None = None) -> dict[str, float]:
+    """Iteration, batch size and images/s out of what train_status returns: a dict (or its JSON), the
+    status text ("**running** · iteration 1,234 / 5,000 · ... · 812 images/s"), or a tuple of outputs
+    (labelled by the endpoint's return labels, so the form's "Batch size" is found too)."""
+    if isinstance(value, (list, tuple)):
+        found: dict[str, float] = {}
+        for i, item in enumerate(value):
+            label = (labels[i] if labels and i < len(labels) else "").lower()
+            if label == "batch size" and str(item).strip().isdigit():
+                found["batch_size"] = float(item)
+            elif "iteration" not in found:
+                found.update({k: v for k, v in parse_status(item).items() if k not in found})
+        return found
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if isinstance(value, dict):
+        return {k: float(value[k]) for k in ("iteration", "batch_size", "images_per_s")
+                if isinstance(value.get(k), (int, float))}
+    text = str(value)
+    found = {}
+    for key, pattern in (("iteration", r"iteration\s*" + _NUMBER), ("images_per_s", _NUMBER + r"\s*(?:img|images)/s")):
+        m = re.search(pattern, text, flags=re.IGNORECASE)
+        if m:
+            found[key] = float(m.group(1).replace(",", ""))
+    return found
+
+
+class TrainingWatch:
+    """Reads the run's status every second; the rate of a window is (images seen)/(time)."""
+
+    def __init__(self, url: str, endpoints: Endpoints, batch_size: int | None, timeout: float) -> None:
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
+        self.endpoints, self.batch_size, self.timeout = endpoints, batch_size, timeout
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def read(self) -> dict[str, float]:
+        if not self.endpoints.has(ENDPOINTS["train_status"]):
+            return {}
+        args = self.endpoints.args("train_status", random.Random(0))
+        name = ENDPOINTS["train_status"]
+        return parse_status(self.client.predict(*args, api_name=name), self.endpoints.returns[name])
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                found = self.read()
+                self.batch_size = self.batch_size or found.get("batch_size")
+                if found:
+                    self.samples.append((time.time(), found))
+            except Exception:  # a missed reading only widens the window
+                pass
+            self._stop.wait(1.0)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout)
+
+    def rate(self, t0: float, t1: float) -> dict[str, Any]:
+        """images/s between the first and last reading in [t0, t1]."""
+        inside = [(t, s) for t, s in self.samples if t0 <= t <= t1 and "iteration" in s]
+        batch = self.batch_size or next((s["batch_size"] for _, s in inside if "batch_size" in s), None)
+        if len(inside) < 2 or not batch:
+            reported = [s["images_per_s"] for _, s in inside if "images_per_s" in s]
+            return {"images_per_s": round(sum(reported) / len(reported), 1) if reported else None,
+                    "from": "the app's readout" if reported else "no readings", "readings": len(inside)}
+        (ta, a), (tb, b) = inside[0], inside[-1]
+        iterations = b["iteration"] - a["iteration"]
+        return {"images_per_s": round(iterations * batch / max(tb - ta, 1e-9), 1), "iterations": int(iterations),
+                "seconds": round(tb - ta, 1), "batch_size": int(batch), "readings": len(inside),
+                "from": "iterations x batch size / time"}
+
+
+# ---- the crowd ------------------------------------------------------------------------------------
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0, poll_s: float = 1.0,
+          baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
+          seed: int = 0) -> dict[str, Any]:
+    """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
+    from gradio_client import Client
+
+    probe = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
+    endpoints = Endpoints(probe.view_api(return_format="dict", print_info=False))
+    missing = [name for name in ENDPOINTS.values() if not endpoints.has(name)]
+    if not endpoints.has(ENDPOINTS["use_live"]) or not endpoints.has(ENDPOINTS["sliders"]):
+        raise RuntimeError(f"{url} has no {ENDPOINTS['use_live']} / {ENDPOINTS['sliders']} endpoint: "
+                           "is it DCGAN Studio?")
+    watch = TrainingWatch(url, endpoints, batch_size, timeout)
+    load_before = loadavg()
+    watch.start()
+    t_base = time.time()
+    time.sleep(baseline_s)
+    while len(watch.samples) < 2 and time.time() < t_base + baseline_s + timeout:  # a slow app: wait for two
+        time.sleep(0.2)
+    tally, stop = Tally(), threading.Event()
+    t_start = time.time()
+    until = t_start + ramp_s + seconds
+    threads = []
+    for i in range(users):
+        delay = ramp_s * i / max(users, 1)  # arrivals spread over the ramp, not one burst
+        th = threading.Thread(target=lambda d=delay, i=i: (stop.wait(d), visitor(
+            url, endpoints, until, seed * 1000 + i, think_s, poll_s, tally, timeout, stop)), daemon=True)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join(timeout=max(0.0, until - time.time()) + timeout)
+    stop.set()
+    t_end = time.time()
+    watch.stop()
+    before, during = watch.rate(t_base, t_start), watch.rate(t_start + ramp_s, t_end)
+    ratio = (during["images_per_s"] / before["images_per_s"]
+             if before.get("images_per_s") and during.get("images_per_s") is not None else None)
+    actions = summary(tally)
+    return {
+        "url": url, "users": users, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s, "poll_s": poll_s,
+        "baseline_s": baseline_s, "seed": seed, "mix": MIX, "missing_endpoints": missing,
+        "requests": sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values()),
+        "failed": sum(a["failed"] for a in actions.values()),
+        "refused": sum(a["refused"] for a in actions.values()),
+        "actions": actions, "errors": tally.errors,
+        "training": {"before": before, "during": during,
+                     "during_over_before": round(ratio, 3) if ratio is not None else None},
+        "loadavg_before": load_before, "loadavg_after": loadavg(), "cpus": os.cpu_count(),
+        "wall_s": round(t_end - t_base, 1),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{result['users']} visitors for {result['seconds']:g} s against {result['url']} "
+             f"(think {result['think_s']:g} s, status poll {result['poll_s']:g} s)",
+             f"{'action':<14}{'ok':>7}{'failed':>8}{'refused':>9}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
+    for name, a in result["actions"].items():
+        cells = [f"{a[k]:>9.3f}" if a[k] is not None else f"{'-':>9}" for k in ("p50_s", "p95_s", "max_s")]
+        lines.append(f"{name:<14}{a['ok']:>7}{a['failed']:>8}{a['refused']:>9}{''.join(cells)}")
+    tr = result["training"]
+    fmt = lambda r: "-" if r.get("images_per_s") is None else f"{r['images_per_s']:.1f}"  # noqa: E731
+    lines.append(f"training images/s: before {fmt(tr['before'])}, during {fmt(tr['during'])}"
+                 + (f" ({100 * tr['during_over_before']:.0f}% of before)" if tr["during_over_before"] else ""))
+    lines.append(f"failed requests: {result['failed']} of {result['requests']}; "
+                 f"load average before {result['loadavg_before']}, after {result['loadavg_after']}")
+    for error in result["errors"][:5]:
+        lines.append(f"  error: {error}")
+    if result["missing_endpoints"]:
+        lines.append(f"  (the app has no {', '.join(result['missing_endpoints'])}: those actions were left out)")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("crowd", help="load test: N visitors (gradio_client sessions) explore a running app "
+                                     "while it trains; latency per action and the run's images/s")
+    p.add_argument("--url", default="http://127.0.0.1:7860", help="the running app (default: %(default)s)")
+    p.add_argument("--users", type=int, default=30, help="visitors, one session each (default: 30)")
+    p.add_argument("--seconds", type=float, default=60, help="how long the crowd stays (default: 60)")
+    p.add_argument("--think", type=float, default=1.0,
+                   help="mean pause between a visitor's actions, seconds, exponential (default: 1.0)")
+    p.add_argument("--poll", type=float, default=1.0,
+                   help="each visitor polls the training status this often, as the open page does; 0: off")
+    p.add_argument("--baseline", type=float, default=15,
+                   help="seconds of training measured alone before the visitors arrive (default: 15)")
+    p.add_argument("--ramp", type=float, default=5, help="visitors arrive spread over this many seconds")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the run's batch size, when the status does not say it")
+    p.add_argument("--timeout", type=float, default=120, help="seconds before a request counts as failed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON (the table goes to stderr)")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.set_defaults(func=cmd_crowd)
+    return p
+
+
+def cmd_crowd(args: argparse.Namespace) -> int:
+    result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
+                   args.batch_size, args.timeout, args.seed)
+    text = json.dumps(result, indent=2)
+    print(table(result), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 1 if result["failed"] else 0
+
+
+__all__ = ["crowd", "add_parser", "parse_status", "percentile", "summary", "table"]

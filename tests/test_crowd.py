@@ -1,0 +1,312 @@
+"""A class on one app: each visitor explores their own model, heavy jobs queue fairly, serving threads
+leave the training thread alone, and the crowd load test (`python -m dcgan crowd`) drives a real app
+with several gradio_client sessions and gets every answer. Timings are measured in docs/ROBUSTNESS.md,
+never asserted here."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dcgan.checkpoint import save_training
+from dcgan.crowd import ENDPOINTS, Tally, parse_status, percentile, summary
+from dcgan.train import GANTraining
+from tests.conftest import free_port, tiny_config
+from ui import queues
+
+gr = pytest.importorskip("gradio")
+
+
+# ---- ui/queues.py -----------------------------------------------------------------------------------
+
+
+def as_visitor(session: str, fn, *args):
+    """Run fn in the event context of a browser session (what Gradio sets around a callback)."""
+    gr.context.LocalContext.request.set(SimpleNamespace(session_hash=session))
+    return fn(*args)
+
+
+def test_one_heavy_job_per_visitor_the_next_is_refused_with_a_wait_and_others_queue():
+    lane = queues.HeavyLane(running=1, per_visitor=1)
+    started, release = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def inversion():
+        started.set()
+        assert release.wait(10)
+        return "inverted"
+
+    def call(key: str, session: str, fn) -> None:
+        try:
+            outcomes[key] = as_visitor(session, lane.run, "inversion", fn)
+        except gr.Error as exc:
+            outcomes[key] = exc
+
+    first = threading.Thread(target=call, args=("a1", "alice", inversion))
+    bob_ran = threading.Event()
+    bob = threading.Thread(target=call, args=("b", "bob", lambda: bob_ran.set() or "bob's"))
+    first.start()
+    try:
+        assert started.wait(10)
+        call("a2", "alice", inversion)  # alice again while hers runs: refused at once, not queued
+        refusal = outcomes["a2"]
+        assert isinstance(refusal, queues.Busy), refusal
+        wait_s = refusal.message.lower().split("try again in ")[1].split()[0]
+        assert refusal.message.startswith("Busy") and int(wait_s) >= 1, refusal.message
+        bob.start()
+        time.sleep(0.3)
+        assert not bob_ran.is_set()  # one heavy job runs at a time: bob waits (he is not refused)
+    finally:
+        release.set()
+        first.join(10)
+        if bob.is_alive() or bob.ident:
+            bob.join(10)
+    assert outcomes["a1"] == "inverted" and outcomes["b"] == "bob's"
+    assert as_visitor("alice", lane.run, "inversion", lambda: "again") == "again"  # her turn is free again
+
+
+def test_a_failing_heavy_job_frees_the_visitors_turn():
+    lane = queues.HeavyLane(running=1, per_visitor=1)
+
+    def broken():
+        raise ValueError("bad image")
+
+    with pytest.raises(ValueError):
+        as_visitor("carol", lane.run, "inversion", broken)
+    assert as_visitor("carol", lane.run, "inversion", lambda: "ok") == "ok"
+
+
+def test_heavy_wrapper_keeps_the_signature_gradio_reads():
+    def run_inversion(session, editor, steps: float, progress: gr.Progress = gr.Progress()):
+        return steps
+
+    import inspect
+
+    wrapped = queues.heavy(run_inversion)
+    assert list(inspect.signature(wrapped).parameters) == ["session", "editor", "steps", "progress"]
+    assert as_visitor("dave", wrapped, None, None, 3) == 3
+
+
+def test_serving_threads_leave_the_training_threads_count_alone():
+    """torch's thread count belongs to each thread, but a new thread starts with the last value anyone
+    set: the training thread must set its own (TrainThreads), else a serving thread decides it."""
+    original = torch.get_num_threads()
+    seen: dict[str, int] = {}
+    training_ready, served = threading.Event(), threading.Event()
+
+    def training():
+        queues.TrainThreads(3).on_start(None)
+        training_ready.set()
+        served.wait(10)
+        seen["training, after serving"] = torch.get_num_threads()
+
+    def serving():
+        training_ready.wait(10)
+        queues.serve_threads(1)
+        seen["serving"] = torch.get_num_threads()
+        served.set()
+
+    def fresh(key: str, hook: queues.TrainThreads | None = None):
+        if hook:
+            hook.on_start(None)
+        seen[key] = torch.get_num_threads()
+
+    try:
+        threads = [threading.Thread(target=training), threading.Thread(target=serving)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for key, hook in (("new thread, no hook", None), ("new thread, hook", queues.TrainThreads(3))):
+            t = threading.Thread(target=fresh, args=(key, hook))
+            t.start()
+            t.join(10)
+    finally:
+        torch.set_num_threads(original)
+    assert seen == {"serving": 1, "training, after serving": 3, "new thread, no hook": 1, "new thread, hook": 3}
+    assert queues.train_threads() >= 1
+
+
+# ---- the crowd tool's arithmetic ---------------------------------------------------------------------
+
+
+def test_status_parsing_and_percentiles():
+    text = "**running** · iteration 1,234 / 100,000 (1%) · epoch 0.21 · 812 images/s · ETA 3h · cpu"
+    assert parse_status(text) == {"iteration": 1234.0, "images_per_s": 812.0}
+    assert parse_status(("x", text, "64"), ["status", "other", "Batch size"]) == {
+        "iteration": 1234.0, "images_per_s": 812.0, "batch_size": 64.0}
+    assert parse_status('{"iteration": 5, "batch_size": 32}') == {"iteration": 5.0, "batch_size": 32.0}
+    assert parse_status("idle: no run yet") == {}
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 100)) == (50.0, 95.0, 100.0)
+    tally = Tally()
+    tally.add("sliders", 0.1)
+    tally.fail("sliders", RuntimeError("boom"))
+    tally.fail("invert", RuntimeError("Busy: ..."), refused=True)
+    rows = summary(tally)
+    assert rows["sliders"]["ok"] == 1 and rows["sliders"]["failed"] == 1 and rows["invert"]["refused"] == 1
+
+
+# ---- the real app -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crowd_app(tmp_path_factory, digits_data):
+    """The app on 127.0.0.1 with two saved runs (different weights) and a live training run."""
+    pytest.importorskip("gradio_client")
+    app = pytest.importorskip("app")
+    from dcgan.studio import Studio
+
+    root = tmp_path_factory.mktemp("crowd") / "checkpoints"
+    names = []
+    for run_name, seed in (("run_a", 1), ("run_b", 2)):
+        run = GANTraining(tiny_config(seed=seed, steps=3), digits_data)
+        for _ in range(3):
+            run.train_step()
+        names.append(save_training(run, root / run_name / "step_00000003.safetensors")
+                     .relative_to(root).as_posix())
+    studio = Studio(root)
+    studio.trainer.start(tiny_config(steps=1_000_000, out_dir=str(root), run_name="live"), data=digits_data)
+    deadline = time.time() + 60
+    while studio.live_model() is None and time.time() < deadline:  # the first pictures
+        time.sleep(0.2)
+    demo = app.build_app(studio)
+    port = free_port()
+    app.launch(demo, studio, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield studio, f"http://127.0.0.1:{port}", names
+    studio.trainer.stop(wait=True)
+    demo.close()
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 120})
+
+
+def args(c, api_name: str, **by_label) -> list:
+    """The endpoint's defaults, with some inputs set by their (lower-case) label."""
+    params = c.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["parameters"]
+    values = [by_label.pop(p["label"].lower(), p.get("parameter_default")) for p in params]
+    assert not by_label, f"{api_name} has no inputs labelled {list(by_label)}"
+    return values
+
+
+def pixels(gallery) -> list[np.ndarray]:
+    """The images of a gallery answer, decoded (the client downloads each file)."""
+    from PIL import Image
+
+    items = gallery if isinstance(gallery, list) else gallery["value"]
+    return [np.asarray(Image.open(item["image"] if isinstance(item, dict) else item[0])) for item in items]
+
+
+def test_a_session_loading_another_checkpoint_leaves_the_other_sessions_model_alone(crowd_app):
+    """The studio layer: two browser sessions, one switches checkpoints, the other draws what it drew."""
+    from ui import explore_tools as tools
+    from ui.common import new_view
+
+    studio, _, (run_a, run_b) = crowd_app
+    kind = tools.DIRECTION_KINDS[0]
+    alice = tools.load_checkpoint(studio, run_a, new_view(), kind, 0)["session"]
+    bob = tools.load_checkpoint(studio, run_a, new_view(), kind, 0)["session"]
+    assert bob["model"] is alice["model"]  # one shared copy of the same checkpoint
+
+    def grid(session) -> list[np.ndarray]:
+        return [image for image, _ in tools.new_samples(session, 7, 1.0)["gallery"]]
+
+    alice_before = grid(alice)
+    bob = tools.load_checkpoint(studio, run_b, bob, kind, 0)["session"]
+    assert "run_b" in bob["model"].label and "run_a" in alice["model"].label
+    assert not all(np.array_equal(x, y) for x, y in zip(alice_before, grid(bob), strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(alice_before, grid(alice), strict=True))
+
+
+@pytest.mark.timeout(300)
+def test_a_visitor_taking_a_newer_snapshot_leaves_the_other_visitors_explore_alone(crowd_app):
+    """The real app, two gradio_client sessions: Bob pins a newer snapshot of the live run; Alice's
+    samples and slider picture stay exactly what they were."""
+    studio, url, _ = crowd_app
+    alice, bob = client(url), client(url)
+    pinned = alice.predict(*args(alice, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])[0]
+
+    def samples(c) -> list[np.ndarray]:
+        return pixels(c.predict(*args(c, ENDPOINTS["samples"], **{"grid seed": 7}), api_name=ENDPOINTS["samples"]))
+
+    def moved(c) -> np.ndarray:
+        from PIL import Image
+
+        path = c.predict(*args(c, ENDPOINTS["sliders"], **{"direction 1": 2.0}), api_name=ENDPOINTS["sliders"])
+        return np.asarray(Image.open(path if isinstance(path, str) else path["value"]))
+
+    alice_before, alice_moved = samples(alice), moved(alice)
+    first = studio.live_model().key
+    deadline = time.time() + 60
+    while studio.live_model().key == first and time.time() < deadline:  # the run draws new pictures
+        time.sleep(0.2)
+    newer = bob.predict(*args(bob, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])[0]
+    assert newer != pinned, (pinned, newer)  # a later iteration
+    assert not all(np.array_equal(x, y) for x, y in zip(alice_before, samples(bob), strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(alice_before, samples(alice), strict=True))
+    assert np.array_equal(alice_moved, moved(alice))
+    assert studio.trainer.status().state == "running"  # nobody's exploring touched the shared run
+
+
+@pytest.mark.timeout(300)
+def test_a_second_heavy_job_from_one_visitor_is_refused_while_another_visitor_slides(crowd_app):
+    from gradio_client import handle_file
+
+    from dcgan.crowd import ring_image
+
+    _, url, _ = crowd_app
+    alice, bob = client(url), client(url)
+    for c in (alice, bob):
+        c.predict(*args(c, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])
+    image = handle_file(ring_image())
+    editor = {"background": image, "layers": [], "composite": image, "id": None}
+    invert = args(alice, ENDPOINTS["invert"], **{"your image: upload, paste or draw": editor,
+                                                 "optimisation steps": 600, "random restarts": 8})
+    jobs = [alice.submit(*invert, api_name=ENDPOINTS["invert"]) for _ in range(2)]
+    slid = bob.predict(*args(bob, ENDPOINTS["sliders"], **{"direction 1": 1.0}), api_name=ENDPOINTS["sliders"])
+    assert slid  # bob's slider answers while alice's inversions are in the heavy lane
+    answers, refusals = [], []
+    for job in jobs:
+        try:
+            answers.append(job.result(timeout=240))
+        except Exception as exc:  # the refusal reaches the client as an AppError with the message
+            refusals.append(str(exc))
+    assert len(answers) == 1 and len(refusals) == 1, (answers, refusals)
+    assert "Busy" in refusals[0] and "try again in" in refusals[0].lower(), refusals
+
+
+@pytest.mark.timeout(300)
+def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app):
+    from dcgan.crowd import crowd, table
+
+    studio, url, _ = crowd_app
+    result = crowd(url, users=3, seconds=5, think_s=0.2, poll_s=1.0, baseline_s=3, ramp_s=0.5, timeout=120)
+    assert result["failed"] == 0, result["errors"]
+    assert result["missing_endpoints"] == []
+    actions = result["actions"]
+    assert actions["open"]["ok"] == 3 and actions["use_live"]["ok"] == 3  # every visitor got in and pinned a model
+    assert actions["sliders"]["ok"] >= 3 and actions["samples"]["ok"] >= 3  # each visitor's first moves
+    assert actions["train_status"]["ok"] >= 3  # and their pages polled the run
+    assert result["requests"] == sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values())
+    for window in ("before", "during"):
+        assert result["training"][window]["images_per_s"] > 0, result["training"]  # the run kept training
+    text = table(result)
+    assert "sliders" in text and "training images/s" in text
+    assert studio.trainer.status().state == "running"
+
+
+def test_the_cli_is_registered():
+    from dcgan.__main__ import build_parser
+
+    parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
+    assert parsed.users == 2 and parsed.json and callable(parsed.func)
+    assert Path(parsed.func.__code__.co_filename).name == "crowd.py"
