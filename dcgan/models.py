@@ -184,6 +184,18 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients for the module's weights inside the block (inputs still get theirs)."""
+    was = [p.requires_grad for p in module.parameters()]
+    try:
+        module.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), was, strict=True):
+            p.requires_grad_(flag)
+
+
 def seeded_latents(nz: int, n: int, seed: int = 0, num_classes: int = 0,
                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(z [n, nz], labels [n] | None): z from a CPU generator seeded with `seed` (the same on every

@@ -27,7 +27,7 @@ from . import distributed, losses
 from .augment import augment_real, diff_augment
 from .config import ConfigError, TrainConfig
 from .data import ImageData, load_dataset, to_float
-from .models import Discriminator, Generator, build_models, sample
+from .models import Discriminator, Generator, build_models, frozen, sample
 
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
 GOOD_STATE_EVERY = 100  # steps between the in-memory snapshots a NaN rolls back to
@@ -203,11 +203,12 @@ class GANTraining:
                 z, fake_labels = noise()
                 with self.autocast():
                     fake = G(z, fake_labels)
-            with self.autocast():
-                fake_logits = D(diff_augment(fake, ops, rng) if ops else fake, fake_labels)
-            loss_g = losses.g_loss(cfg.loss, fake_logits)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            with frozen(self.D):  # D only judges here: no gradient for its weights (nor a DDP all-reduce)
+                with self.autocast():
+                    fake_logits = self.D(diff_augment(fake, ops, rng) if ops else fake, fake_labels)
+                loss_g = losses.g_loss(cfg.loss, fake_logits)
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
             self.opt_g.step()
             if self.G_ema is not None:  # EMA of G's weights: smoother samples for pictures and metrics
                 with torch.no_grad():
