@@ -12,7 +12,7 @@ LOSSES = ("bce", "hinge", "lsgan", "wgan-gp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("rollback", "pause")
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "celeba", "folder")  # loaded by data.py
+DATASETS = ("digits", "stacked-digits", "mnist", "fashion-mnist", "cifar10", "celeba", "folder")  # loaded by data.py
 DIFFAUG_OPS = ("translation", "cutout", "color")
 
 

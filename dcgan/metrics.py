@@ -33,6 +33,7 @@ from .digit_classifier import CACHE_DIR, digits_config, get_digit_classifier
 from .models import Generator, sample
 
 DIGIT_SETS = ("digits", "mnist")  # data sets the digit classifier can judge
+STACKED_SETS = ("stacked-digits",)  # judged channel by channel: Stacked MNIST modes
 METRIC_KEY = "score"  # what the Trainer keeps best.safetensors by: digit_fd or fid, lower is better
 COVERAGE_MIN_SHARE = 0.01  # a class counts as covered when it gets at least 1% of the samples
 CONFIDENT_PROB = 0.9  # a sample is legible when the classifier gives its top class at least this
@@ -145,6 +146,62 @@ def digit_metrics(images: torch.Tensor) -> dict[str, Any]:
         "n_held_out": ref["n_held_out"],
     }
     return out
+
+
+# ---- Stacked MNIST: modes of digit triplets ----------------------------------------------------------
+
+
+def triplet_statistics(probabilities: torch.Tensor) -> dict[str, Any]:
+    """Modes covered, KL to uniform and legibility from per-channel digit probabilities [N, 3, 10].
+
+    A mode (of 1000) is covered when at least one sample is read as it, as in VEEGAN and PacGAN;
+    stacked_kl = KL(generated triplets || uniform over 1000) in nats; stacked_legible is the share of
+    samples whose three channels are all read with probability >= CONFIDENT_PROB."""
+    top, digit = probabilities.max(dim=2)
+    mode = digit[:, 0] * 100 + digit[:, 1] * 10 + digit[:, 2]
+    counts = torch.bincount(mode, minlength=1000).double()
+    p = counts[counts > 0] / max(int(mode.shape[0]), 1)
+    return {"stacked_modes": int((counts > 0).sum()),
+            "stacked_kl": float((p * (p * 1000).log()).sum()) + 0.0,
+            "stacked_legible": float((top >= CONFIDENT_PROB).all(dim=1).double().mean()) if mode.numel() else 0.0}
+
+
+def read_channels(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel of [N, 3, H, W] read as a digit: (features [3N, 128], probabilities [N, 3, 10])."""
+    n, c, h, w = images.shape
+    if c != 3:
+        raise ValueError(f"stacked images have 3 channels, got {c}")
+    feats, logits = get_digit_classifier(w)._run(images.reshape(n * 3, 1, h, w))
+    return feats, logits.softmax(dim=1).view(n, 3, -1)
+
+
+def real_stacked_reference(image_size: int, n: int) -> dict[str, Any]:
+    """The stacked metrics of n real stacked images built from the held-out digits."""
+    key = (image_size, -n)
+    with _lock:
+        if key in _real_digit_stats:
+            return _real_digit_stats[key]
+    from .data import fit_tensor, load_digits_raw, split, stack_digits
+
+    images, labels = load_digits_raw()
+    digits = split(fit_tensor(images, image_size, 1), labels, digits_config(image_size).val_fraction, "digits", [])
+    real, _ = stack_digits(digits.val, digits.val_labels, n, seed=2)
+    ref = triplet_statistics(read_channels(real)[1])
+    with _lock:
+        _real_digit_stats[key] = ref
+    return ref
+
+
+def stacked_metrics(images: torch.Tensor) -> dict[str, Any]:
+    """Stacked MNIST metrics of generated [N, 3, H, W] images, the same for N real stacked images
+    (`*_real`), and the digit_fd of all 3N channels against held-out digits."""
+    feats, probs = read_channels(images)
+    ref = real_digit_reference(images.shape[-1], 3 * images.shape[0])
+    real = real_stacked_reference(images.shape[-1], images.shape[0])
+    return {**triplet_statistics(probs), **{f"{k}_real": v for k, v in real.items()},
+            "digit_fd": frechet_distance(gaussian_stats(feats), ref["held_out"]), "digit_fd_real": ref["real_fd"],
+            "confident_share": float((probs.max(dim=2).values >= CONFIDENT_PROB).double().mean()),
+            "confident_share_real": ref["confident_share"], "n_samples": int(images.shape[0])}
 
 
 # ---- Inception metrics (torch-fidelity) ---------------------------------------------------------
@@ -264,6 +321,9 @@ def evaluate(model: Generator | str | Path, cfg: TrainConfig | None = None, n: i
     if cfg.dataset in DIGIT_SETS:
         out.update(digit_metrics(images))
         out[METRIC_KEY] = out["digit_fd"]
+    elif cfg.dataset in STACKED_SETS:
+        out.update(stacked_metrics(images))
+        out[METRIC_KEY] = out["digit_fd"]
     if inception == "yes" or (inception == "auto" and inception_available()):
         out.update(inception_metrics(images, cfg, device))
         if METRIC_KEY not in out:
@@ -288,4 +348,5 @@ def make_metric_fn(n: int = 1000, inception: str = "auto") -> Callable[[Any], di
 
 
 __all__ = ["evaluate", "make_metric_fn", "METRIC_KEY", "InceptionUnavailable", "frechet_distance",
-           "class_coverage", "digit_metrics", "inception_metrics", "gaussian_stats"]
+           "class_coverage", "digit_metrics", "inception_metrics", "gaussian_stats", "legibility",
+           "stacked_metrics", "triplet_statistics"]

@@ -193,3 +193,17 @@ def test_eval_command_prints_and_writes_json(trained_checkpoint, tmp_path, capsy
     assert printed == written
     assert written["iteration"] == 300 and written["n_samples"] == 500
     assert 1 <= written["classes_covered"] <= 10 and written["digit_fd"] > written["digit_fd_real"] > 0
+
+
+def test_legibility_of_real_digits_is_high_and_of_noise_near_zero(digits_data):
+    real = metrics.digit_metrics(to_float(digits_data.val))
+    assert real["confident_share"] >= 0.85 and real["confident_share"] == real["confident_share_real"]
+    assert 0.05 <= real["min_class_share"] == real["min_class_share_real"] <= 0.1
+    g = torch.Generator().manual_seed(0)
+    for junk in (torch.rand(1000, 1, 28, 28, generator=g) * 2 - 1,  # pixel noise
+                 torch.full((200, 1, 28, 28), -0.6)):  # a blank grey page
+        out = metrics.digit_metrics(junk)
+        assert out["confident_share"] <= 0.02
+        assert out["confident_share_real"] >= 0.85  # printed beside it
+    one = metrics.legibility(torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9]]))
+    assert one["confident_share"] == pytest.approx(2 / 3) and one["min_class_share"] == pytest.approx(1 / 3)
