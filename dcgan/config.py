@@ -24,6 +24,13 @@ class ConfigError(ValueError):
         super().__init__(f"{field_name}: {message}")
 
 
+# Named training recipes (the networks and optimisation settings only): `TrainConfig.from_preset`,
+# the CLI's --preset and the app's form. "classic" is the paper's (Radford et al. 2015); "default" is
+# the dataclass defaults, chosen by the sweep in docs/QUALITY.md.
+CLASSIC = dict(ngf=64, ndf=64, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce",
+               spectral_norm=False, ema_decay=0.0, diffaug="", d_steps=1, r1_gamma=0.0)
+PRESETS: dict[str, dict[str, Any]] = {"default": dict(CLASSIC), "classic": CLASSIC}
+
 RETIRED = ("compile",)  # settings older checkpoints may hold; read and dropped (torch.compile gained nothing)
 
 
@@ -192,6 +199,13 @@ class TrainConfig:
 
     def diffaug_ops(self) -> list[str]:
         return [op.strip() for op in self.diffaug.split(",") if op.strip()]
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named recipe from PRESETS, with any other settings (or recipe settings) overridden."""
+        if name not in PRESETS:
+            raise ConfigError("preset", f"{name!r} is not one of {tuple(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
 
 
 def help_text(name: str) -> str:

@@ -207,3 +207,15 @@ def test_legibility_of_real_digits_is_high_and_of_noise_near_zero(digits_data):
         assert out["confident_share_real"] >= 0.85  # printed beside it
     one = metrics.legibility(torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9]]))
     assert one["confident_share"] == pytest.approx(2 / 3) and one["min_class_share"] == pytest.approx(1 / 3)
+
+
+def test_presets_default_is_the_dataclass_and_classic_is_the_paper():
+    from dcgan.config import PRESETS, ConfigError, TrainConfig
+
+    default = TrainConfig()
+    assert {k: getattr(default, k) for k in PRESETS["default"]} == PRESETS["default"]
+    classic = TrainConfig.from_preset("classic", dataset="digits", ngf=32)
+    assert (classic.ngf, classic.ndf, classic.loss, classic.ema_decay, classic.lr_d) == (32, 64, "bce", 0.0, 2e-4)
+    assert not classic.spectral_norm and classic.diffaug == "" and classic.batch_size == 64
+    with pytest.raises(ConfigError, match="preset"):
+        TrainConfig.from_preset("fancy")
