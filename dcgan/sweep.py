@@ -47,6 +47,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "narrow-ema-lr1e-4": dict(ngf=32, ndf=32, ema_decay=0.999, lr_g=1e-4, lr_d=1e-4),
     "narrow-ema-ttur": dict(ngf=32, ndf=32, ema_decay=0.999, lr_g=1e-4, lr_d=4e-4),
     "narrow-ema-lr4e-4": dict(ngf=32, ndf=32, ema_decay=0.999, lr_g=4e-4, lr_d=4e-4),
+    "narrow-ema-lrg4e-4": dict(ngf=32, ndf=32, ema_decay=0.999, lr_g=4e-4),
+    "narrow-ema-lr4e-4-b128": dict(ngf=32, ndf=32, ema_decay=0.999, lr_g=4e-4, lr_d=4e-4, batch_size=128),
     "narrow-ema-pack2": dict(ngf=32, ndf=32, ema_decay=0.999, pack=2),
     "narrow-ema-pack4": dict(ngf=32, ndf=32, ema_decay=0.999, pack=4),
     "narrow-ema-dsteps2": dict(ngf=32, ndf=32, ema_decay=0.999, d_steps=2),
@@ -135,11 +137,12 @@ def measure_speed(names: list[str], rounds: int = 7, steps_per_turn: int = 10, w
 
 
 def train_and_score(name: str, seed: int, iterations: int, n_eval: int = 5000, out_dir: Path | None = None,
-                    changes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one configuration for `iterations` steps and score its sampling generator."""
+                    changes: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Train one configuration (extra: other settings, e.g. the data set) for `iterations` steps and
+    score its sampling generator."""
     from .metrics import evaluate
 
-    cfg, pack = split_config(name, changes, seed=seed, steps=iterations)
+    cfg, pack = split_config(name, changes, seed=seed, steps=iterations, **extra)
     load_before, t0 = loadavg(), time.perf_counter()
     cpu0 = time.process_time()
     run = build_run(cfg, pack)
@@ -148,7 +151,7 @@ def train_and_score(name: str, seed: int, iterations: int, n_eval: int = 5000, o
     train_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     load_after = loadavg()
     metrics = evaluate(run.sampler(), cfg, n=n_eval, inception="no", seed=1000 + seed)
-    record = {"config": name, "seed": seed, "iterations": iterations, "pack": pack,
+    record = {"config": name, "dataset": cfg.dataset, "seed": seed, "iterations": iterations, "pack": pack,
               "settings": {k: v for k, v in (CONFIGS.get(name, {}) if changes is None else changes).items()},
               "train_s": round(train_s, 1), "cpu_s": round(cpu_s, 1), "threads": torch.get_num_threads(),
               "loadavg_before": load_before, "loadavg_after": load_after,
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--reference-idle-it-s", type=float, default=None,
                     help="its idle it/s; leave out when the speed file was measured on an idle machine")
     tp.add_argument("--overhead-s", type=float, default=10.0, help="start-up and data loading within the budget")
-    tp.add_argument("--n-eval", type=int, default=5000)
+    tp.add_argument("--n-eval", type=int, default=5000, help="samples scored (Stacked MNIST protocol: 26000)")
+    tp.add_argument("--dataset", default="digits", help="digits or stacked-digits (colour, 3 channels)")
     tp.add_argument("--save", help="folder for the trained sampling generators (safetensors)")
     args = p.parse_args(argv)
     if args.cmd == "list":
@@ -219,14 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             iterations = args.iterations or iterations_for_budget(
                 name, args.budget_s, speed, args.reference, args.reference_idle_it_s, args.overhead_s)
-            record = train_and_score(name, seed, iterations, args.n_eval, Path(args.save) if args.save else None)
+            record = train_and_score(name, seed, iterations, args.n_eval, Path(args.save) if args.save else None,
+                                     dataset=args.dataset, channels=3 if args.dataset == "stacked-digits" else 1)
             if args.budget_s:
                 record["budget_s"] = args.budget_s
             records.append(record)
             out.write_text(json.dumps(records, indent=2) + "\n")
             m = record["metrics"]
             print(f"{name} seed {seed} it {iterations}: "
-                  + " ".join(f"{k}={m[k]:.3f}" for k in ("digit_fd", "confident_share", "min_class_share") if k in m)
+                  + " ".join(f"{k}={m[k]:.3f}" for k in ("digit_fd", "confident_share", "min_class_share",
+                                                           "stacked_modes", "stacked_kl", "stacked_legible") if k in m)
                   + f" ({record['train_s']} s, load {record['loadavg_after']})", flush=True)
     return 0
 

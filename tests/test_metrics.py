@@ -219,3 +219,18 @@ def test_presets_default_is_the_dataclass_and_classic_is_the_paper():
     assert not classic.spectral_norm and classic.diffaug == "" and classic.batch_size == 64
     with pytest.raises(ConfigError, match="preset"):
         TrainConfig.from_preset("fancy")
+
+
+def test_sweep_trains_a_packed_config_and_scores_it(tmp_path):
+    from dcgan import sweep
+
+    tiny = dict(ngf=8, ndf=8, nz=16, batch_size=16, precision="fp32", pack=2)
+    record = sweep.train_and_score("tiny", 0, 3, n_eval=200, out_dir=tmp_path, changes=tiny)
+    assert record["iterations"] == 3 and record["pack"] == 2 and record["dataset"] == "digits"
+    assert 0.0 <= record["metrics"]["confident_share"] <= 1.0 and "loadavg_before" in record
+    assert (tmp_path / "tiny_s0_3.safetensors").is_file()
+    cfg, pack = sweep.split_config("tiny", tiny)
+    run = sweep.build_run(cfg, pack)
+    assert run.D(torch.zeros(16, 1, 28, 28)).shape == (8,)  # one logit per pack of two images
+    with pytest.raises(ValueError, match="multiple of pack"):
+        sweep.split_config("tiny", {**tiny, "batch_size": 15})
