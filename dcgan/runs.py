@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import BEST_FILE, FORMAT_NAME, STEP_FILE, CheckpointError
-from .tblog import EVENT_GLOB, GRID_TAG, METRIC_PREFIX, SCALARS
+from .tblog import GRID_TAG, GRIDS_SUFFIX, METRIC_PREFIX, SCALARS, event_files
 
 METRIC = "score"  # dcgan.metrics.METRIC_KEY: digit_fd or fid, lower is better
 TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
@@ -238,7 +238,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     info = RunInfo(run_dir.name, run_dir)
     try:
         checkpoints = _checkpoints(run_dir)
-        events = sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file())
+        events = event_files(run_dir, grids=False)
     except OSError as exc:
         info.problems.append(f"folder unreadable ({exc.strerror or exc})")
         return info
@@ -301,12 +301,12 @@ def curves(run_dir: str | Path) -> Curves:
     where its checkpoint was), else from its newest checkpoint's loss log and history."""
     run_dir = Path(run_dir)
     try:
-        events = sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file())
+        events = event_files(run_dir, grids=False)
         checkpoints = _checkpoints(run_dir) if run_dir.is_dir() else []
     except OSError:
         return Curves([], [], "none")
     if events:
-        found = _cached("curves", events, lambda: _curves_from_events(run_dir))
+        found = _cached("curves", events, lambda: _curves_from_events(events))
         if found.rows or found.history:
             return found
     for path in checkpoints:
@@ -321,32 +321,38 @@ def curves(run_dir: str | Path) -> Curves:
     return Curves([], [], "none")
 
 
-def _accumulator(run_dir: Path, images: int = 0):
+def _accumulator(path: Path, **size_guidance: int):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": images, "tensors": 1})
+    ea = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, **size_guidance})
     ea.Reload()
     return ea
 
 
-def _curves_from_events(run_dir: Path) -> Curves:
-    try:
-        ea = _accumulator(run_dir, images=1)
-        tags = set(ea.Tags().get("scalars", []))
-        by_step: dict[int, dict] = {}
-        for key, tag in SCALARS.items():
-            if tag in tags:
+def _curves_from_events(files: list[Path]) -> Curves:
+    """Scalar files oldest first, each with TensorBoard's reader; a later session (a resume) replaces
+    what the earlier ones logged from its first step on, as TensorBoard's purge does."""
+    rows: dict[int, dict] = {}
+    records: dict[int, dict] = {}
+    for path in files:
+        try:
+            ea = _accumulator(path)
+            tags = set(ea.Tags().get("scalars", []))
+            new_rows: dict[int, dict] = {}
+            for key, tag in SCALARS.items():
+                for e in ea.Scalars(tag) if tag in tags else []:
+                    new_rows.setdefault(e.step, {"iteration": e.step, "time": e.wall_time})[key] = e.value
+            new_records: dict[int, dict] = {}
+            for tag in sorted(t for t in tags if t.startswith(METRIC_PREFIX)):
                 for e in ea.Scalars(tag):
-                    row = by_step.setdefault(e.step, {"iteration": e.step})
-                    row[key] = e.value
-                    row["time"] = e.wall_time
-        records: dict[int, dict] = {}
-        for tag in sorted(t for t in tags if t.startswith(METRIC_PREFIX)):
-            for e in ea.Scalars(tag):
-                records.setdefault(e.step, {"iteration": e.step})[tag[len(METRIC_PREFIX):]] = e.value
-    except Exception:  # damaged beyond what the reader skips: fall back to the checkpoint
-        return Curves([], [], "none")
-    return Curves([by_step[s] for s in sorted(by_step)], [records[s] for s in sorted(records)], "events")
+                    new_records.setdefault(e.step, {"iteration": e.step})[tag[len(METRIC_PREFIX):]] = e.value
+        except Exception:  # damaged beyond what the reader skips: the other files still count
+            continue
+        if new_rows or new_records:
+            first = min([*new_rows, *new_records])
+            rows = {s: r for s, r in rows.items() if s < first} | new_rows
+            records = {s: r for s, r in records.items() if s < first} | new_records
+    return Curves([rows[s] for s in sorted(rows)], [records[s] for s in sorted(records)], "events")
 
 
 # ---- comparing runs ---------------------------------------------------------------------------
@@ -366,38 +372,35 @@ def settings_diff(runs: list[RunInfo], only_different: bool = False) -> list[dic
 
 
 def latest_grid(run_dir: str | Path) -> tuple[np.ndarray | None, str]:
-    """(uint8 HxWx3 picture, where it came from) of a run's newest samples: the fixed-noise grid in its
-    event files or samples.png, whichever is at least as new as the newest checkpoint; else 64
-    samples drawn from that checkpoint (seed 0). (None, reason) when there is nothing to show."""
+    """(uint8 HxWx3 picture, where it came from) of a run's newest samples: samples.png when it is at
+    least as new as the newest checkpoint, else 64 samples drawn from that checkpoint (seed 0), else the
+    last fixed-noise grid in the event files. (None, reason) when there is nothing to show."""
     run = read_run(run_dir)
-    ckpt_iteration, ckpt_time = -1, 0.0
+    ckpt_time = 0.0
     if run.checkpoint is not None:
-        with contextlib.suppress(OSError, CheckpointError):
-            ckpt_iteration = int(checkpoint_meta(run.checkpoint).get("iteration", 0))
+        with contextlib.suppress(OSError):
             ckpt_time = run.checkpoint.stat().st_mtime
-    events = sorted(run.path.glob(EVENT_GLOB)) if run.event_files else []
-    picture = _cached("grid", events, lambda: _event_grid(run.path)) if events else None
-    if picture is not None and picture[0] >= ckpt_iteration:
-        return picture[1], f"fixed-noise grid at iteration {picture[0]:,}"
     png = run.path / "samples.png"
     with contextlib.suppress(OSError):
         if png.is_file() and png.stat().st_mtime >= ckpt_time:
             return _decode_png(png.read_bytes()), "samples.png"
+    failed = ""
     if run.checkpoint is not None:
         try:
             grid = _cached("render", [run.checkpoint], lambda: _render(run.checkpoint))
             return grid, f"64 samples from {run.checkpoint.name}"
         except Exception as exc:  # a checkpoint that reads as a header but not as weights
-            if picture is None:
-                return None, f"no samples: {run.checkpoint.name} could not be loaded ({str(exc)[:120]})"
-    if picture is not None:
-        return picture[1], f"fixed-noise grid at iteration {picture[0]:,}"
-    return None, "no samples yet"
+            failed = f"{run.checkpoint.name} could not be loaded ({str(exc)[:120]})"
+    for path in reversed([p for p in event_files(run.path) if p.name.endswith(GRIDS_SUFFIX)]):
+        picture = _cached("grid", [path], lambda path=path: _event_grid(path))
+        if picture is not None:
+            return picture[1], f"fixed-noise grid at iteration {picture[0]:,}"
+    return None, f"no samples: {failed}" if failed else "no samples yet"
 
 
-def _event_grid(run_dir: Path) -> tuple[int, np.ndarray] | None:
+def _event_grid(path: Path) -> tuple[int, np.ndarray] | None:
     try:
-        ea = _accumulator(run_dir, images=1)
+        ea = _accumulator(path, images=1)  # the reservoir keeps the newest
         if GRID_TAG not in ea.Tags().get("images", []):
             return None
         last = ea.Images(GRID_TAG)[-1]

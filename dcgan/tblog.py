@@ -37,6 +37,10 @@ METRIC_PREFIX = "metrics/"
 GRID_TAG = "samples/fixed_noise"
 FINAL_PREFIX = "final/"  # hparams metrics: the last value of each curve, written at the end
 EVENT_GLOB = "events.out.tfevents.*"
+# Grids go to their own event file in the same folder (the same TensorBoard run): they are most of the bytes,
+# and without TensorFlow TensorBoard's Python reader checks every byte in pure Python, so the runs table
+# and curves read the small scalar files only.
+GRIDS_SUFFIX = ".grids"
 
 
 def _finite(value: Any) -> bool:
@@ -59,8 +63,11 @@ class TensorBoardHook(Hook):
 
     Rows arrive already synced to the host, so no tensor is read here. Grids go out at most every
     `image_every_s` seconds, PNG-encoded in a helper thread; the latest one is always written at
-    the end. A resumed run appends a new event file to the same folder (purging anything the
-    earlier session logged after the checkpoint it resumes from). Under torchrun only rank 0 writes.
+    the end. A resumed run appends new files to the same folder. No purge_step: TensorBoard's purge
+    (a SessionLog.START) is global across a folder's files, so it would wipe the grids of its own
+    session whenever the grids file sorts first; a run killed between checkpoints can therefore show
+    its last few points twice in TensorBoard (dcgan/runs.py keeps the resumed session's). Under
+    torchrun only rank 0 writes.
     """
 
     def __init__(self, run_dir: str | Path, image_every_s: float = 10.0, flush_secs: int = 10):
@@ -68,6 +75,7 @@ class TensorBoardHook(Hook):
         self.image_every_s = image_every_s
         self.flush_secs = flush_secs
         self.writer: SummaryWriter | None = None
+        self.grid_writer: SummaryWriter | None = None
         self._last_image = -math.inf
         self._pending: tuple[int, torch.Tensor] | None = None  # newest grid not yet written
         self._image_thread: threading.Thread | None = None
@@ -80,8 +88,7 @@ class TensorBoardHook(Hook):
         if not is_main():
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        purge = run.iteration + 1 if run.iteration else 0
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge, flush_secs=self.flush_secs)
+        self.writer = SummaryWriter(str(self.run_dir), flush_secs=self.flush_secs)
 
     def on_log(self, run, row: dict) -> None:
         if self.writer is None:
@@ -117,6 +124,8 @@ class TensorBoardHook(Hook):
     def on_checkpoint(self, run, path) -> None:
         if self.writer is not None:
             self.writer.flush()  # a checkpoint on disk comes with its curves (Runs tab, push)
+        if self.grid_writer is not None:
+            self.grid_writer.flush()
 
     def on_end(self, run, state: str) -> None:
         writer = self.writer
@@ -131,9 +140,11 @@ class TensorBoardHook(Hook):
         # the hparams summaries in the run's own folder: one row per run in TensorBoard's HPARAMS tab
         for summary in hparams(hparam_values(config), final):
             writer.file_writer.add_summary(summary)
-        writer.flush()
         writer.close()
         self.writer = None
+        if self.grid_writer is not None:
+            self.grid_writer.close()
+            self.grid_writer = None
 
     # ---- grids ------------------------------------------------------------------------------
     def _write_pending(self, background: bool) -> None:
@@ -143,12 +154,15 @@ class TensorBoardHook(Hook):
         if self._pending is None or self.writer is None:
             return
         (step, images), self._pending = self._pending, None
+        if self.grid_writer is None:
+            self.grid_writer = SummaryWriter(str(self.run_dir), flush_secs=self.flush_secs,
+                                             filename_suffix=GRIDS_SUFFIX)
         if background:
-            self._image_thread = threading.Thread(target=self._add_grid, args=(self.writer, step, images),
+            self._image_thread = threading.Thread(target=self._add_grid, args=(self.grid_writer, step, images),
                                                   name="tensorboard-grid", daemon=True)
             self._image_thread.start()
         else:
-            self._add_grid(self.writer, step, images)
+            self._add_grid(self.grid_writer, step, images)
 
     @staticmethod
     def _add_grid(writer: SummaryWriter, step: int, images: torch.Tensor) -> None:
@@ -157,7 +171,10 @@ class TensorBoardHook(Hook):
         writer.add_image(GRID_TAG, grid, step, dataformats="CHW")
 
 
-def event_files(run_dir: str | Path) -> list[Path]:
-    """A run folder's TensorBoard event files, oldest first (what push uploads)."""
+def event_files(run_dir: str | Path, grids: bool = True) -> list[Path]:
+    """A run folder's TensorBoard event files, oldest first (all of them: what push uploads); grids=False
+    leaves out the files that hold only grids."""
     run_dir = Path(run_dir)
-    return sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file()) if run_dir.is_dir() else []
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file() and (grids or not p.name.endswith(GRIDS_SUFFIX)))

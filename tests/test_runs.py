@@ -74,17 +74,16 @@ def test_settings_diff_puts_the_differences_first(two_runs):
     assert {r["setting"] for r in runs.settings_diff(chosen, only_different=True)} == set(differing)
 
 
-def test_latest_grid_is_the_last_fixed_noise_grid_or_drawn_from_the_checkpoint(root):
+def test_latest_grid_is_drawn_from_the_checkpoint_or_is_the_last_fixed_noise_grid(root):
     grid, where = runs.latest_grid(root / "bce-run")
-    assert grid.shape == (242, 242, 3) and "iteration 8" in where and grid.std() > 0
-    for f in event_files(root / "bce-run"):
-        f.unlink()
+    assert grid.shape == (242, 242, 3) and "step_00000008" in where and grid.std() > 0
+    (root / "bce-run" / "step_00000008.safetensors").unlink()
     grid, where = runs.latest_grid(root / "bce-run")
-    assert grid.shape == (242, 242, 3) and "step_00000008" in where
+    assert grid.shape == (242, 242, 3) and "fixed-noise grid at iteration 8" in where and grid.std() > 0
 
 
 def test_damaged_or_missing_files_still_list_marked(root):
-    events = event_files(root / "bce-run")[0]
+    events = event_files(root / "bce-run", grids=False)[0]
     events.write_bytes(events.read_bytes()[: events.stat().st_size // 2])  # a half-written event file
     ckpt = root / "hinge-run" / "step_00000006.safetensors"
     ckpt.write_bytes(ckpt.read_bytes()[:5000])  # a truncated checkpoint
@@ -172,7 +171,7 @@ def record_offset(data: bytes, step: int) -> int:
 
 def test_a_live_event_file_is_read_incrementally_and_not_called_damaged(root):
     (root / "bce-run" / "step_00000008.safetensors").unlink()  # iterations from the event file alone
-    events = event_files(root / "bce-run")[0]
+    events = event_files(root / "bce-run", grids=False)[0]
     whole = events.read_bytes()
     events.write_bytes(whole[: record_offset(whole, step=5) + 10])  # cut inside the first record of step 5
     half = by_name(root)["bce-run"]
@@ -241,6 +240,30 @@ def test_open_in_explore_and_resume_from_the_runs_tab(tmp_path):
     assert studio.trainer.wait(120) == "finished"
     assert studio.trainer.status().run_dir == str(root / "short")
     info = by_name(root)["short"]
-    assert info.iterations == 9 and info.event_files == 2 and info.ok
+    assert info.iterations == 9 and info.event_files == 2 and info.ok  # one scalar file per session
     assert [r["iteration"] for r in runs.curves(root / "short").rows] == list(range(1, 10))
     assert runs_tab.resume(studio, "nope", 20).startswith("⚠")
+
+
+def test_a_resume_after_a_crash_replaces_the_orphaned_points(tmp_path):
+    """Session 1 logged steps 1..10 but its last checkpoint was at 6 (then it was killed); session 2 resumed
+    from 6. The curve is 1..6 from the first session and 7..12 from the second, each step once."""
+    from types import SimpleNamespace
+
+    from dcgan.config import TrainConfig
+    from dcgan.tblog import TensorBoardHook
+
+    def session(first: int, last: int, loss: float) -> None:
+        run = SimpleNamespace(iteration=first - 1, cfg=TrainConfig())
+        hook = TensorBoardHook(tmp_path / "crashed")
+        hook.on_start(run)
+        for i in range(first, last + 1):
+            hook.on_log(run, {"iteration": i, "loss_d": loss, "loss_g": loss, "time": time.time()})
+        hook.writer.close()  # killed: no on_end
+
+    session(1, 10, 1.0)
+    time.sleep(1.1)  # the next file's name (its time stamp) sorts after
+    session(7, 12, 2.0)
+    rows = runs.curves(tmp_path / "crashed").rows
+    assert [r["iteration"] for r in rows] == list(range(1, 13))
+    assert [r["loss_d"] for r in rows] == [1.0] * 6 + [2.0] * 6

@@ -61,7 +61,8 @@ def test_cli_run_and_its_resume_write_one_continuous_curve(tmp_path):
 
     result = cli("resume", str(run_dir), "--steps", "20")
     assert result.returncode == 0, result.stderr
-    assert len(event_files(run_dir)) == 2  # the resumed session appends a file to the same folder
+    assert len(event_files(run_dir, grids=False)) == 2  # the resumed session appends files to the same folder
+    assert len(event_files(run_dir)) == 4  # each session: scalars and hparams, and the grids in a file of their own
     ea = accumulate(run_dir)
     assert steps(ea, SCALARS["loss_g"]) == list(range(1, 21))
     assert ea.Images(GRID_TAG)[-1].step == 20
