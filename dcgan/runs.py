@@ -33,6 +33,7 @@ METRIC = "score"  # dcgan.metrics.METRIC_KEY: digit_fd or fid, lower is better
 TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
                   "num_classes": "classes", "seed": "seed"}  # config key -> column of the runs table
 RECORD_OVERHEAD = 16  # a TFRecord frames its payload with a length, two CRCs: 8 + 4 + 4 bytes
+CURVE_POINTS = 10_000  # points kept per curve and file for the plots (they show at most 500)
 WRITING_S = 60.0  # an event file modified this recently may end in a record still being written
 
 
@@ -329,6 +330,27 @@ def _accumulator(path: Path, **size_guidance: int):
     return ea
 
 
+_accumulators: dict[str, tuple[Any, int]] = {}  # scalar file -> (its EventAccumulator, size when last read)
+
+
+def _scalar_accumulator(path: Path):
+    """TensorBoard's reader for one scalar file, kept between calls: a Reload reads only what was appended
+    (a live run), and at most CURVE_POINTS points per curve are kept (TensorBoard's reservoir: the same
+    steps for every tag, always the newest), so a 100k-step run costs a few MB."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    key, size = str(path), path.stat().st_size
+    with _cache_lock:
+        ea, seen = _accumulators.get(key, (None, 0))
+        if ea is None or size < seen:  # new, or replaced by a shorter file
+            if len(_accumulators) > 1024:
+                _accumulators.clear()
+            ea = EventAccumulator(key, size_guidance={"scalars": CURVE_POINTS, "images": 1, "tensors": 1})
+        _accumulators[key] = (ea, size)
+    ea.Reload()
+    return ea
+
+
 def _curves_from_events(files: list[Path]) -> Curves:
     """Scalar files oldest first, each with TensorBoard's reader; a later session (a resume) replaces
     what the earlier ones logged from its first step on, as TensorBoard's purge does."""
@@ -336,7 +358,7 @@ def _curves_from_events(files: list[Path]) -> Curves:
     records: dict[int, dict] = {}
     for path in files:
         try:
-            ea = _accumulator(path)
+            ea = _scalar_accumulator(path)
             tags = set(ea.Tags().get("scalars", []))
             new_rows: dict[int, dict] = {}
             for key, tag in SCALARS.items():
