@@ -44,13 +44,6 @@ def class_inputs(G: Generator, labels: torch.Tensor | None, n: int) -> torch.Ten
     return F.one_hot(labels.long(), G.num_classes).float()
 
 
-def render(G: Generator, z: torch.Tensor, class_vec: torch.Tensor | None = None) -> torch.Tensor:
-    """TODO(H14): ui/explore_tab.py still calls this; use dcgan.models.sample(G, z=z, labels=class_vec)."""
-    if G.num_classes and class_vec is None:
-        class_vec = class_inputs(G, None, z.shape[0])
-    return sample(G, z=z, labels=class_vec)
-
-
 # ---- principal directions ------------------------------------------------------------------------
 
 

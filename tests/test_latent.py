@@ -11,7 +11,7 @@ import torch
 from dcgan import latent
 from dcgan.checkpoint import load_generator
 from dcgan.data import to_float
-from dcgan.models import Generator
+from dcgan.models import Generator, sample
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +22,11 @@ def trained_g(trained_checkpoint):
 
 def test_interpolation_end_frames_equal_picked_samples(trained_g):
     grid_z = latent.sample_latents(trained_g.nz, 16, seed=5)
-    grid = latent.render(trained_g, grid_z)
+    grid = sample(trained_g, z=grid_z)
     for mode in ("slerp", "lerp"):
         path = latent.interpolate(grid_z[3], grid_z[11], steps=9, mode=mode)
         assert torch.equal(path[0], grid_z[3]) and torch.equal(path[-1], grid_z[11])
-        frames = latent.render(trained_g, path)
+        frames = sample(trained_g, z=path)
         torch.testing.assert_close(frames[0], grid[3], atol=1e-5, rtol=0)
         torch.testing.assert_close(frames[-1], grid[11], atol=1e-5, rtol=0)
         middle = frames[4]
@@ -44,14 +44,14 @@ def test_slider_at_zero_is_the_original_and_moves_smoothly(trained_g):
     torch.testing.assert_close(dirs.vectors.norm(dim=1), torch.ones(4))
     assert dirs.explained == sorted(dirs.explained, reverse=True) and sum(dirs.explained) < 1
     z = latent.sample_latents(trained_g.nz, 1, seed=2)
-    original = latent.render(trained_g, z)
+    original = sample(trained_g, z=z)
     assert torch.equal(latent.move(z, dirs, [0.0, 0.0, 0.0, 0.0]), z)
-    assert torch.equal(latent.render(trained_g, latent.move(z, dirs, [0.0] * 4)), original)
+    assert torch.equal(sample(trained_g, z=latent.move(z, dirs, [0.0] * 4)), original)
 
-    others = latent.render(trained_g, latent.sample_latents(trained_g.nz, 32, seed=9))
+    others = sample(trained_g, z=latent.sample_latents(trained_g.nz, 32, seed=9))
     typical = float(latent.pairwise_distances(others).mean())  # distance between unrelated samples
     amounts = np.linspace(0, 2.5, 11)
-    images = [latent.render(trained_g, latent.move(z, dirs, [a, 0, 0, 0])) for a in amounts]
+    images = [sample(trained_g, z=latent.move(z, dirs, [a, 0, 0, 0])) for a in amounts]
     from_start = [float((im - original).pow(2).mean().sqrt()) for im in images]
     steps = [float((b - a).pow(2).mean().sqrt()) for a, b in zip(images, images[1:], strict=False)]
     assert from_start[-1] > 0.1 * typical  # the slider does change the picture
@@ -78,14 +78,14 @@ def test_arithmetic_uses_averaged_latents():
 
 def test_inverting_a_generated_image_reaches_small_error(trained_g):
     z_true = latent.sample_latents(trained_g.nz, 1, seed=77)
-    target = latent.render(trained_g, z_true)[0]
+    target = sample(trained_g, z=z_true)[0]
     inv = latent.invert(trained_g, target, restarts=4, steps=150, seed=3)
-    unrelated = latent.render(trained_g, latent.sample_latents(trained_g.nz, 16, seed=4))
+    unrelated = sample(trained_g, z=latent.sample_latents(trained_g.nz, 16, seed=4))
     baseline = float((unrelated - target).pow(2).flatten(1).mean(1).min())  # best of 16 random draws
     assert inv.mse < 0.02, inv.mse
     assert inv.mse < 0.25 * baseline
     assert inv.losses[-1] < inv.losses[0]
-    torch.testing.assert_close(latent.render(trained_g, inv.z[None])[0], inv.image)
+    torch.testing.assert_close(sample(trained_g, z=inv.z[None])[0], inv.image)
     assert not any(p.grad is not None for p in trained_g.parameters())  # G itself untouched
 
 
@@ -126,9 +126,9 @@ def test_class_control_soft_input_matches_hard_labels():
     G = Generator(nz=16, ngf=8, channels=1, image_size=28, num_classes=10).eval()
     z = latent.sample_latents(16, 2, seed=0)
     hard = G(z, torch.tensor([3, 7]))
-    soft = latent.render(G, z, latent.class_inputs(G, torch.tensor([3, 7]), 2))
+    soft = sample(G, z=z, labels=latent.class_inputs(G, torch.tensor([3, 7]), 2))
     torch.testing.assert_close(soft, hard)
-    halfway = latent.render(G, z[:1], 0.5 * latent.class_inputs(G, torch.tensor([3, 7]), 2).sum(0, keepdim=True))
+    halfway = sample(G, z=z[:1], labels=0.5 * latent.class_inputs(G, torch.tensor([3, 7]), 2).sum(0, keepdim=True))
     assert not torch.allclose(halfway[0], hard[0]) and not torch.allclose(halfway[0], hard[1])
     inv = latent.invert(G, hard[1].detach(), restarts=1, steps=5)
     assert inv.label in range(10)
