@@ -16,7 +16,7 @@ import pandas as pd
 from dcgan import runs
 from dcgan.images import upscale
 from dcgan.studio import USER_ERRORS
-from ui.common import OK, problem
+from ui.common import FAST, OK, PRIVATE, fast, problem
 from ui.train_view import curve_frame
 
 MAX_COMPARE = 4
@@ -263,17 +263,22 @@ def build(studio: Any, view: gr.State | None = None) -> None:
         return (runs_table(runs.list_runs(root)), gr.Dropdown(choices=names_now, value=keep),
                 gr.Dropdown(choices=names_now, value=current if current in names_now else None))
 
+    # Reading a run's files is I/O and pure-Python parsing: one queue of its own, so a first look at a long
+    # run never holds up the sliders (FAST) or the training controls; pictures use one torch thread (fast()).
+    read = {"concurrency_id": "runs-read", "concurrency_limit": 1, **PRIVATE}
+    cheap = {"concurrency_limit": None, "show_progress": "hidden", **PRIVATE}
+    control = {"concurrency_id": "train-control", "concurrency_limit": 1, **PRIVATE}  # the Train tab's queue
     view_inputs = [chosen, smooth, only_diff]
     view_outputs = [*plots.values(), *grids, settings, notes]
     plot_outputs = list(plots.values())
     for event in (chosen.change, smooth.release, only_diff.change):
-        event(show, view_inputs, view_outputs, show_progress="hidden").then(
-            restyle, view_inputs, plot_outputs, show_progress="hidden")
+        event(fast(show), view_inputs, view_outputs, show_progress="hidden", **read).then(
+            restyle, view_inputs, plot_outputs, **cheap)
     refresh_outputs = [table, chosen, target]
-    refresh_btn.click(refresh, [chosen, target], refresh_outputs)
+    refresh_btn.click(refresh, [chosen, target], refresh_outputs, **read)
     seen_runs = gr.State(None)
     timer = gr.Timer(REFRESH_S)
-    timer.tick(lambda seen: poll(root, seen), seen_runs, [seen_runs, table, chosen, target], show_progress="hidden")
+    timer.tick(lambda seen: poll(root, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
 
     def on_ask_rename(name: str | None, new: str):
         p, q, visible = ask("rename", name, new)
@@ -290,19 +295,21 @@ def build(studio: Any, view: gr.State | None = None) -> None:
         return resume(studio, name, total, request)
 
     ask_outputs = [pending, question, confirm_row, message]
-    rename_btn.click(on_ask_rename, [target, new_name], ask_outputs)
-    delete_btn.click(on_ask_delete, target, ask_outputs)
-    no_btn.click(lambda: ({}, gr.Row(visible=False), "Nothing changed."), None, [pending, confirm_row, message])
-    yes_btn.click(on_confirm, pending, [pending, confirm_row, message],
-                  concurrency_limit=1, concurrency_id="runs-manage").then(
-        refresh, [chosen, target], refresh_outputs).then(show, view_inputs, view_outputs, show_progress="hidden").then(
-        restyle, view_inputs, plot_outputs, show_progress="hidden")
+    rename_btn.click(on_ask_rename, [target, new_name], ask_outputs, **cheap)
+    delete_btn.click(on_ask_delete, target, ask_outputs, **cheap)
+    no_btn.click(lambda: ({}, gr.Row(visible=False), "Nothing changed."), None, [pending, confirm_row, message],
+                 **cheap)
+    yes_btn.click(on_confirm, pending, [pending, confirm_row, message], **control).then(
+        refresh, [chosen, target], refresh_outputs, **read).then(
+        fast(show), view_inputs, view_outputs, show_progress="hidden", **read).then(
+        restyle, view_inputs, plot_outputs, **cheap)
     if with_trainer:
         if view is not None:
-            explore_btn.click(lambda name, v: open_in_explore(studio, name, v), [target, view], [view, message])
+            explore_btn.click(fast(lambda name, v: open_in_explore(studio, name, v)), [target, view],
+                              [view, message], **FAST, **PRIVATE)
         else:
-            explore_btn.click(lambda name: open_in_explore(studio, name)[1], target, message)
-        resume_btn.click(on_resume, [target, steps], message, concurrency_limit=1, concurrency_id="train-control")
+            explore_btn.click(fast(lambda name: open_in_explore(studio, name)[1]), target, message, **FAST, **PRIVATE)
+        resume_btn.click(on_resume, [target, steps], message, **control)
 
 
 def _plot(key: str) -> gr.LinePlot:
