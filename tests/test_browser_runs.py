@@ -1,6 +1,7 @@
 """End to end in headless Chromium: two short runs with different losses (bce, hinge), both picked in the Runs
 tab, both curves drawn in every plot, their samples side by side and the loss setting marked as different;
-a bad rename is refused in the page; the page is saved as docs/runs.png for the README."""
+a bad rename is refused in the page, a run opens in the Explore tab; the page is saved as docs/runs.png for the
+README."""
 
 from __future__ import annotations
 
@@ -73,3 +74,10 @@ def test_two_runs_compared_side_by_side(page, tmp_path):  # noqa: F811
     page.click("#runs-cancel")
     wait_for(lambda: "Nothing changed" in page.inner_text("#runs-message"), what="the cancel message")
     assert all((studio.checkpoints_dir / n).is_dir() for n in NAMES)
+
+    # open the hinge run in Explore: that tab then shows its generator
+    choose(page, "runs-target", "hinge-run")
+    page.click("#runs-explore")
+    wait_for(lambda: "Explore" in page.inner_text("#runs-message"), what="the open-in-Explore message")
+    page.get_by_role("tab", name="Explore").click()
+    wait_for(lambda: "hinge-run/step_" in page.inner_text("#explore-summary"), what="the run in the Explore tab")
