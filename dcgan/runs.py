@@ -234,8 +234,16 @@ def _hparam(value) -> Any:
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
-    """Everything the runs table shows about one folder; problems are listed, never raised."""
+    """Everything the runs table shows about one folder; problems are listed, never raised (for anything
+    not foreseen, such as odd metadata in a readable file, the row says 'unreadable')."""
     run_dir = Path(run_dir)
+    try:
+        return _read_run(run_dir)
+    except Exception as exc:
+        return RunInfo(run_dir.name, run_dir, problems=[f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"])
+
+
+def _read_run(run_dir: Path) -> RunInfo:
     info = RunInfo(run_dir.name, run_dir)
     try:
         checkpoints = _checkpoints(run_dir)

@@ -4,12 +4,15 @@ damaged or missing files, and renames / deletes that are refused with a message 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from dcgan import runs
 from dcgan.tblog import event_files
@@ -92,12 +95,17 @@ def test_damaged_or_missing_files_still_list_marked(root):
     (root / "garbage").mkdir()
     (root / "garbage" / "events.out.tfevents.1.host").write_bytes(b"not an event file at all" * 10)
     (root / "garbage" / "step_00000001.safetensors").write_bytes(b"\x80\x04 pickle?")
+    (root / "odd").mkdir()  # a readable checkpoint header with nonsense in it
+    save_file({"x": torch.zeros(1)}, root / "odd" / "step_00000001.safetensors", metadata={"dcgan_studio": json.dumps(
+        {"format": "dcgan-studio-checkpoint", "format_version": 1, "iteration": "many", "config": [1, 2]})})
     an_hour_ago = time.time() - 3600  # a file written to right now may end in half a record: not damaged yet
     for path in (events, root / "garbage" / "events.out.tfevents.1.host"):
         os.utime(path, (an_hour_ago, an_hour_ago))
 
     listed = by_name(root)
-    assert sorted(listed) == ["bce-run", "garbage", "hinge-run", "only-checkpoint"]
+    assert sorted(listed) == ["bce-run", "garbage", "hinge-run", "odd", "only-checkpoint"]
+    assert listed["odd"].problems and "unreadable" in listed["odd"].problems[0]
+    assert runs.latest_grid(root / "odd")[0] is None and runs.curves(root / "odd").rows == []
     bce = listed["bce-run"]
     assert any("damaged" in p and events.name in p for p in bce.problems)
     assert bce.checkpoint is not None and bce.config["loss"] == "bce"
@@ -118,6 +126,14 @@ def test_damaged_or_missing_files_still_list_marked(root):
     assert runs.curves(root / "garbage").rows == []
     assert runs.latest_grid(root / "garbage") == (None, "no samples yet")
     assert "garbage" in runs.format_table(list(listed.values()))
+
+    from ui import runs_tab  # ... and the tab shows them with notes instead of breaking
+
+    view = runs_tab.compare(root, ["garbage", "odd", "hinge-run", "bce-run"])
+    assert set(view["loss_d"]["series"]) == {"hinge-run", "bce-run"}
+    notes = "\n".join(view["notes"])
+    assert "`garbage`: no curves" in notes and "`odd`: ⚠ unreadable" in notes and "`hinge-run`: ⚠" in notes
+    assert "odd" in runs_tab.runs_table(runs.list_runs(root))["run"].tolist()
 
 
 @pytest.mark.parametrize("bad, why", [("a/b", "cannot contain /"), ("..", "'..'"), ("../escape", "cannot contain /"),
