@@ -8,10 +8,13 @@ files as a model repo's "Training metrics" tab once `push` uploads them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,19 @@ def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _quiet(method):
+    """A logging failure (a full disk, a vanished folder) stops the logging, never the training run."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:
+            self._give_up(exc)
+
+    return wrapper
+
+
 class TensorBoardHook(Hook):
     """Writes a run's curves, grids and hparams into run_dir; cheap in the training thread.
 
@@ -80,8 +96,11 @@ class TensorBoardHook(Hook):
         self._pending: tuple[int, torch.Tensor] | None = None  # newest grid not yet written
         self._image_thread: threading.Thread | None = None
         self._last: dict[str, float] = {}  # tag -> latest value, for the hparams at the end
+        self._grid_error: Exception | None = None  # from the helper thread, raised in the training thread
+        self.failed = ""  # why logging stopped, if it did
 
     # ---- hook methods ---------------------------------------------------------------------
+    @_quiet
     def on_start(self, run) -> None:
         from .distributed import is_main
 
@@ -90,6 +109,7 @@ class TensorBoardHook(Hook):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(self.run_dir), flush_secs=self.flush_secs)
 
+    @_quiet
     def on_log(self, run, row: dict) -> None:
         if self.writer is None:
             return
@@ -103,6 +123,7 @@ class TensorBoardHook(Hook):
         if values:
             self.writer.file_writer.add_summary(Summary(value=values), int(row["iteration"]), row.get("time"))
 
+    @_quiet
     def on_pictures(self, run, images: torch.Tensor) -> None:
         if self.writer is None:
             return
@@ -112,6 +133,7 @@ class TensorBoardHook(Hook):
             self._last_image = now
             self._write_pending(background=True)
 
+    @_quiet
     def on_metrics(self, run, record: dict) -> None:
         if self.writer is None:
             return
@@ -121,12 +143,14 @@ class TensorBoardHook(Hook):
                 self.writer.add_scalar(METRIC_PREFIX + key, value, step)
                 self._last[METRIC_PREFIX + key] = float(value)
 
+    @_quiet
     def on_checkpoint(self, run, path) -> None:
         if self.writer is not None:
             self.writer.flush()  # a checkpoint on disk comes with its curves (Runs tab, push)
         if self.grid_writer is not None:
             self.grid_writer.flush()
 
+    @_quiet
     def on_end(self, run, state: str) -> None:
         writer = self.writer
         if writer is None:
@@ -146,11 +170,24 @@ class TensorBoardHook(Hook):
             self.grid_writer.close()
             self.grid_writer = None
 
+    def _give_up(self, exc: Exception) -> None:
+        self.failed = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"TensorBoard logging into {self.run_dir} stopped ({self.failed}); training goes on",
+                      stacklevel=3)
+        for writer in (self.writer, self.grid_writer):
+            with contextlib.suppress(Exception):
+                if writer is not None:
+                    writer.close()
+        self.writer = self.grid_writer = None
+        self._pending = None
+
     # ---- grids ------------------------------------------------------------------------------
     def _write_pending(self, background: bool) -> None:
         if self._image_thread is not None:
             self._image_thread.join()  # at most one encode in flight; grids stay in order
             self._image_thread = None
+        if self._grid_error is not None:
+            raise self._grid_error
         if self._pending is None or self.writer is None:
             return
         (step, images), self._pending = self._pending, None
@@ -158,17 +195,21 @@ class TensorBoardHook(Hook):
             self.grid_writer = SummaryWriter(str(self.run_dir), flush_secs=self.flush_secs,
                                              filename_suffix=GRIDS_SUFFIX)
         if background:
-            self._image_thread = threading.Thread(target=self._add_grid, args=(self.grid_writer, step, images),
+            self._image_thread = threading.Thread(target=self._add_grid, args=(self.grid_writer, step, images, True),
                                                   name="tensorboard-grid", daemon=True)
             self._image_thread.start()
         else:
             self._add_grid(self.grid_writer, step, images)
 
-    @staticmethod
-    def _add_grid(writer: SummaryWriter, step: int, images: torch.Tensor) -> None:
-        grid = make_grid(images.detach().float().cpu(), nrow=8, padding=2, normalize=True,
-                         value_range=(-1, 1), pad_value=1.0)
-        writer.add_image(GRID_TAG, grid, step, dataformats="CHW")
+    def _add_grid(self, writer: SummaryWriter, step: int, images: torch.Tensor, keep_error: bool = False) -> None:
+        try:
+            grid = make_grid(images.detach().float().cpu(), nrow=8, padding=2, normalize=True,
+                             value_range=(-1, 1), pad_value=1.0)
+            writer.add_image(GRID_TAG, grid, step, dataformats="CHW")
+        except Exception as exc:
+            if not keep_error:
+                raise
+            self._grid_error = exc
 
 
 def event_files(run_dir: str | Path, grids: bool = True) -> list[Path]:

@@ -121,3 +121,38 @@ def test_hook_writes_nothing_off_the_main_rank(tmp_path, monkeypatch):
     hook.on_log(run, {"iteration": 1, "loss_d": 1.0})
     hook.on_end(run, "finished")
     assert not (tmp_path / "rank1").exists()
+
+
+def test_a_full_disk_stops_the_logging_not_the_run(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from dcgan import tblog
+
+    class FullDisk(tblog.SummaryWriter):
+        """Writes fail the way a full disk makes TensorBoard's writer fail: OSError from the next write."""
+
+        def _get_file_writer(self):
+            writer = super()._get_file_writer()
+
+            def no_space(*args, **kwargs):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            writer.add_summary = writer.add_event = no_space
+            return writer
+
+    monkeypatch.setattr(tblog, "SummaryWriter", FullDisk)
+    trainer = Trainer()
+    with pytest.warns(UserWarning, match="No space left on device"):
+        trainer.start(tiny_config(steps=6, out_dir=str(tmp_path), run_name="full", ngf=8, ndf=8, batch_size=16))
+        assert trainer.wait(120) == "finished"
+    assert (tmp_path / "full" / "step_00000006.safetensors").exists()
+
+    hook = TensorBoardHook(tmp_path / "direct", image_every_s=0)
+    run = SimpleNamespace(iteration=1, cfg=TrainConfig())
+    with pytest.warns(UserWarning, match="training goes on"):
+        hook.on_start(run)
+        hook.on_log(run, {"iteration": 1, "loss_d": 1.0})
+    assert "No space left" in hook.failed and hook.writer is None
+    hook.on_pictures(run, torch.zeros(4, 1, 28, 28))  # no-ops from now on
+    hook.on_end(run, "finished")
