@@ -54,8 +54,9 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
     gr.Markdown("Explore what the generator learned. Choose a model, then use the tools below. Everything runs on "
                 "a CPU copy of G, so it works while a run trains, and what you pick here is yours alone.")
     with gr.Row(equal_height=True):
-        C["use_btn"] = gr.Button("Use the live run (its newest snapshot)", variant="primary", scale=2,
-                                 elem_id="explore-use")
+        with gr.Column(scale=2, min_width=200):
+            C["use_btn"] = gr.Button("Use the live run (its newest snapshot)", variant="primary", size="md",
+                                     elem_id="explore-use")
         C["checkpoint"] = gr.Dropdown(choices=[], label="or a saved checkpoint", scale=3, elem_id="explore-checkpoint")
         with gr.Column(scale=1, min_width=120):
             C["load_btn"] = gr.Button("Load checkpoint", size="sm", elem_id="explore-load")

@@ -149,7 +149,7 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
                 with gr.Row(equal_height=True):
                     sample_seed = gr.Number(0, label="Seed", precision=0, min_width=80, scale=1)
                     sample_btn = gr.Button("New samples", scale=1, elem_id="sample-btn")
-                sample_note = gr.Markdown("")
+                sample_note = gr.Markdown("", elem_id="sample-note")
                 samples = gr.Image(label="Samples", interactive=False, format="png", height=300, elem_id="samples")
 
     wire(studio, session, form, zip_file, locals())
@@ -216,7 +216,10 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     def on_download(request: gr.Request) -> tuple[str | None, str]:
         return act.download_checkpoint(studio, request)
 
-    def choices() -> gr.Dropdown:
+    def choices() -> gr.Dropdown:  # a refresh keeps what the person picked
+        return gr.Dropdown(choices=studio.list_checkpoints())
+
+    def newest() -> gr.Dropdown:
         names = studio.list_checkpoints()
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
@@ -237,6 +240,8 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     zip_file.upload(lambda: gr.Dropdown(value="folder"), None, form["dataset"], **PRIVATE)
     c["refresh_btn"].click(choices, None, c["ckpt"], **PRIVATE)
     c["ckpt"].focus(choices, None, c["ckpt"], **PRIVATE)
+    if gr.context.Context.root_block is not None:  # filled when the page opens, refreshed on focus
+        gr.context.Context.root_block.load(newest, None, c["ckpt"], **PRIVATE)
     c["load_ckpt_btn"].click(lambda name, s: act.load_for_samples(studio, name, s), [c["ckpt"], session],
                              [session, message], **PRIVATE, **FAST)
     c["download_btn"].click(on_download, None, [c["ckpt_file"], message]).then(
