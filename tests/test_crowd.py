@@ -161,7 +161,7 @@ def crowd_app(tmp_path_factory, digits_data):
     """The app on 127.0.0.1 with two saved runs (different weights) and a live training run."""
     pytest.importorskip("gradio_client")
     app = pytest.importorskip("app")
-    from dcgan.studio import Studio
+    from ui.state import Studio
 
     root = tmp_path_factory.mktemp("crowd") / "checkpoints"
     names = []

@@ -1,18 +1,24 @@
 """Fair queues for many visitors: slider moves never wait behind someone's 30-second inversion.
 
-Two Gradio concurrency groups (events with the same `concurrency_id` share one queue whose limit is
+Three Gradio concurrency groups (events with the same `concurrency_id` share one queue whose limit is
 the smallest `concurrency_limit` among them; Gradio holds the rest in its queue without a thread):
 
 - FAST: sliders, new samples, choosing a model, interpolation: tens of milliseconds each.
+- POLL: every open page's status timer (the Train tab's `train_status`, once a second per browser). A
+  tick is not sent again while one is pending, so with one worker the pages of a big class refresh
+  less often instead of taking the CPU that training and sliders need.
 - HEAVY: inversion, diversity, memorisation: seconds each. `heavy(fn)` wraps these so that at most
   HEAVY_RUNNING run at once and each visitor (browser session) has at most PER_VISITOR of them waiting
   or running; one more is refused at once with "busy, try again in N s" instead of queueing behind
   itself (a visitor who fires twenty inversions through the API cannot push everyone else back).
 
 CPU threads: torch's intra-op thread count belongs to each thread (OpenMP), but `torch.set_num_threads`
-also sets the default that a new thread starts with. Serving requests run with SERVE_THREADS each
-(`serve_threads()`, called by both wrappers) and the training thread pins its own count with the
-`TrainThreads` hook, so a slider storm cannot shrink or grow the training run's thread pool.
+also sets the count that any thread takes at its first torch call. Serving requests run with
+SERVE_THREADS each (`serve_threads()`, called by both wrappers) and the training thread sets its own
+count with the `TrainThreads` hook (the cores left after the fast workers), so a slider storm cannot
+change the training run's threads. Two training threads on two cores collapse (to ~9% of their speed
+in one measurement) as soon as one serving thread is busy: an OpenMP barrier waits for a descheduled
+thread; one training thread kept 63% beside the same load.
 Measured in docs/ROBUSTNESS.md ("Thirty visitors").
 """
 
@@ -28,16 +34,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-try:
-    from dcgan.train import Hook
-except ImportError:  # the loop's hook base class is not there yet: same method names, no base
-    class Hook:  # type: ignore[no-redef]
-        def on_start(self, run) -> None: ...
-        def on_log(self, run, row: dict) -> None: ...
-        def on_pictures(self, run, images: torch.Tensor) -> None: ...
-        def on_metrics(self, run, record: dict) -> None: ...
-        def on_checkpoint(self, run, path) -> None: ...
-        def on_end(self, run, state: str) -> None: ...
+from dcgan.train import Hook
 
 FAST_WORKERS = 1  # slider work in parallel with training oversubscribes 2 cores; queueing is cheaper
 HEAVY_SLOTS = 4  # heavy events Gradio lets into heavy(): HEAVY_RUNNING run, the rest wait or are refused
@@ -45,7 +42,10 @@ HEAVY_RUNNING = 1
 PER_VISITOR = 1  # heavy jobs one browser session may have waiting or running
 SERVE_THREADS = 1  # torch intra-op threads of one serving request
 
+POLL_WORKERS = 1
+
 FAST = dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS)
+POLL = dict(concurrency_id="poll", concurrency_limit=POLL_WORKERS)
 HEAVY = dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS)
 
 
@@ -152,7 +152,7 @@ def train_threads() -> int:
     Two training threads on a 2-core machine collapse as soon as anything else runs (OpenMP barriers wait for
     a descheduled thread): measured 9% of solo speed beside one busy serving thread, against 63% with one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - FAST_WORKERS * SERVE_THREADS)
+    return max(1, cores - FAST_WORKERS * SERVE_THREADS)  # polls and heavy jobs are rarer: not counted
 
 
 class TrainThreads(Hook):
