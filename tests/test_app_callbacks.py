@@ -15,6 +15,7 @@ from PIL import Image
 import app
 from dcgan.studio import MAX_KEPT_UPLOADS
 from dcgan.trainer import Status
+from ui import plots
 from ui import train_actions as act
 from ui import train_view as tv
 from ui.state import Studio
@@ -219,7 +220,7 @@ def test_long_runs_plot_at_most_500_smoothed_points():
     rng = np.random.default_rng(0)
     rows = [{"iteration": i + 1, "loss_d": 1.0 + rng.normal(0, 0.3), "loss_g": float("nan") if i % 7 == 0
              else 2.0 + rng.normal(0, 0.3), "d_real": 0.8, "d_fake": 0.2} for i in range(100_000)]
-    frame = tv.loss_frame(rows)
+    frame = plots.loss_frame(rows)
     for name in ("loss_D", "loss_G"):
         part = frame[frame.series == name]
         assert 400 <= len(part) <= 500 and part.iteration.is_monotonic_increasing
@@ -227,14 +228,14 @@ def test_long_runs_plot_at_most_500_smoothed_points():
     # bucket means keep the level and remove most of the noise
     loss_d = frame[frame.series == "loss_D"].value
     assert abs(loss_d.mean() - 1.0) < 0.01 and loss_d.std() < 0.05
-    smoothed = tv.loss_frame(rows[:300], smooth=0.9)
-    raw = tv.loss_frame(rows[:300], smooth=0.0)
+    smoothed = plots.loss_frame(rows[:300], smooth=0.9)
+    raw = plots.loss_frame(rows[:300], smooth=0.0)
     assert smoothed[smoothed.series == "loss_D"].value.std() < raw[raw.series == "loss_D"].value.std() / 2
-    d = tv.d_frame(rows[:300])
+    d = plots.d_frame(rows[:300])
     half = d[d.series == "0.5 (can't tell)"]
     assert list(half.value) == [0.5, 0.5] and list(half.iteration) == [1, 300]
-    assert tv.loss_frame([]).empty and tv.d_frame([]).empty
-    assert "100,000 records" in tv.caption(rows, frame, 0.0)
+    assert plots.loss_frame([]).empty and plots.d_frame([]).empty
+    assert "100,000 records" in plots.caption(rows, frame, 0.0)
 
 
 def test_live_view_sends_only_what_changed(studio):
@@ -327,9 +328,9 @@ def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
     monkeypatch.setattr(studio.trainer, "history", lambda: history)
     seen, out = tv.live_view(studio, seen)
     assert out["metrics_note"] == ""
-    frame = tv.metric_frame(history)
-    assert sorted(set(frame.series)) == sorted(tv.METRIC_SERIES.values()) and len(frame) == 4
-    table = tv.metric_table(history)
+    frame = plots.metric_frame(history)
+    assert sorted(set(frame.series)) == sorted(plots.METRIC_SERIES.values()) and len(frame) == 4
+    table = plots.metric_table(history)
     assert list(table.iteration) == [1000, 500] and table.score.iloc[0] == 21.1235
     seen, again = tv.live_view(studio, seen)
     assert again["metrics"] == {"__type__": "update"}
@@ -513,7 +514,7 @@ def test_defect11_readable_metric_names_bars_and_no_emoji():
     import re
 
     history = [{"iteration": 500, "score": 4.0, "class_entropy_bits": 3.2, "classes_covered": 10}]
-    columns = list(tv.metric_table(history).columns)
+    columns = list(plots.metric_table(history).columns)
     assert "class_entropy_bits" not in columns and any("class balance" in c for c in columns)
     emoji = re.compile("[\U0001F000-\U0001FAFF\u2705\u274C\u2B50\u231B\u23F3]")
     for path in [Path("app.py"), *Path("ui").glob("*.py")]:

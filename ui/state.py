@@ -1,7 +1,9 @@
-"""The app's Studio: dcgan.studio.Studio (UI-free: the shared run, checkpoints, uploads, models) plus the
-owner check of a public Space, which needs Gradio's request (ui/access.py)."""
+"""The app's Studio: dcgan.studio.Studio (UI-free: the shared run, checkpoints, uploads, models) plus what needs
+Gradio: the owner check of a public Space (ui/access.py) and the serving/training thread policy (ui/queues.py)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from dcgan import studio as _studio
 from dcgan.studio import LoadedModel
@@ -10,6 +12,12 @@ __all__ = ["Studio", "LoadedModel"]
 
 
 class Studio(_studio.Studio):
+    def __init__(self, root: str | Path = "checkpoints", trainer=None) -> None:
+        from ui.queues import TrainThreads
+
+        super().__init__(root, trainer)
+        self.trainer.add_hook(TrainThreads())  # the training thread keeps its threads whatever serving sets
+
     def require_owner(self, request=None, profile=None) -> None:
         """Training controls on a public Space are for the owner only: raises access.AccessDenied (a
         gr.Error and a PermissionError) for anyone else; off a Space it allows all."""

@@ -1,4 +1,4 @@
-"""How the Train tab shows a run: the status line, notices, plots, pictures and the evolution GIF.
+"""How the Train tab shows a run: the status line, notices, pictures, the evolution GIF (plots: ui/plots.py).
 
 Formatting only: the numbers come from the studio (dcgan/studio.py) and its trainer. `live_view` computes
 only what changed since a browser's last poll, so many viewers cost little.
@@ -12,28 +12,20 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from dcgan.studio import Studio
 from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
+from ui import plots
 from ui.common import FAIL, OK, WARN
 
-MAX_POINTS = 500  # plotted points per curve, however long the run
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
-METRIC_SERIES = {"score": "score (lower is better)", "digit_fd_real": "real digits (ideal score)"}
-METRIC_NAMES = {  # record keys -> what a person reads in the table
-    "iteration": "iteration", "score": "score", "digit_fd": "digit FD (lower is better)",
-    "digit_fd_real": "digit FD of real images", "classes_covered": "digits covered (of 10)",
-    "class_entropy_bits": "class balance (bits, 3.32 = even)", "fid": "FID", "kid": "KID",
-    "classifier_accuracy": "classifier accuracy"}
 NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
               "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
               "(FID with InceptionV3 where its weights exist); the best checkpoint is kept as best.safetensors.")
@@ -104,94 +96,6 @@ def health_hint(rows: list[dict], window: int = 50) -> str:
         return ("Hint: D answers 0.5 for everything: either G is excellent or D stopped learning. Look at the "
                 "samples: if they are poor, D has died; raise `lr D` or restart.")
     return ""
-
-
-# ---- plots ---------------------------------------------------------------------------------------
-
-
-def downsample(iterations: np.ndarray, values: np.ndarray,
-               max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Bucket means over consecutive points (NaN-aware), so a 100k-step run still plots 500 points."""
-    n = len(values)
-    if n <= max_points:
-        return iterations, values
-    edges = np.linspace(0, n, max_points + 1).astype(int)
-    its = np.array([iterations[b - 1] for b in edges[1:]])
-    with warnings.catch_warnings():  # an all-NaN bucket (only G-only steps) warns; it is dropped later
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vals = np.array([np.nanmean(values[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)])
-    return its, vals
-
-
-def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard-style debiased exponential moving average; NaNs are skipped, not spread."""
-    if weight <= 0:
-        return values
-    out = np.empty_like(values)
-    avg, norm = 0.0, 0.0
-    for i, v in enumerate(values):
-        if not math.isfinite(v):
-            out[i] = np.nan
-            continue
-        avg = weight * avg + (1 - weight) * v
-        norm = weight * norm + (1 - weight)
-        out[i] = avg / norm
-    return out
-
-
-def curve_frame(rows: list[dict], series: dict[str, str], smooth: float = 0.0,
-                max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """Long-format (iteration, value, series) table of some metric columns, downsampled and smoothed."""
-    parts = []
-    if rows:
-        iterations = np.array([r["iteration"] for r in rows], dtype=np.int64)
-        for key, label in series.items():
-            values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=np.float64)
-            its, vals = downsample(iterations, values, max_points)
-            vals = smooth_ema(vals, smooth)
-            keep = np.isfinite(vals)
-            parts.append(pd.DataFrame({"iteration": its[keep], "value": vals[keep], "series": label}))
-    if not parts:
-        return pd.DataFrame({"iteration": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
-                             "series": pd.Series(dtype="str")})
-    return pd.concat(parts, ignore_index=True)
-
-
-def loss_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
-    return curve_frame(rows, {"loss_d": "loss_D", "loss_g": "loss_G"}, smooth)
-
-
-def d_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:
-    """D(x) and D(G(z)) plus the 0.5 reference line across the plotted range."""
-    frame = curve_frame(rows, {"d_real": "D(x) real", "d_fake": "D(G(z)) fake"}, smooth)
-    if len(frame):
-        lo, hi = int(frame["iteration"].min()), int(frame["iteration"].max())
-        half = pd.DataFrame({"iteration": [lo, hi], "value": [0.5, 0.5], "series": "0.5 (can't tell)"})
-        frame = pd.concat([frame, half], ignore_index=True)
-    return frame
-
-
-def metric_frame(history: list[dict]) -> pd.DataFrame:
-    """The run's score over time (plus the score of real images, its ideal) in long format."""
-    rows = [{"iteration": h["iteration"], "value": float(h[k]), "series": label} for h in history
-            for k, label in METRIC_SERIES.items()
-            if isinstance(h.get(k), (int, float)) and math.isfinite(h[k])]
-    return pd.DataFrame(rows, columns=["iteration", "value", "series"])
-
-
-def metric_table(history: list[dict], last: int = 10) -> pd.DataFrame:
-    """The latest quality-metric records, newest first, with readable column names."""
-    rows = [{METRIC_NAMES.get(k, k.replace("_", " ")): (round(v, 4) if isinstance(v, float) else v)
-             for k, v in h.items()} for h in history[-last:]]
-    return pd.DataFrame(rows[::-1])
-
-
-def caption(rows: list[dict], frame: pd.DataFrame, smooth: float) -> str:
-    if not rows:
-        return "no data yet"
-    shown = frame["iteration"].nunique() if len(frame) else 0
-    how = f", smoothing {smooth:.2f}" if smooth > 0 else ""
-    return f"{len(rows):,} records up to iteration {rows[-1]['iteration']:,}; {shown} points shown{how}"
 
 
 # ---- pictures ------------------------------------------------------------------------------------
@@ -323,10 +227,11 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     n_rows = len(trainer.metrics)
     if seen.get("rows") != n_rows or seen.get("smooth") != smooth:
         rows = trainer.metrics.since(0)
-        losses, ds = loss_frame(rows, smooth), d_frame(rows, smooth)
+        losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
         # None, not an empty table: the browser builds a plot's legend from the first data it gets
-        out["loss_plot"] = gr.LinePlot(value=losses if len(losses) else None, caption=caption(rows, losses, smooth))
-        out["d_plot"] = gr.LinePlot(value=ds if len(ds) else None, caption=caption(rows, ds, smooth))
+        out["loss_plot"] = gr.LinePlot(value=losses if len(losses) else None,
+                                       caption=plots.caption(rows, losses, smooth))
+        out["d_plot"] = gr.LinePlot(value=ds if len(ds) else None, caption=plots.caption(rows, ds, smooth))
         out["hint"] = health_hint(rows)
         seen["rows"], seen["smooth"] = n_rows, smooth
     else:
@@ -352,9 +257,9 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     history = trainer.history()
     if seen.get("history") != len(history):
-        frame = metric_frame(history)
+        frame = plots.metric_frame(history)
         out["metrics"] = gr.LinePlot(value=frame if len(frame) else None, visible=bool(len(frame)))
-        out["metrics_table"] = gr.Dataframe(value=metric_table(history), visible=bool(history))
+        out["metrics_table"] = gr.Dataframe(value=plots.metric_table(history), visible=bool(history))
         out["metrics_note"] = "" if history else NO_METRICS
         seen["history"] = len(history)
     else:
