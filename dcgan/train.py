@@ -254,7 +254,9 @@ class GANTraining:
         return sample(self.sampler(), z=z, labels=labels)
 
     def fixed_samples(self) -> torch.Tensor:
-        return self.sample(self.fixed_z, self.fixed_labels)
+        """The evolving grid, drawn in the run's precision: bf16 halves its cost where training uses it."""
+        with self.autocast():
+            return self.sample(self.fixed_z, self.fixed_labels)
 
     def set_lr(self, scale: float) -> None:
         for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
@@ -384,7 +386,9 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
 
     def tell(method: str, *args) -> None:
         for hook in hooks:
-            getattr(hook, method)(run, *args)
+            call = getattr(hook, method, None)  # a duck-typed hook may leave methods out
+            if call is not None:
+                call(run, *args)
 
     def pictures() -> None:
         nonlocal pictures_at, last_pictures
