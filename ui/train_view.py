@@ -24,6 +24,7 @@ from dcgan.studio import Studio
 from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
 from ui import plots
 from ui.common import FAIL, OK, WARN
+from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
 NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
