@@ -110,21 +110,14 @@ def smoothed_speed(rows: list[dict], batch_size: int, window_s: float = SPEED_WI
     """Images/s over the last window_s seconds of *training* time: each logged row covers some
     iterations at its own speed, so summing images and the time they took gives a steady figure
     (pauses are not counted, and one slow or fast sync cannot swing it)."""
+    valid = [r for r in rows if isinstance(r.get("images_per_s"), (int, float)) and r.get("iteration") is not None
+             and math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0]
     images = seconds = 0.0
-    last_iteration = None
-    for row in reversed(rows):
-        speed, iteration = row.get("images_per_s"), row.get("iteration")
-        if not speed or not isinstance(speed, (int, float)) or not math.isfinite(speed) or iteration is None:
-            continue
-        if last_iteration is None:
-            last_iteration = iteration
-            span = 1
-        else:
-            span = max(last_iteration - iteration, 1)
-            last_iteration = iteration
-        n = span * batch_size
+    for k in range(len(valid) - 1, -1, -1):  # newest first; a row covers the iterations since the one before
+        span = valid[k]["iteration"] - valid[k - 1]["iteration"] if k else 1
+        n = max(span, 1) * batch_size
         images += n
-        seconds += n / speed
+        seconds += n / valid[k]["images_per_s"]
         if seconds >= window_s:
             break
     return images / seconds if seconds > 0 else 0.0

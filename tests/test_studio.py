@@ -234,6 +234,9 @@ def test_defect6_speed_is_averaged_over_training_time():
     expected = 4 * 32 / (32 * sum(1 / s for s in (119, 964, 59, 366)))
     assert readings[-1] == pytest.approx(expected, rel=0.05)
     assert smoothed_speed([], 32) == 0.0
+    gpu = [{"iteration": 20 * (i + 1), "images_per_s": s} for i, s in enumerate([100.0, 100.0, 1000.0])]
+    # logged every 20 iterations (GPU): the newest row covers 20 iterations at 1000 images/s, not one
+    assert smoothed_speed(gpu, 8, window_s=1.7) == pytest.approx(2 * 160 / (160 / 1000 + 160 / 100))
     assert studio_module.eta_seconds(100, 200, 10, 50.0) == 20.0
 
 
