@@ -108,7 +108,7 @@ def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: 
     from .distributed import is_main
     from .images import grid_array, save_png, upscale
     from .metrics import METRIC_KEY, make_metric_fn
-    from .train import Control, GANTraining, NanRollback, failure_message, fit
+    from .train import Control, GANTraining, NanRollback, fit, out_of_memory_message
     from .trainer import tensorboard_hook
 
     control = Control()
@@ -135,8 +135,11 @@ def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: 
         try:
             state = fit(run, hooks, control, folder=folder, metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
         except Exception as exc:
-            print(f"error: {failure_message(exc, run.cfg, run.device)}", file=sys.stderr)
-            raise SystemExit(1) from exc
+            message = out_of_memory_message(exc, run.cfg, run.device)
+            if message is None:
+                raise  # a bug: the traceback says where
+            print(f"error: {message}", file=sys.stderr)
+            return 1
     if paused:
         print(paused[0], file=sys.stderr)
         return 1

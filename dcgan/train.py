@@ -268,13 +268,13 @@ class GANTraining:
         return self.opt_g.param_groups[0]["lr"] / self.cfg.lr_g
 
 
-def failure_message(exc: BaseException, cfg: TrainConfig, device: torch.device) -> str:
-    """What a person reads when training died: out of memory says what to change."""
+def out_of_memory_message(exc: BaseException, cfg: TrainConfig, device: torch.device) -> str | None:
+    """What to change when training ran out of memory; None for any other error."""
     text = str(exc).lower()  # the CPU allocator raises a plain RuntimeError
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or "allocate memory" in text:
         return (f"Out of memory ({type(exc).__name__}) at batch size {cfg.batch_size}, {cfg.image_size}x"
                 f"{cfg.image_size} on {device}: lower the batch size or the image size and start again.")
-    return f"Training stopped by an error: {type(exc).__name__}: {exc}"
+    return None
 
 
 def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

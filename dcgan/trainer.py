@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .data import ImageData
 from .images import grid_array
 from .models import Discriminator, Generator
-from .train import MIN_LR_SCALE, Control, GANTraining, Hook, NanRollback, failure_message, fit, log_interval
+from .train import MIN_LR_SCALE, Control, GANTraining, Hook, NanRollback, fit, log_interval, out_of_memory_message
 
 __all__ = ["Trainer", "TrainerBusy", "State", "Status", "MetricsBuffer", "MIN_LR_SCALE", "log_interval"]
 
@@ -323,10 +323,8 @@ class Trainer:
                 self._iteration, self._epoch = run.iteration, run.epoch
                 self._state = State(state)
         except Exception as exc:
-            message = failure_message(exc, run.cfg, run.device)
-            if message.startswith("Training stopped by an error"):
-                message += "\n" + traceback.format_exc(limit=6)
-            self._fail(message)
+            self._fail(out_of_memory_message(exc, run.cfg, run.device) or
+                       f"Training stopped by an error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
         finally:
             if run.device.type == "cuda":
                 torch.cuda.empty_cache()
