@@ -29,7 +29,10 @@ class ConfigError(ValueError):
 # the dataclass defaults, chosen by the sweep in docs/QUALITY.md.
 CLASSIC = dict(ngf=64, ndf=64, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                spectral_norm=False, ema_decay=0.0, diffaug="", d_steps=1, r1_gamma=0.0)
-PRESETS: dict[str, dict[str, Any]] = {"default": dict(CLASSIC), "classic": CLASSIC}
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {**CLASSIC, "ngf": 32, "ndf": 32, "lr_g": 4e-4, "lr_d": 4e-4, "ema_decay": 0.999},
+    "classic": CLASSIC,
+}
 
 RETIRED = ("compile",)  # settings older checkpoints may hold; read and dropped (torch.compile gained nothing)
 
@@ -55,21 +58,21 @@ class TrainConfig:
     augment: bool = setting(False, "random horizontal flip and padded random crop of the real images", "Augment")
     val_fraction: float = setting(0.1, "fraction of the data held out for metrics", "Held-out fraction")
     nz: int = setting(100, "latent (z) dimension", "nz (noise size)")
-    ngf: int = setting(64, "generator width (channels of its last hidden layer)", "ngf (G width)")
-    ndf: int = setting(64, "discriminator width (channels of its first layer)", "ndf (D width)")
+    ngf: int = setting(32, "generator width (channels of its last hidden layer)", "ngf (G width)")
+    ndf: int = setting(32, "discriminator width (channels of its first layer)", "ndf (D width)")
     num_classes: int = setting(0, "train a class-conditional GAN with this many classes (0 = unconditional)",
                                "Classes")
     spectral_norm: bool = setting(False, "spectral normalisation in D (replaces D's BatchNorm)", "Spectral norm")
     batch_size: int = setting(64, "images per batch", "Batch size")
-    lr_g: float = setting(2e-4, "generator Adam learning rate", "lr G")
-    lr_d: float = setting(2e-4, "discriminator Adam learning rate", "lr D")
+    lr_g: float = setting(4e-4, "generator Adam learning rate", "lr G")
+    lr_d: float = setting(4e-4, "discriminator Adam learning rate", "lr D")
     beta1: float = setting(0.5, "Adam beta1 (DCGAN: 0.5)", "Adam β1")
     beta2: float = setting(0.999, "Adam beta2", "Adam β2")
     loss: str = setting("bce", "bce (non-saturating, on logits), hinge, lsgan or wgan-gp", "Loss")
     gp_weight: float = setting(10.0, "gradient-penalty weight for wgan-gp", "GP weight")
     r1_gamma: float = setting(0.0, "R1 penalty weight on real images (0 = off)", "R1 γ")
     d_steps: int = setting(1, "discriminator updates per generator update", "D steps")
-    ema_decay: float = setting(0.0, "keep an exponential moving average of G for samples and metrics "
+    ema_decay: float = setting(0.999, "keep an exponential moving average of G for samples and metrics "
                                     "(e.g. 0.999; 0 = off)", "EMA decay")
     diffaug: str = setting("", "DiffAugment ops for D, comma list of translation,cutout,color", "DiffAugment")
     steps: int = setting(2000, "number of training iterations (generator updates)", "Steps (iterations)")
