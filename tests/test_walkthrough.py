@@ -158,6 +158,12 @@ def test_walkthrough(browser, page, tmp_path, trained_checkpoint):  # noqa: F811
     assert "live run" not in summary.inner_text()
     assert ".cache" not in " ".join(dropdown_options(page, "explore-checkpoint"))
 
+    promise("Going back and forth between tabs keeps the model and shows no error")
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("tab", name="Explore").click()
+    page.wait_for_timeout(1500)
+    assert page.locator(".toast-body").count() == 0 and "checkpoint fixture-run" in summary.inner_text()
+
     promise("On an unconditional model the Classes tool is disabled, with a note saying why")
     page.get_by_role("tab", name="Classes").click()
     assert page.locator("#explore-class-btn").is_disabled()

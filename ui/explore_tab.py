@@ -172,7 +172,8 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         """A tools callback returning {name: value} -> {component: value}, as Gradio wants."""
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> dict:
-            return {C[name]: value for name, value in fn(*args, **kwargs).items()}
+            out = {C[name]: value for name, value in fn(*args, **kwargs).items()}
+            return out or {C["session"]: gr.skip()}  # nothing to change (Gradio wants at least one entry)
         return wrapper
 
     def ins(*names: str) -> list:
