@@ -30,6 +30,7 @@ import copy
 import io
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ BUDGET = 0.05  # the worker's share of the time: it rests ≥ (1/BUDGET - 1) x i
 AXIS_TIE = 0.8  # components with ≥ this fraction of the top variance may take over the vertical axis
 REAL_COLOR, FAKE_COLOR = "#2ca02c", "#ff7f0e"  # the Train tab's D(x) / D(G(z)) colours
 
-NOTE = """**How to read D's view.** Each dot is one image: {n_real} fixed real digits (green) and {n_fake} images
+NOTE = """**How to read D's view.** Each dot is one image: {n_real} fixed real images (green) and {n_fake} images
 G makes from fixed noise (orange). **Across** is D's own score, the logit w·f(x)+b{cls}: right of the dashed line
 D says *real* (D(x) > 0.5), left of it *fake*. **Up** is the direction in which D's last-layer features vary most
 among directions D's decision ignores (orthogonal to w), kept aligned between refreshes. **Arrows** show where G's
@@ -474,15 +475,21 @@ class DViewHook(Hook):
         with self._lock:
             return list(self._frames)
 
+    def drawing(self) -> bool:
+        """True while the worker computes a frame."""
+        with self._lock:
+            return self._busy
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """True once every picture handed over has been drawn (for tests and the bench)."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while True:
             with self._lock:
                 if not self._busy and self._pending is None:
                     return True
+            if time.monotonic() >= end:
+                return False
             time.sleep(0.01)
-        return False
 
     # worker side
     def _work(self) -> None:
@@ -532,11 +539,14 @@ class DViewHook(Hook):
 # ---- bench: the cost of the live panel ---------------------------------------------------------
 
 
-def bench(steps: int = 300, rounds: int = 3, seed: int = 0, threads: int = 0, batch: int = 64,
+def bench(steps: int = 40, rounds: int = 8, seed: int = 0, threads: int = 0, batch: int = 64,
           sample_every_s: float = 3.0) -> dict:
-    """Training throughput with and without the hook, alternating, same seeds, one process.
-
-    The hook is fed exactly as the Trainer feeds it: on_pictures every sample_every_s of training."""
+    """Training throughput with and without the hook, side by side in one run: blocks of `steps`
+    iterations alternate off / on (order flipped every round, so a drift in a shared machine's load
+    cancels), and each round gives a ratio. The hook is fed as the Trainer feeds it (on_pictures every
+    sample_every_s); an "on" block also ends only once the worker is idle, so every frame it started is
+    charged to it (a picture still waiting is dropped), and "off" blocks leave the worker's rest clock
+    running, so frames come at least as often as in a long run (a conservative measure)."""
     from .data import load_dataset
     from .train import GANTraining
 
@@ -545,44 +555,96 @@ def bench(steps: int = 300, rounds: int = 3, seed: int = 0, threads: int = 0, ba
     cfg = TrainConfig(dataset="digits", image_size=28, channels=1, batch_size=batch, seed=seed, steps=10**6,
                       device="cpu", sample_every_s=sample_every_s)
     data = load_dataset(cfg)
+    run = GANTraining(cfg, data)
+    hook = DViewHook()
+    for _ in range(3):
+        run.train_step()
+    hook.on_start(run)
+    hook.on_pictures(run, None)  # the one-off set-up (probe, training clone) and a first frame, untimed
+    hook.wait_idle(600)
 
-    def timed(with_hook: bool) -> dict:
-        run = GANTraining(cfg, data)
-        hook = DViewHook() if with_hook else None
-        for _ in range(3):
-            run.train_step()
-        if hook:
-            hook.on_start(run)
-        last = time.monotonic()
+    def block(on: bool) -> dict:
+        frames0, work0 = len(hook.frames()), hook.work_s
+        last, n = time.monotonic(), 0
         t0 = time.perf_counter()
-        for _ in range(steps):
+        while n < steps or (on and hook.drawing()):
             run.train_step()
-            if hook and time.monotonic() - last >= cfg.sample_every_s:
+            n += 1
+            if on and time.monotonic() - last >= cfg.sample_every_s:
                 hook.on_pictures(run, None)
                 last = time.monotonic()
         wall = time.perf_counter() - t0
-        out = {"hook": with_hook, "wall_s": round(wall, 3), "images_per_s": round(steps * batch / wall, 1)}
-        if hook:
-            hook.wait_idle()
-            out.update(frames=len(hook.frames()), worker_s=round(hook.work_s, 3), errors=hook.errors[:3])
-            hook.close()
+        with hook._lock:
+            hook._pending = None  # a picture not yet drawn is dropped, not drawn during the next block
+        out = {"hook": on, "steps": n, "wall_s": round(wall, 3), "images_per_s": round(n * batch / wall, 2)}
+        if on:
+            out.update(frames=len(hook.frames()) - frames0, worker_s=round(hook.work_s - work0, 3))
         return out
 
     load = [os.getloadavg()]
-    results = []
-    for _ in range(rounds):
-        results.append(timed(False))
-        results.append(timed(True))
-        load.append(os.getloadavg())
-    base = [r["images_per_s"] for r in results if not r["hook"]]
-    hooked = [r["images_per_s"] for r in results if r["hook"]]
-    ratio = float(np.median(hooked) / np.median(base))
-    return {"what": "training throughput with / without the D's-view hook (alternating runs, same seed)",
-            "image_size": 28, "batch": batch, "steps_per_run": steps, "rounds": rounds, "seed": seed,
+    blocks, ratios = [], []
+    try:
+        for r in range(rounds):
+            pair = {}
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                pair[on] = block(on)
+                blocks.append(pair[on])
+                print(json.dumps(pair[on]), file=sys.stderr, flush=True)
+            ratios.append(pair[True]["images_per_s"] / pair[False]["images_per_s"])
+            load.append(os.getloadavg())
+    finally:
+        hook.close()
+    on_blocks = [b for b in blocks if b["hook"]]
+    on_wall = sum(b["wall_s"] for b in on_blocks)
+    ratio = float(np.median(ratios))
+    return {"what": "training throughput with / without the D's-view hook: alternating blocks of one run",
+            "image_size": 28, "batch": batch, "steps_per_block": steps, "rounds": rounds, "seed": seed,
             "threads": torch.get_num_threads(), "sample_every_s": sample_every_s, "budget": BUDGET,
-            "cpu": _cpu_name(), "loadavg": [list(x) for x in load], "runs": results,
-            "median_images_per_s": {"without": float(np.median(base)), "with": float(np.median(hooked))},
-            "throughput_ratio": round(ratio, 4), "cost_fraction": round(1 - ratio, 4)}
+            "cpu": _cpu_name(), "cores": os.cpu_count(), "loadavg": [list(x) for x in load], "blocks": blocks,
+            "ratios": [round(x, 4) for x in ratios], "throughput_ratio_median": round(ratio, 4),
+            "cost_fraction_median": round(1 - ratio, 4),
+            "frames_in_on_blocks": sum(b["frames"] for b in on_blocks),
+            "worker_share_of_on_time": round(sum(b["worker_s"] for b in on_blocks) / on_wall, 4),
+            "errors": hook.errors[:3]}
+
+
+def frame_cost(repeats: int = 5, steps: int = 10, seed: int = 0, batch: int = 64) -> dict:
+    """CPU seconds (all threads, getrusage) of one frame against one training step, measured back to back
+    in one process: CPU time, unlike wall time, hardly depends on what else a shared machine runs."""
+    import resource
+
+    from .data import load_dataset
+    from .train import GANTraining
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    cfg = TrainConfig(dataset="digits", image_size=28, channels=1, batch_size=batch, seed=seed, steps=10**6,
+                      device="cpu")
+    data = load_dataset(cfg)
+    run = GANTraining(cfg, data)
+    probe, pusher = make_probe(data, cfg), Pusher(cfg, data)
+    for _ in range(3):
+        run.train_step()
+    render(frame_of_run(run, probe, pusher=pusher))  # warm-up (matplotlib, allocations)
+    step_s, frame_s = [], []
+    prev = None
+    for _ in range(repeats):
+        c0 = cpu()
+        for _ in range(steps):
+            run.train_step()
+        step_s.append((cpu() - c0) / steps)
+        c0 = cpu()
+        prev = render(frame_of_run(run, probe, prev_axis=None if prev is None else prev.axis, pusher=pusher))
+        frame_s.append(cpu() - c0)
+    step, frame = float(np.median(step_s)), float(np.median(frame_s))
+    return {"what": "CPU seconds (all threads) of one D's-view frame (compute + render) vs one training step",
+            "image_size": 28, "batch": batch, "points": N_POINTS, "threads": torch.get_num_threads(),
+            "precision": str(run.dtype), "cpu": _cpu_name(), "loadavg": list(os.getloadavg()),
+            "step_cpu_s": [round(x, 4) for x in step_s], "frame_cpu_s": [round(x, 4) for x in frame_s],
+            "frame_in_steps": round(frame / step, 2),
+            "note": f"at budget {BUDGET} the worker rests {1 / BUDGET - 1:.0f}x a frame's wall time after each frame"}
 
 
 def _cpu_name() -> str:
@@ -596,15 +658,22 @@ def _cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dcgan.dview", description=__doc__.splitlines()[0])
     p.add_argument("--bench", action="store_true", help="measure the live panel's cost on training throughput")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=40, help="bench: iterations per block")
+    p.add_argument("--rounds", type=int, default=8, help="bench: off/on block pairs")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--frame-cost", action="store_true", help="CPU time of one frame against one training step")
     p.add_argument("--checkpoint", help="render D's view of a checkpoint (file or run folder) to --out PNG")
     p.add_argument("--out", help="JSON file (bench) or PNG file (checkpoint)")
     args = p.parse_args(argv)
     if args.bench:
         result = bench(args.steps, args.rounds, threads=args.threads)
         text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return 0
+    if args.frame_cost:
+        text = json.dumps(frame_cost(), indent=2)
         print(text)
         if args.out:
             Path(args.out).write_text(text + "\n")

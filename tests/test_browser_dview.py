@@ -26,6 +26,7 @@ def test_dview_panel_follows_the_run(page, tmp_path):  # noqa: F811
     studio = studio_of(url)
     hook = dview_panel.hook_for(studio.trainer)
     assert hook is not None, "the trainer takes no hooks (Trainer.add_hook)"
+    hook.budget = 0.5  # a frame at least every other second of its own cost: quick on a busy test machine
     page.goto(url)
     page.wait_for_selector("#start-btn")
     accordion = page.get_by_text("D's view", exact=True).first
@@ -49,16 +50,17 @@ def test_dview_panel_follows_the_run(page, tmp_path):  # noqa: F811
                  what="the paused run's frame in the page")
 
         # a click on a dot shows that image: aim at a generated point (picture pixel -> page pixel)
+        page.locator("#dview-plot img").scroll_into_view_if_needed()
         box = page.locator("#dview-plot img").bounding_box()
         width, height = 760, 470
-        scale = min(box["width"] / width, box["height"] / height)
+        scale = min(box["width"] / width, box["height"] / height, 1)  # as Gradio maps a click to a pixel
         left = box["x"] + (box["width"] - width * scale) / 2
         top = box["y"] + (box["height"] - height * scale) / 2
         px, py = frame.pixels[len(frame.real_xy) + 3]
         page.mouse.click(left + px * scale, top + py * scale)
-        wait_for(lambda: "logit" in page.inner_text("#dview-point-text"), what="the clicked dot's caption")
+        wait_for(lambda: "logit" in page.inner_text("#dview-point-text"),
+                 what=f"the clicked dot's caption (page says: {page.inner_text('#dview-point-text')!r})")
         assert page.locator("#dview-point img").count() == 1
-        page.locator("#dview-plot").scroll_into_view_if_needed()
         # DVIEW_SCREENSHOT=docs refreshes the README's picture; otherwise it goes to the test's folder
         shot = DOCS / "dview.png" if os.environ.get("DVIEW_SCREENSHOT") == "docs" else tmp_path / "dview.png"
         page.locator("#dview-panel").screenshot(path=str(shot))
