@@ -161,6 +161,7 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
                 C["div_plot"] = gr.LinePlot(x="distance", y="share of pairs", color="images",
                                             title="pairwise distances: generated vs real", height=260)
                 C["class_plot"] = gr.BarPlot(x="digit", y="share of images", color="images", x_title="digit",
+                                             x_label_angle=-45,
                                              title="digits a classifier sees in them (digits models)", height=260)
     wire(studio, C)
 

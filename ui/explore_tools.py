@@ -362,7 +362,10 @@ def run_diversity(session: dict[str, Any], n: float, progress: Any = None) -> di
     if model.config.dataset == "digits":
         progress(0.6, desc="classifying digits (the classifier trains once, ~20 s, on first use)")
         fake_counts, real_counts = latent.digit_coverage(model.generator, real, n=int(n))
-        classes = pd.DataFrame([{"digit": str(d), "share of images": c / max(sum(counts), 1), "images": name}
+        # one bar per digit and kind, side by side (a bar plot stacks bars that share an x)
+        classes = pd.DataFrame([{"digit": f"{d} {name[:3] if name == 'generated' else name}",
+                                 "share of images": c / max(sum(counts), 1),
+                                 "images": name}
                                 for name, counts in (("generated", fake_counts), ("real", real_counts))
                                 for d, c in enumerate(counts)])
         covered = sum(1 for c in fake_counts if c >= 0.02 * int(n))
