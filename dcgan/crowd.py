@@ -260,7 +260,11 @@ class TrainingWatch:
 
     def rate(self, t0: float, t1: float) -> dict[str, Any]:
         """images/s between the first and last reading in [t0, t1]."""
-        inside = [(t, s) for t, s in self.samples if t0 <= t <= t1 and "iteration" in s]
+        readings = [(t, s) for t, s in self.samples if "iteration" in s]
+        inside = [(t, s) for t, s in readings if t0 <= t <= t1]
+        if len(inside) < 2:  # a slow app answers seldom: take the readings just around the window
+            around = [r for r in readings if r[0] <= t0][-1:] + [r for r in readings if r[0] >= t1][:1]
+            inside = around if len(around) == 2 else inside
         batch = self.batch_size or next((s["batch_size"] for _, s in inside if "batch_size" in s), None)
         if len(inside) < 2 or not batch:
             reported = [s["images_per_s"] for _, s in inside if "images_per_s" in s]
@@ -316,6 +320,9 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
         th.join(timeout=max(0.0, until - time.time()) + timeout)
     stop.set()
     t_end = time.time()
+    seen = len(watch.samples)
+    while len(watch.samples) == seen and time.time() < t_end + timeout:  # one reading after the crowd
+        time.sleep(0.2)
     watch.stop()
     before, during = watch.rate(t_base, t_start), watch.rate(t_start + ramp_s, until)  # the crowd's own minute
     ratio = (during["images_per_s"] / before["images_per_s"]
