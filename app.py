@@ -82,7 +82,12 @@ def save_on_sigterm(studio: Studio) -> None:
         studio.trainer.stop(wait=True, timeout=120)
         path = studio.trainer.last_checkpoint()
         log.info("saved %s", path if path else "nothing (no run)")
-        sys.exit(0)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the run is saved: leave now. Interpreter shutdown with the server's and hooks' threads still
+        # alive can abort in C++ ("terminate called without an active exception") and report a crash.
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, handler)
 

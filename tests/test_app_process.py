@@ -64,12 +64,13 @@ def test_sigterm_saves_the_live_run_under_the_checkpoints_folder(tmp_path):
             client.predict(0, 1.0, api_name="/explore_samples")
         time.sleep(2)  # a few iterations more than the last automatic save (there is none this early)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(120) == 0
+        code = proc.wait(120)
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
     output = (tmp_path / "app.log").read_text()
+    assert code == 0, output
     saved = list(root.rglob("step_*.safetensors"))
     assert saved, output
     assert "SIGTERM" in output and "Traceback" not in output, output
