@@ -60,6 +60,8 @@ def test_sigterm_saves_the_live_run_under_the_checkpoints_folder(tmp_path):
         args = [settings.get(p["label"].lower(), p.get("parameter_default")) for p in info["parameters"]]
         assert client.predict(*args, api_name="/on_start").startswith("✓ Started")
         wait_until(lambda: "running" in str(client.predict(0.6, api_name="/train_status")), 60, "the run")
+        progress = client.predict(api_name="/train_progress")  # the load test's cheap read of the run
+        assert progress["state"] == "running" and progress["batch_size"] == 32 and progress["iteration"] >= 0
         with pytest.raises(Exception, match="Choose a model first"):  # a user's mistake: one log line, no traceback
             client.predict(0, 1.0, api_name="/explore_samples")
         time.sleep(2)  # a few iterations more than the last automatic save (there is none this early)

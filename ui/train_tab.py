@@ -223,6 +223,14 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
         names = studio.list_checkpoints()
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
+    def progress() -> dict:
+        """The run's state, iteration, batch size and smoothed images/s: a cheap read for load tests."""
+        st, cfg = studio.trainer.status(), studio.trainer.config
+        return {"state": str(st.state), "iteration": st.iteration, "total": st.total,
+                "batch_size": cfg.batch_size if cfg else 0, "images_per_s": round(studio.speed()[0], 1)}
+
+    gr.api(progress, api_name="train_progress", concurrency_limit=None, queue=False)
+
     # One queue slot for every control: clicks run one after another, never interleaved.
     control = {"concurrency_limit": 1, "concurrency_id": "train-control"}
     after = {"fn": refresh, "inputs": [seen, c["smooth"]], "outputs": outputs, "show_progress": "hidden"}
