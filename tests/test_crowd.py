@@ -297,6 +297,7 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app):
     assert actions["sliders"]["ok"] >= 3 and actions["samples"]["ok"] >= 3  # each visitor's first moves
     assert actions["train_status"]["ok"] >= 3  # and their pages polled the run
     assert result["requests"] == sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values())
+    assert result["training"]["read_from"] == "/train_progress"  # the cheap read, not the pages' poll
     for window in ("before", "during"):
         assert result["training"][window]["images_per_s"] > 0, result["training"]  # the run kept training
     text = table(result)
