@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig
+from .config import PRESETS, ConfigError, TrainConfig
 from .train import Hook
 
 NOT_FLAGS = ("extra",)  # free-form notes: JSON only, not a flag
@@ -37,8 +37,9 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> 
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset's recipe, then every flag given on the command line on top of it."""
     values = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
-    return TrainConfig(**values).validate()
+    return TrainConfig.from_preset(getattr(args, "preset", None) or "default", **values)
 
 
 class ProgressBar(Hook):
@@ -270,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a DCGAN; checkpoints and samples go to OUT_DIR/RUN_NAME/")
-    add_config_flags(p)
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="recipe: default (measured in docs/QUALITY.md) or classic (Radford et al. 2015: ngf=ndf=64, "
+                        "lr 2e-4, no EMA); flags given after it override it (default: default)")
+    add_config_flags(p, defaults=False)  # unset flags stay None so the preset's values stand
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue a run from a checkpoint file or run folder")
@@ -330,9 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import add_parser as add_bench_parser
     from .crowd import add_parser as add_crowd_parser
+    from .runs import add_parser as add_runs_parser
 
     add_bench_parser(sub)
     add_crowd_parser(sub)
+    add_runs_parser(sub)
     return parser
 
 

@@ -269,15 +269,19 @@ class RunFolder:
 
     @classmethod
     def open(cls, cfg: TrainConfig, resume_from: str | Path | None = None) -> RunFolder:
-        """out_dir/run_name, created now so an unwritable out_dir fails before training. Without a
-        run_name a resumed run keeps its folder's name and a new one gets dataset-size-time."""
-        if cfg.run_name:
-            name = cfg.run_name
-        elif resume_from is not None:
-            name = Path(resume_from).name if Path(resume_from).is_dir() else Path(resume_from).parent.name
+        """out_dir/run_name, created now so an unwritable out_dir fails before training. A resumed run
+        folder (or one of its step/best files) goes on in that same folder, wherever it was renamed or
+        moved to; anything else resumed (a Hub download) keeps its folder's name under out_dir."""
+        source = None if resume_from is None else Path(resume_from)
+        if source is not None and (source.is_dir() or STEP_FILE.match(source.name) or source.name == BEST_FILE):
+            path = source if source.is_dir() else source.parent
+        elif cfg.run_name:
+            path = Path(cfg.out_dir) / cfg.run_name
+        elif source is not None:
+            path = Path(cfg.out_dir) / (source.name if source.is_dir() else source.parent.name)
         else:
-            name = time.strftime(f"{cfg.dataset}-{cfg.image_size}px-%Y%m%d-%H%M%S")
-        folder = cls(Path(cfg.out_dir) / name, cfg.keep_last)
+            path = Path(cfg.out_dir) / time.strftime(f"{cfg.dataset}-{cfg.image_size}px-%Y%m%d-%H%M%S")
+        folder = cls(path, cfg.keep_last)
         try:
             folder.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

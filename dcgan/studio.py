@@ -30,7 +30,7 @@ import torch
 
 from . import checkpoint, latent
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig
+from .config import PRESETS, ConfigError, TrainConfig
 from .data import DatasetError, ImageData, load_dataset, to_float
 from .metrics import METRIC_KEY, make_metric_fn
 from .models import Generator
@@ -46,6 +46,14 @@ CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversi
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
                "nz", "seed", "device", "ngf", "ndf", "precision", "metric_every", "run_name")
 TEXT_FIELDS = ("dataset", "loss", "device", "precision", "run_name")
+
+
+def preset_of(cfg: TrainConfig) -> str:
+    """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run."""
+    return next((name for name, recipe in PRESETS.items()
+                 if all(getattr(cfg, k) == v for k, v in recipe.items())), "custom")
+
+
 USER_ERRORS = (TrainerBusy, ConfigError, DatasetError, CheckpointError, PermissionError, ValueError)
 
 
@@ -305,7 +313,9 @@ class Studio:
                 raise ConfigError("data_path", "the 'folder' data set needs images: upload a .zip of images first")
             settings["data_path"] = self.keep_upload(zip_path)
         settings["out_dir"] = str(self.root)
-        return TrainConfig(**settings).validate()
+        # the recipe's settings the form does not show (EMA, betas, ...) come from the chosen preset
+        preset = values.get("preset")
+        return TrainConfig.from_preset(preset if preset in PRESETS else "default", **settings)
 
     def _load_data(self, cfg: TrainConfig) -> ImageData:
         """The run's data, loaded before the trainer is touched: a zip with no images fails here and the

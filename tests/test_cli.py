@@ -66,3 +66,18 @@ def test_help_documents_every_flag():
         if f.name != "extra":
             assert "--" + f.name.replace("_", "-") in out
             assert " ".join(help_text(f.name).split()[:4]) in out, f.name  # the field's own help text
+
+
+def test_preset_sets_the_recipe_and_flags_override_it():
+    from dcgan.__main__ import build_parser, config_from_args
+    from dcgan.config import PRESETS, TrainConfig
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert cfg() == TrainConfig()  # the default preset is the dataclass defaults
+    classic = cfg("--preset", "classic")
+    assert (classic.ngf, classic.ndf, classic.lr_g, classic.ema_decay) == (64, 64, 2e-4, 0.0)
+    assert all(getattr(classic, k) == v for k, v in PRESETS["classic"].items())
+    assert cfg("--preset", "classic", "--ngf", "16").ngf == 16  # a flag wins over the preset
+    assert cfg("--preset", "classic", "--dataset", "digits").ndf == 64

@@ -283,3 +283,15 @@ def test_a_resume_after_a_crash_replaces_the_orphaned_points(tmp_path):
     rows = runs.curves(tmp_path / "crashed").rows
     assert [r["iteration"] for r in rows] == list(range(1, 13))
     assert [r["loss_d"] for r in rows] == [1.0] * 6 + [2.0] * 6
+
+
+def test_a_renamed_or_moved_run_resumes_in_its_own_folder(root, two_runs):
+    """The config inside the checkpoint still names the old out_dir/run_name; the resume must not go there."""
+    new = runs.rename_run(root, "bce-run", "bce-renamed")
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=10), resume_from=new)
+    assert trainer.wait(120) == "finished"
+    assert trainer.status().run_dir == str(new)
+    assert (new / "step_00000010.safetensors").exists()
+    assert not (two_runs / "bce-run" / "step_00000010.safetensors").exists()
+    assert not (root / "bce-run").exists()

@@ -293,3 +293,22 @@ def test_the_package_runs_from_any_folder(tmp_path):
     assert script.exists(), "the dcgan console script (pyproject [project.scripts])"
     proc = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "train" in proc.stdout, proc.stderr
+
+
+def test_the_form_preset_chooses_the_recipe_and_a_run_shows_its_preset(studio):
+    from dcgan.config import PRESETS
+    from dcgan.studio import preset_of
+    from ui import train_tab
+    from ui.train_view import form_values
+
+    classic = studio.build_config(form(preset="classic", ngf=64, ndf=64, lr_g=2e-4, lr_d=2e-4, batch_size=64))
+    assert classic.ema_decay == 0.0 and (classic.ngf, classic.lr_g) == (64, 2e-4)  # EMA is not in the form
+    default = studio.build_config(form(preset="default", ngf=32, ndf=32, lr_g=4e-4, lr_d=4e-4, batch_size=64))
+    assert default.ema_decay == PRESETS["default"]["ema_decay"] > 0
+    assert (preset_of(classic), preset_of(default)) == ("classic", "default")
+    assert preset_of(classic.replace(ngf=48)) == "custom"
+    assert form_values(classic)["preset"] == "classic"  # a second browser's form shows the live run's recipe
+
+    fields = {name: None for name in ("preset", "ngf", "lr_g", "seed", "loss")}
+    updates = train_tab.preset_fields("classic", fields)
+    assert [u.get("value") if isinstance(u, dict) else None for u in updates] == [None, 64, 2e-4, None, "bce"]

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from dcgan import config as config_module
-from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, TrainConfig
+from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, PRESETS, TrainConfig
 from ui import train_actions as act
 from ui import train_view as view
 from ui.common import FAST, OK, PRIVATE, REFRESH
@@ -21,7 +21,7 @@ POLL_S = 1.0  # seconds between live-view refreshes in each browser
 LOSS_COLORS = {"loss_D": "#d62728", "loss_G": "#1f77b4"}
 D_COLORS = {"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f"}
 # The form, row by row: (config field, label, info). A new setting (e.g. a preset) is one more entry here.
-BASIC = (("dataset",), ("image_size", "channels"), ("num_classes", "batch_size"), ("steps", "seed"),
+BASIC = (("preset",), ("dataset",), ("image_size", "channels"), ("num_classes", "batch_size"), ("steps", "seed"),
          ("lr_g", "lr_d"), ("loss", "nz"), ("device",))
 ADVANCED = (("ngf", "ndf"), ("precision", "metric_every"), ("run_name",))
 # what the form says beside a field where the config's own help text (dcgan.config.help_text) is not the best fit
@@ -31,7 +31,7 @@ INFO = {"dataset": "digits: 5,000 real MNIST digits, bundled (offline). folder: 
         "seed": None, "device": None, "precision": None}
 CHOICES = {"dataset": list(DATASETS), "image_size": [str(s) for s in IMAGE_SIZES], "loss": list(LOSSES),
            "device": list(DEVICES), "precision": list(PRECISIONS)}
-DEFAULTS = {"steps": 2000, "device": "auto", "precision": "auto", "metric_every": 0}
+DEFAULTS = {"preset": "default", "steps": 2000, "device": "auto", "precision": "auto", "metric_every": 0}
 CONFIG_FIELDS = tuple(name for rows in (BASIC, ADVANCED) for row in rows for name in row)
 EXPLAIN_D = """
 **How to read D(x) and D(G(z))**: the discriminator D outputs the probability that an image is real.
@@ -49,14 +49,29 @@ EXPLAIN_FAILURES = """
 """
 
 
+PRESET_INFO = ("default: the recipe measured in docs/QUALITY.md (ngf = ndf = 32, lr 4e-4, EMA 0.999); "
+               "classic: the paper's (ngf = ndf = 64, lr 2e-4, no EMA). Choosing one fills in the settings below.")
+
+
 def label_of(name: str) -> tuple[str, str | None]:
     """Label and help text of a setting: the config's own (field metadata), short UI wording where given."""
+    if name == "preset":
+        return "Recipe", PRESET_INFO
     return config_module.label(name), INFO.get(name, config_module.help_text(name))
+
+
+def preset_fields(preset: str, form: dict) -> list:
+    """The form's values of a preset's recipe (a run that matches no preset shows as custom: nothing changes)."""
+    recipe = PRESETS.get(preset, {})
+    return [gr.update(value=str(recipe[n]) if n in CHOICES else recipe[n]) if n in recipe else gr.skip()
+            for n in form]
 
 
 def field(name: str, default: Any) -> gr.components.Component:
     label, info = label_of(name)
     options = {"label": label, "info": info, "elem_id": name.replace("_", "-"), "min_width": 90}
+    if name == "preset":
+        return gr.Radio([*PRESETS, "custom"], value=default, **options)
     if name == "channels":
         return gr.Radio(["1", "3"], value=str(default), **options)
     if name in CHOICES:
@@ -246,6 +261,8 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
                                **control).then(**after)
 
     zip_file.upload(lambda: gr.Dropdown(value="folder"), None, form["dataset"], **PRIVATE)
+    # .input fires on a person's choice only, not when the poll shows the live run's settings
+    form["preset"].input(lambda p: preset_fields(p, form), form["preset"], list(form.values()), **PRIVATE)
     c["refresh_btn"].click(choices, None, c["ckpt"], **PRIVATE)
     c["ckpt"].focus(choices, None, c["ckpt"], **PRIVATE)
     if gr.context.Context.root_block is not None:  # filled when the page opens, refreshed on focus

@@ -190,9 +190,10 @@ def pictures() -> PictureFiles:
 
 def form_values(cfg) -> dict[str, Any]:
     """A run's settings as the form shows them, so every browser's form reflects the live run."""
-    from dcgan.studio import FORM_FIELDS
+    from dcgan.studio import FORM_FIELDS, preset_of
 
     values = {name: getattr(cfg, name) for name in FORM_FIELDS}
+    values["preset"] = preset_of(cfg)
     values["image_size"], values["channels"] = str(cfg.image_size), str(cfg.channels)
     return values
 
