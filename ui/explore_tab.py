@@ -57,7 +57,8 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
         with gr.Column(scale=2, min_width=200):
             C["use_btn"] = gr.Button("Use the live run (its newest snapshot)", variant="primary", size="md",
                                      elem_id="explore-use")
-        C["checkpoint"] = gr.Dropdown(choices=[], label="or a saved checkpoint", scale=3, elem_id="explore-checkpoint")
+        C["checkpoint"] = gr.Dropdown(choices=[], label="or a saved checkpoint", scale=3, elem_id="explore-checkpoint",
+                                      allow_custom_value=True)  # the studio confines names to its folder
         with gr.Column(scale=1, min_width=120):
             C["load_btn"] = gr.Button("Load checkpoint", size="sm", elem_id="explore-load")
             C["refresh_btn"] = gr.Button("Refresh list", size="sm")

@@ -8,6 +8,8 @@ what lands where. The model a browser explores is pinned in its own state; other
 from __future__ import annotations
 
 import tempfile
+import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -32,20 +34,33 @@ DIRECTION_KINDS = ("principal directions", "raw z dimensions")
 UNCONDITIONAL = ("*This model is unconditional (trained with 0 classes): set **Classes** to 10 in the Train tab "
                  "on digits to get class control.*")
 
-_directions: OrderedDict[int, tuple[torch.nn.Module, latent.Directions]] = OrderedDict()
+_directions: OrderedDict[tuple, latent.Directions] = OrderedDict()
+_live_directions: dict[str, tuple[float, latent.Directions]] = {}
+_directions_lock = threading.Lock()
+LIVE_DIRECTIONS_S = 30.0  # a live run's snapshots share its directions for this long (they drift slowly)
 
 
-def principal_directions_of(G: torch.nn.Module) -> latent.Directions:
-    """GANSpace directions of a generator, once per model object (models are shared through the studio's
-    cache, so every visitor on one model reuses them; the entry keeps G alive so its id is not reused)."""
-    key = id(G)
-    if key in _directions:
-        _directions.move_to_end(key)
-        return _directions[key][1]
-    dirs = latent.principal_directions(G, k=NUM_SLIDERS)
-    _directions[key] = (G, dirs)
-    while len(_directions) > 8:
-        _directions.popitem(last=False)
+def principal_directions_of(model: LoadedModel) -> latent.Directions:
+    """GANSpace directions of a model, once per model (by its cache key), so every visitor on one model
+    reuses them and a pinned model keeps the same sliders. The live run's snapshots (a new one every few
+    seconds) share one computation per LIVE_DIRECTIONS_S: thirty visitors pinning snapshots a few seconds
+    apart cost one, not thirty."""
+    key = model.key or ("object", id(model.generator), model.generator)
+    with _directions_lock:
+        if key in _directions:
+            _directions.move_to_end(key)
+            return _directions[key]
+        recent = _live_directions.get(model.key[1]) if model.source == "live" else None
+    if recent is not None and time.monotonic() - recent[0] < LIVE_DIRECTIONS_S:
+        dirs = recent[1]
+    else:
+        dirs = latent.principal_directions(model.generator, k=NUM_SLIDERS)
+    with _directions_lock:
+        if model.source == "live" and (recent is None or recent[1] is not dirs):
+            _live_directions[model.key[1]] = (time.monotonic(), dirs)
+        _directions[key] = dirs
+        while len(_directions) > 64:
+            _directions.popitem(last=False)
     return dirs
 
 
@@ -94,7 +109,7 @@ def slider_images(session: dict[str, Any], kind: str, first: float,
     """(start image, moved image) for the session's z and the slider values."""
     model = session_model(session)
     z, label = session["z"], torch.tensor([session["label"]])
-    dirs = (principal_directions_of(model.generator) if kind == DIRECTION_KINDS[0]
+    dirs = (principal_directions_of(model) if kind == DIRECTION_KINDS[0]
             else latent.raw_directions(model.config.nz, NUM_SLIDERS, int(first or 0)))
     start = render(model, z, label)
     moved = render(model, latent.move(z, dirs, [float(a or 0) for a in amounts]), label)
@@ -104,7 +119,7 @@ def slider_images(session: dict[str, Any], kind: str, first: float,
 def directions_note(session: dict[str, Any], kind: str) -> str:
     if session.get("model") is None or kind != DIRECTION_KINDS[0]:
         return ""
-    shares = ", ".join(f"{100 * e:.1f}%" for e in principal_directions_of(session["model"].generator).explained)
+    shares = ", ".join(f"{100 * e:.1f}%" for e in principal_directions_of(session["model"]).explained)
     return f"Share of G's feature variance along slider 1..{NUM_SLIDERS}: {shares}"
 
 
