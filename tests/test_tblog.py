@@ -70,13 +70,13 @@ def test_cli_run_and_its_resume_write_one_continuous_curve(tmp_path):
 
 def test_app_trainer_run_logs_scalars_metrics_grids_and_hparams(tmp_path):
     trainer = Trainer(metric_fn=lambda run: {"score": 100.0 / run.iteration, "classes_covered": 3})
-    trainer.start(tiny_config(steps=10, metric_every=5, out_dir=str(tmp_path), run_name="app", loss="hinge",
+    trainer.start(tiny_config(steps=10, metric_every=5, out_dir=str(tmp_path), run_name="app", loss="hinge", lr_g=3e-4,
                               ngf=8, ndf=8, batch_size=16))
     assert trainer.wait(120) == "finished"
     ea = accumulate(tmp_path / "app")
     for tag in LOSS_TAGS:
         assert steps(ea, tag) == list(range(1, 11)), tag
-    assert [e.value for e in ea.Scalars("lr/G")] == pytest.approx([2e-4] * 10)
+    assert [e.value for e in ea.Scalars("lr/G")] == pytest.approx([3e-4] * 10)
     assert [(e.step, e.value) for e in ea.Scalars("metrics/score")] == [(5, 20.0), (10, 10.0)]
     assert ea.Images(GRID_TAG)[-1].step == 10
     assert ea.Scalars("final/metrics/score")[-1].value == 10.0
