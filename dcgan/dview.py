@@ -461,10 +461,14 @@ class DViewHook(Hook):
             self._pending = snap
             self._wake.notify()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker and wait for its frame in progress (a thread left inside torch at interpreter exit
+        aborts the process)."""
         with self._lock:
             self._stop = True
             self._wake.notify()
+        if self._worker is not threading.current_thread():
+            self._worker.join(timeout)
 
     # reader side
     def latest(self) -> Frame | None:
