@@ -543,7 +543,7 @@ class DViewHook(Hook):
 # ---- bench: the cost of the live panel ---------------------------------------------------------
 
 
-def bench(steps: int = 40, rounds: int = 8, seed: int = 0, threads: int = 0, batch: int = 64,
+def bench(steps: int = 500, rounds: int = 6, seed: int = 0, threads: int = 0, batch: int = 64,
           sample_every_s: float = 3.0) -> dict:
     """Training throughput with and without the hook, side by side in one run: blocks of `steps`
     iterations alternate off / on (order flipped every round, so a drift in a shared machine's load
@@ -662,8 +662,9 @@ def _cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dcgan.dview", description=__doc__.splitlines()[0])
     p.add_argument("--bench", action="store_true", help="measure the live panel's cost on training throughput")
-    p.add_argument("--steps", type=int, default=40, help="bench: iterations per block")
-    p.add_argument("--rounds", type=int, default=8, help="bench: off/on block pairs")
+    p.add_argument("--steps", type=int, default=500,
+                   help="bench: iterations per block (long enough for frames to be drawn inside the 'on' blocks)")
+    p.add_argument("--rounds", type=int, default=6, help="bench: off/on block pairs")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--frame-cost", action="store_true", help="CPU time of one frame against one training step")
     p.add_argument("--checkpoint", help="render D's view of a checkpoint (file or run folder) to --out PNG")
