@@ -218,4 +218,14 @@ def event_files(run_dir: str | Path, grids: bool = True) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.glob(EVENT_GLOB) if p.is_file() and (grids or not p.name.endswith(GRIDS_SUFFIX)))
+    return sorted((p for p in run_dir.glob(EVENT_GLOB) if p.is_file() and (grids or not p.name.endswith(GRIDS_SUFFIX))),
+                  key=_written_order)
+
+
+def _written_order(path: Path) -> tuple:
+    """TensorBoard names a file events.out.tfevents.<unix seconds>.<host>.<pid>.<writer number>: two sessions
+    started within one second differ only in the writer number, which must compare as a number (10 > 9)."""
+    name = path.name.removesuffix(GRIDS_SUFFIX)
+    parts = name.split(".")
+    numbers = [int(p) if p.isdigit() else 0 for p in (parts[3:4] + parts[-1:])] if len(parts) > 4 else [0, 0]
+    return (*numbers, name)

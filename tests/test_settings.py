@@ -150,7 +150,7 @@ def test_app_form_errors_name_the_field(tmp_path):
 
     studio = Studio(tmp_path / "checkpoints")
     good = tiny_config(steps=10)
-    form = {name: getattr(good, name) for name in train_tab.CONFIG_FIELDS}  # whatever fields the form has
+    form = {name: getattr(good, name, "default") for name in train_tab.FORM_FIELDS}  # the whole form, preset too
     form.update(image_size=str(good.image_size), channels=str(good.channels), lr_g=-1)
     message = train_actions.start(studio, form)
     assert "lr_g" in message

@@ -156,3 +156,13 @@ def test_a_full_disk_stops_the_logging_not_the_run(tmp_path, monkeypatch):
     assert "No space left" in hook.failed and hook.writer is None
     hook.on_pictures(run, torch.zeros(4, 1, 28, 28))  # no-ops from now on
     hook.on_end(run, "finished")
+
+
+def test_event_files_come_in_the_order_they_were_written(tmp_path):
+    """Two sessions started in one second differ only in the writer number: 10 comes after 9 (a name sort
+    put the resumed session first and hid its points in the Runs tab)."""
+    names = ["events.out.tfevents.1795685029.my.host.4242.10", "events.out.tfevents.1795685029.my.host.4242.9",
+             "events.out.tfevents.1795685028.my.host.4242.11"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in event_files(tmp_path)] == [names[2], names[1], names[0]]

@@ -32,7 +32,7 @@ INFO = {"dataset": "digits: 5,000 real MNIST digits, bundled (offline). folder: 
 CHOICES = {"dataset": list(DATASETS), "image_size": [str(s) for s in IMAGE_SIZES], "loss": list(LOSSES),
            "device": list(DEVICES), "precision": list(PRECISIONS)}
 DEFAULTS = {"preset": "default", "steps": 2000, "device": "auto", "precision": "auto", "metric_every": 0}
-CONFIG_FIELDS = tuple(name for rows in (BASIC, ADVANCED) for row in rows for name in row)
+FORM_FIELDS = tuple(name for rows in (BASIC, ADVANCED) for row in rows for name in row)  # the preset, then settings
 EXPLAIN_D = """
 **How to read D(x) and D(G(z))**: the discriminator D outputs the probability that an image is real.
 *D(x)* is its average answer on real images, *D(G(z))* on the generator's fakes. Early on D wins easily
