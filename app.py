@@ -48,16 +48,41 @@ def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="DCGAN Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(HEADER)
         view = gr.State(lambda: new_view(studio.default_model))  # a callable: each browser gets its own
+        tabs = []
         for title, module_name in TABS:
             if importlib.util.find_spec(module_name) is None:
                 continue
             module = importlib.import_module(module_name)
-            with gr.Tab(title):
+            with gr.Tab(title) as tab:
                 if len(inspect.signature(module.build).parameters) > 1:
                     module.build(studio, view)
                 else:
                     module.build(studio)
+            tabs.append(tab)
+        poll_only_the_shown_tab(tabs)
     return demo
+
+
+def timers_in(block: gr.blocks.Block) -> list[gr.Timer]:
+    found = []
+    for child in getattr(block, "children", []):
+        found += [child] if isinstance(child, gr.Timer) else timers_in(child)
+    return found
+
+
+def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
+    """A page polls for the tab it shows and no other: thirty students exploring cost no status polls.
+
+    The first tab's timers run from the start; choosing a tab starts its timers and stops the others'."""
+    own = [timers_in(tab) for tab in tabs]
+    every = [t for timers in own for t in timers]
+    for timers in own[1:]:
+        for timer in timers:
+            timer.active = False
+    for tab, timers in zip(tabs, own, strict=True):
+        shown = set(map(id, timers))
+        tab.select(lambda shown=shown: [gr.Timer(active=id(t) in shown) for t in every], None, every,
+                   queue=False, show_progress="hidden", api_visibility="private")
 
 
 def default_host() -> str:

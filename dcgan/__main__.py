@@ -20,6 +20,9 @@ def flag_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.name not in NOT_FLAGS]
 
 
+TIME_LIMITED_STEPS = 10_000_000
+
+
 def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     """One --flag per TrainConfig field, its help from the field's metadata. With defaults=False unset
     flags stay None (for resume)."""
@@ -39,6 +42,8 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: bool = True) -> 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset's recipe, then every flag given on the command line on top of it."""
     values = {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
+    if values.get("minutes") and "steps" not in values:
+        values["steps"] = TIME_LIMITED_STEPS  # `--minutes 2.5` alone: the clock ends the run, not the step count
     return TrainConfig.from_preset(getattr(args, "preset", None) or "default", **values)
 
 

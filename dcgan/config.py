@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 CLASSIC = dict(ngf=64, ndf=64, batch_size=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                spectral_norm=False, ema_decay=0.0, diffaug="", d_steps=1, r1_gamma=0.0)
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {**CLASSIC, "ngf": 32, "ndf": 32, "lr_g": 4e-4, "lr_d": 4e-4, "ema_decay": 0.999},
+    "default": {**CLASSIC, "ngf": 32, "ndf": 32, "lr_g": 4e-4, "lr_d": 4e-4, "ema_decay": 0.999, "r1_gamma": 1.0},
     "classic": CLASSIC,
 }
 
@@ -70,7 +70,8 @@ class TrainConfig:
     beta2: float = setting(0.999, "Adam beta2", "Adam β2")
     loss: str = setting("bce", "bce (non-saturating, on logits), hinge, lsgan or wgan-gp", "Loss")
     gp_weight: float = setting(10.0, "gradient-penalty weight for wgan-gp", "GP weight")
-    r1_gamma: float = setting(0.0, "R1 penalty weight on real images (0 = off)", "R1 γ")
+    r1_gamma: float = setting(1.0, "R1 penalty weight on real images, applied lazily every 16th step (0 = off)",
+                              "R1 γ")
     d_steps: int = setting(1, "discriminator updates per generator update", "D steps")
     ema_decay: float = setting(0.999, "keep an exponential moving average of G for samples and metrics "
                                     "(e.g. 0.999; 0 = off)", "EMA decay")
@@ -83,6 +84,9 @@ class TrainConfig:
     sync_bn: bool = setting(False, "with torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)",
                             "Sync BatchNorm")
     # ---- bookkeeping around the loop (the step never reads these) ---------------------------------
+    minutes: float = setting(0.0, "stop after this many minutes of training, ending as at the last step "
+                                  "(pictures, metrics, checkpoint); 0 = no limit, steps still caps it",
+                             "Time limit (min)")
     log_every: int = setting(0, "sync with the host for logs and NaN checks every K steps (0 = auto: 1 on the "
                                 "CPU, 20 on a GPU)", "Log every")
     sample_every_s: float = setting(3.0, "seconds between fixed-noise grid snapshots", "Pictures every (s)")
@@ -179,6 +183,7 @@ class TrainConfig:
         for op in self.diffaug_ops():
             check(op in DIFFAUG_OPS, "diffaug", f"{op!r} is not one of {DIFFAUG_OPS}")
         check(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
+        check(self.minutes >= 0, "minutes", f"must be >= 0, got {self.minutes}")
         check(0 <= self.seed < 2**63, "seed", f"must be in 0..2^63-1, got {self.seed}")
         check(self.device in DEVICES, "device", f"{self.device!r} is not one of {DEVICES}")
         check(self.precision in PRECISIONS, "precision", f"{self.precision!r} is not one of {PRECISIONS}")

@@ -5,8 +5,9 @@ Each visitor is one `gradio_client.Client`, so one browser session with its own 
 opens the app, pins the live run's latest model (`explore_use_live`), moves the sliders
 (`explore_sliders`) and draws new samples (`explore_samples`) once each, then until the time is up,
 with a pause between actions like a person's, mostly moves sliders, sometimes draws new samples, now
-and then interpolates (`explore_interpolate`) or inverts an image (`explore_invert`). Like a browser
-with the page open, it also polls the Train tab's status (`train_status`) every `--poll` seconds.
+and then interpolates (`explore_interpolate`) or inverts an image (`explore_invert`). A page polls only
+for the tab it shows, so these explorers send no status polls; `--watchers W` adds W pages that keep the
+Train tab open and poll its status (`train_status`) every `--poll` seconds, as that tab's timer does.
 A separate observer reads the training run's iteration for `--baseline` seconds before the visitors
 arrive and during the crowd, so the images/s before and during are measured side by side in one
 run. Results are real app answers: an exception, an error toast or a timeout is a failed request;
@@ -145,21 +146,27 @@ def call(client: Any, endpoints: Endpoints, action: str, rng: random.Random, tal
     return True
 
 
-def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float, poll_s: float,
-            tally: Tally, timeout: float, stop: threading.Event) -> None:
+def open_page(url: str, tally: Tally, timeout: float) -> Any | None:
+    """One browser session (a gradio_client.Client); the time it takes is the "open" action."""
     from gradio_client import Client
 
-    rng = random.Random(seed)
     t0 = time.perf_counter()
     try:
         client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
     except Exception as exc:
         tally.fail("open", exc)
-        return
+        return None
     tally.add("open", time.perf_counter() - t0)
-    if poll_s > 0 and endpoints.has(ENDPOINTS["train_status"]):
-        threading.Thread(target=poller, args=(client, endpoints, until, poll_s, tally, timeout, stop),
-                         daemon=True).start()
+    return client
+
+
+def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float,
+            tally: Tally, timeout: float, stop: threading.Event) -> None:
+    """A student on the Explore tab (which sends no status polls)."""
+    rng = random.Random(seed)
+    client = open_page(url, tally, timeout)
+    if client is None:
+        return
     if not call(client, endpoints, "use_live", rng, tally, timeout):
         return  # no model to explore: the failure is counted; nothing else this visitor could do
     actions, weights = zip(*[(a, w) for a, w in MIX.items() if endpoints.has(ENDPOINTS[a])], strict=True)
@@ -171,9 +178,12 @@ def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: fl
         call(client, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout)
 
 
-def poller(client: Any, endpoints: Endpoints, until: float, poll_s: float, tally: Tally, timeout: float,
-           stop: threading.Event) -> None:
-    """The page's status timer: one poll every poll_s seconds, as long as the page is open."""
+def watcher(url: str, endpoints: Endpoints, until: float, poll_s: float, tally: Tally, timeout: float,
+            stop: threading.Event) -> None:
+    """A page showing the Train tab: its status timer polls every poll_s seconds while it is open."""
+    client = open_page(url, tally, timeout)
+    if client is None:
+        return
     rng = random.Random()
     stop.wait(rng.uniform(0, poll_s))
     while time.time() < until and not stop.is_set():
@@ -289,7 +299,7 @@ def loadavg() -> list[float] | None:
 
 def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0, poll_s: float = 1.0,
           baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
-          seed: int = 0) -> dict[str, Any]:
+          seed: int = 0, watchers: int = 0) -> dict[str, Any]:
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
     from gradio_client import Client
 
@@ -313,9 +323,15 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     for i in range(users):
         delay = ramp_s * i / max(users, 1)  # arrivals spread over the ramp, not one burst
         th = threading.Thread(target=lambda d=delay, i=i: (stop.wait(d), visitor(
-            url, endpoints, until, seed * 1000 + i, think_s, poll_s, tally, timeout, stop)), daemon=True)
+            url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop)), daemon=True)
         th.start()
         threads.append(th)
+    if poll_s > 0 and endpoints.has(ENDPOINTS["train_status"]):
+        for i in range(watchers):
+            th = threading.Thread(target=lambda d=ramp_s * i / max(watchers, 1): (stop.wait(d), watcher(
+                url, endpoints, until, poll_s, tally, timeout, stop)), daemon=True)
+            th.start()
+            threads.append(th)
     for th in threads:
         th.join(timeout=max(0.0, until - time.time()) + timeout)
     stop.set()
@@ -329,7 +345,8 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
              if before.get("images_per_s") and during.get("images_per_s") is not None else None)
     actions = summary(tally)
     return {
-        "url": url, "users": users, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s, "poll_s": poll_s,
+        "url": url, "users": users, "watchers": watchers, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s,
+        "poll_s": poll_s,
         "baseline_s": baseline_s, "seed": seed, "mix": MIX, "missing_endpoints": missing,
         "requests": sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values()),
         "failed": sum(a["failed"] for a in actions.values()),
@@ -344,8 +361,9 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{result['users']} visitors for {result['seconds']:g} s against {result['url']} "
-             f"(think {result['think_s']:g} s, status poll {result['poll_s']:g} s)",
+    lines = [f"{result['users']} visitors exploring and {result.get('watchers', 0)} pages on the Train tab for "
+             f"{result['seconds']:g} s against {result['url']} (think {result['think_s']:g} s, watchers' status poll "
+             f"{result['poll_s']:g} s)",
              f"{'action':<14}{'ok':>7}{'failed':>8}{'refused':>9}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
     for name, a in result["actions"].items():
         cells = [f"{a[k]:>9.3f}" if a[k] is not None else f"{'-':>9}" for k in ("p50_s", "p95_s", "max_s")]
@@ -371,8 +389,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60, help="how long the crowd stays (default: 60)")
     p.add_argument("--think", type=float, default=1.0,
                    help="mean pause between a visitor's actions, seconds, exponential (default: 1.0)")
+    p.add_argument("--watchers", type=int, default=0,
+                   help="extra pages that keep the Train tab open (status polls only; default: 0)")
     p.add_argument("--poll", type=float, default=1.0,
-                   help="each visitor polls the training status this often, as the open page does; 0: off")
+                   help="seconds between a watching page's status polls, as its timer does (default: 1.0)")
     p.add_argument("--baseline", type=float, default=15,
                    help="seconds of training measured alone before the visitors arrive (default: 15)")
     p.add_argument("--ramp", type=float, default=5, help="visitors arrive spread over this many seconds")
@@ -388,7 +408,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_crowd(args: argparse.Namespace) -> int:
     result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
-                   args.batch_size, args.timeout, args.seed)
+                   args.batch_size, args.timeout, args.seed, args.watchers)
     text = json.dumps(result, indent=2)
     print(table(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:

@@ -8,7 +8,8 @@ is copied into the index buffer, then the graph replays. Random draws inside the
 generator, registered with the graph, so the replayed run draws the same numbers as the eager one.
 
 A new optimiser state or learning rate (checkpoint restore, NaN roll-back) is noticed and the step
-captured again. Any failure leaves the eager step in use.
+captured again. The steps that carry the lazy R1 penalty (one in R1_EVERY) run eagerly between replays,
+on the same weights, optimiser state and registered generator. Any failure leaves the eager step in use.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ class CudaGraphStep:
 
     @staticmethod
     def supported(run: GANTraining) -> bool:
-        """One CUDA process, a step without Python-side branching on data (one D batch, no penalties)."""
+        """One CUDA process, a step without Python-side branching on data (one D batch, no gradient penalty)."""
         cfg = run.cfg
         return (run.device.type == "cuda" and distributed.world_size() == 1
-                and cfg.d_steps == 1 and cfg.r1_gamma == 0 and cfg.loss != "wgan-gp")
+                and cfg.d_steps == 1 and cfg.loss != "wgan-gp")
 
     def __init__(self, run: GANTraining):
         self.run = run
@@ -45,7 +46,7 @@ class CudaGraphStep:
 
     def __call__(self) -> StepStats:
         run = self.run
-        if not self._ready():
+        if run.r1_due() or not self._ready():  # the lazy-R1 steps (1 in R1_EVERY) run eagerly
             return run.train_step("both")
         self.indices.copy_(run.next_indices())
         self.ema_weight.fill_(1.0 - run.ema_decay_now())

@@ -40,9 +40,10 @@ from .train import GANTraining
 BASE = dict(dataset="digits", image_size=28, channels=1, device="cpu", precision="auto", checkpoint_every=0,
             **PRESETS["classic"])
 # name -> changes to the paper's recipe; "pack" (not a TrainConfig field) packs that many images per D input
+DEFAULT_CHANGES = {k: v for k, v in PRESETS["default"].items() if PRESETS["classic"].get(k) != v}
 CONFIGS: dict[str, dict[str, Any]] = {
     "classic": {},  # the paper's recipe: ngf = ndf = 64, batch 64, bce, lr 2e-4, beta1 0.5, no EMA
-    "default": {k: v for k, v in PRESETS["default"].items() if PRESETS["classic"].get(k) != v},
+    "default": DEFAULT_CHANGES,
     "classic-ema": dict(ema_decay=0.999),
     "narrow": dict(ngf=32, ndf=32),
     "narrow-ema": dict(ngf=32, ndf=32, ema_decay=0.999),
@@ -67,6 +68,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "g64d32-ema": dict(ngf=64, ndf=32, ema_decay=0.999),
     "g32d64-ema": dict(ngf=32, ndf=64, ema_decay=0.999),
     "slim-ema": dict(ngf=24, ndf=24, ema_decay=0.999),
+    "default-r1": {**DEFAULT_CHANGES, "r1_gamma": 1.0},
+    "default-r1-b128": {**DEFAULT_CHANGES, "r1_gamma": 1.0, "batch_size": 128},
+    "default-r1-mid48": {**DEFAULT_CHANGES, "r1_gamma": 1.0, "ngf": 48, "ndf": 48},
 }
 
 

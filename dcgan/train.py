@@ -32,6 +32,7 @@ from .models import Discriminator, Generator, build_models, frozen, sample
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
 GOOD_STATE_EVERY = 100  # steps between the in-memory snapshots a NaN rolls back to
 MIN_LR_SCALE = 1 / 64  # after this many halvings a NaN stops / pauses the run instead
+R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty on every 16th step, 16x weighted: 1/16 of the cost
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,16 +149,17 @@ class GANTraining:
         The host-side bookkeeping (which images come next) happens here; `step` is the algorithm."""
         n_batches = self.cfg.d_steps if update in ("both", "d") else 0
         batches = [self.next_indices() for _ in range(n_batches)]
-        stats = self.step(batches, update in ("both", "g"), 1.0 - self.ema_decay_now())
+        stats = self.step(batches, update in ("both", "g"), 1.0 - self.ema_decay_now(), self.r1_due())
         self.iteration += 1
         return stats
 
     def step(self, batches: Sequence[torch.Tensor], update_g: bool = True,
-             ema_weight: float | torch.Tensor = 0.0) -> StepStats:
+             ema_weight: float | torch.Tensor = 0.0, r1: bool = False) -> StepStats:
         """The algorithm: one D update per batch of real-image indices, then (update_g) one G update.
 
         Only device work, no host sync and no Python state changes, so dcgan/cuda_graph.py can capture
-        it as one CUDA graph. ema_weight = 1 - EMA decay (a device tensor inside a graph)."""
+        it as one CUDA graph. ema_weight = 1 - EMA decay (a device tensor inside a graph); r1: this
+        step's D updates carry the R1 penalty (every R1_EVERY-th step, see there)."""
         cfg, G, D, rng, dev = self.cfg, self.G_step, self.D_step, self.rng, self.device
         b = cfg.batch_size
         ops = cfg.diffaug_ops()
@@ -176,7 +178,7 @@ class GANTraining:
             real_labels = self.real_labels[idx] if self.real_labels is not None else None
             real, real_labels = distributed.shard(real), distributed.shard(real_labels)
             z, fake_labels = noise()
-            if cfg.r1_gamma > 0:
+            if r1:
                 real.requires_grad_(True)
             with self.autocast():
                 fake = G(z, fake_labels)
@@ -189,8 +191,8 @@ class GANTraining:
             if cfg.loss == "wgan-gp":
                 loss_d = loss_d + cfg.gp_weight * losses.gradient_penalty(
                     D, real, fake.float(), real_labels if cfg.num_classes else None, rng)
-            if cfg.r1_gamma > 0:
-                loss_d = loss_d + 0.5 * cfg.r1_gamma * losses.r1_penalty(real_logits, real)
+            if r1:  # lazy R1: the penalty every R1_EVERY steps, weighted R1_EVERY times (StyleGAN2)
+                loss_d = loss_d + 0.5 * cfg.r1_gamma * R1_EVERY * losses.r1_penalty(real_logits, real)
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -229,6 +231,10 @@ class GANTraining:
         self.position += b
         self.images_seen += b
         return idx
+
+    def r1_due(self) -> bool:
+        """Whether this iteration's D update carries the (lazy) R1 penalty."""
+        return self.cfg.r1_gamma > 0 and self.iteration % R1_EVERY == 0
 
     def ema_decay_now(self) -> float:
         """d = min(ema_decay, (1 + t) / (10 + t)) at iteration t: the warm-up keeps the random initial
@@ -369,7 +375,7 @@ class Control:
 def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = None, *,
         folder=None, metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = "score",
         lower_is_better: bool = True) -> str:
-    """Train until cfg.steps (or a stop); returns 'finished' or 'stopped'.
+    """Train until cfg.steps or cfg.minutes (or a stop); returns 'finished' or 'stopped'.
 
     folder (a checkpoint.RunFolder) gets a checkpoint every cfg.checkpoint_every steps and at the
     end; metric_fn scores the run every cfg.metric_every steps and keeps the best checkpoint by
@@ -420,28 +426,34 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
     scoring = bool(cfg.metric_every and metric_fn and main)
     saving = folder is not None and main
     pictures_at = saved_at = -1
+    timed_out = False
     try:
         tell("on_start")
         last_pictures = time.monotonic()
         t0, seen0 = time.perf_counter(), run.images_seen
-        while run.iteration < cfg.steps:
+        trained_s, clock = 0.0, time.monotonic()  # training time for cfg.minutes: paused time does not count
+        while run.iteration < cfg.steps and not timed_out:
             turn = control.next_turn() if control is not None else Turn()
             if turn is None:  # stop asked for (under torchrun: all ranks stop together at the next host sync)
                 if distributed.world_size() == 1:
                     break
                 turn = Turn()
             if turn.waited:
-                t0, seen0 = time.perf_counter(), run.images_seen
+                t0, seen0, clock = time.perf_counter(), run.images_seen, time.monotonic()
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())
             bad |= stats.nonfinite()
-            done = run.iteration >= cfg.steps
+            trained_s, clock = trained_s + time.monotonic() - clock, time.monotonic()
+            out_of_time = bool(cfg.minutes) and trained_s >= cfg.minutes * 60
+            timed_out = out_of_time and distributed.world_size() == 1  # several ranks: agreed at the host sync
+            done = run.iteration >= cfg.steps or timed_out
 
             if len(window) >= sync_every or turn.single or done:  # the host sync
-                if distributed.world_size() > 1:  # every rank sees a NaN or a stop, so all act together
-                    stop = torch.tensor(control is not None and control.stopping, device=run.device)
-                    bad, stop = distributed.any_rank(torch.stack([bad, stop]))
-                    if bool(stop):
+                if distributed.world_size() > 1:  # every rank sees a NaN, a stop or the time limit: all act together
+                    flags = torch.tensor([control is not None and control.stopping, out_of_time], device=run.device)
+                    bad, stop, timed_out = distributed.any_rank(torch.cat([bad.view(1), flags]))
+                    timed_out = bool(timed_out) and not bool(stop)
+                    if bool(stop) or timed_out:
                         break
                 if bool(bad):
                     window.clear()
@@ -467,14 +479,16 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
             if saving and cfg.checkpoint_every and run.iteration % cfg.checkpoint_every == 0:
                 checkpoint()
 
-        # the end (finished or stopped): last pictures, last score, last checkpoint
+        # the end (finished, out of time or stopped): last pictures, last score, last checkpoint
+        if timed_out:
+            tell("on_event", f"time limit of {cfg.minutes:g} min reached at iteration {run.iteration}")
         if pictures_at != run.iteration:
             pictures()
         if scoring and run.iteration and run.iteration % cfg.metric_every:
             evaluate()  # a stopped run's last state competes for best.safetensors too
         if saving and saved_at != run.iteration:
             checkpoint()
-        state = "finished" if run.iteration >= cfg.steps else "stopped"
+        state = "finished" if run.iteration >= cfg.steps or timed_out else "stopped"
     except Exception:
         tell("on_end", "failed")
         raise

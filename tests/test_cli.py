@@ -81,3 +81,15 @@ def test_preset_sets_the_recipe_and_flags_override_it():
     assert all(getattr(classic, k) == v for k, v in PRESETS["classic"].items())
     assert cfg("--preset", "classic", "--ngf", "16").ngf == 16  # a flag wins over the preset
     assert cfg("--preset", "classic", "--dataset", "digits").ndf == 64
+
+
+def test_minutes_alone_lets_the_clock_end_the_run_and_steps_still_cap_it():
+    from dcgan.__main__ import TIME_LIMITED_STEPS, build_parser, config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert cfg().minutes == 0 and cfg().steps == 2000
+    timed = cfg("--minutes", "2.5")
+    assert timed.minutes == 2.5 and timed.steps == TIME_LIMITED_STEPS
+    assert cfg("--minutes", "2.5", "--steps", "300").steps == 300

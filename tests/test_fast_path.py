@@ -122,20 +122,22 @@ def test_bench_command_writes_side_by_side_json(tmp_path, capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_step_matches_the_eager_step():
     from dcgan.cuda_graph import CudaGraphStep
+    from dcgan.train import R1_EVERY
 
     cfg = tiny_config(device="cuda", precision="fp32", batch_size=32, augment=True, ema_decay=0.999)
-    data = synthetic_data(cfg, 100)  # 100 images: the 8 steps cross a reshuffle
+    data = synthetic_data(cfg, 100)  # 100 images: the steps cross reshuffles
+    assert cfg.r1_gamma > 0  # iterations 0 and R1_EVERY carry lazy R1: eager steps between the replays
     graphed, eager = GANTraining(cfg, data), GANTraining(cfg, data)
     assert CudaGraphStep.supported(graphed)
     step = CudaGraphStep(graphed)
     torch.backends.cudnn.deterministic = True
     try:
-        a = torch.stack([step().as_tensor() for _ in range(8)]).cpu()
-        b = torch.stack([eager.train_step().as_tensor() for _ in range(8)]).cpu()
+        a = torch.stack([step().as_tensor() for _ in range(R1_EVERY + 4)]).cpu()
+        b = torch.stack([eager.train_step().as_tensor() for _ in range(R1_EVERY + 4)]).cpu()
     finally:
         torch.backends.cudnn.deterministic = False
     assert step.graph is not None, step.failed  # replayed after the warm-up steps, not eager all along
-    assert graphed.iteration == 8 and graphed.position == eager.position
+    assert graphed.iteration == R1_EVERY + 4 and graphed.position == eager.position
     assert torch.equal(graphed.order, eager.order)  # the run's own data order, never a swapped buffer
     torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
     # the EMA decay changes every step: the graph must not freeze it at its capture-time value

@@ -23,7 +23,7 @@ BAD_VALUES = [
     ("spectral_norm", 1), ("batch_size", 1), ("batch_size", 5000), ("batch_size", True), ("lr_g", -1.0),
     ("lr_g", 0.0), ("lr_d", 2.0), ("lr_d", float("inf")), ("lr_g", "fast"), ("beta1", 1.0), ("beta2", -0.1),
     ("loss", "mse"), ("gp_weight", -1.0), ("r1_gamma", -0.5), ("d_steps", 0), ("d_steps", 11),
-    ("ema_decay", 1.0), ("diffaug", "translation,blur"), ("steps", 0), ("seed", -1), ("seed", 2**63),
+    ("ema_decay", 1.0), ("diffaug", "translation,blur"), ("steps", 0), ("minutes", -1.0), ("seed", -1), ("seed", 2**63),
     ("device", "tpu"), ("precision", "fp16"), ("sync_bn", None), ("log_every", -1),
     ("sample_every_s", 0.0), ("checkpoint_every", -5), ("keep_last", 0), ("metric_every", -1),
     ("nan_policy", "ignore"), ("run_name", "../escape"), ("run_name", "a/b"), ("out_dir", 7), ("extra", "notes"),
