@@ -112,12 +112,13 @@ def synthetic_data(cfg: TrainConfig, n: int) -> ImageData:
 
 def count_flops(cfg: TrainConfig) -> dict:
     """FLOPs per image of one training iteration and of one generated image (eager, fp32, CPU,
-    a batch of 8; convolution FLOPs scale linearly with the batch)."""
+    a batch of 8; convolution FLOPs scale linearly with the batch). The iteration is one without the lazy
+    R1 penalty (it rides on one step in R1_EVERY; FlopCounterMode cannot follow its double backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .train import GANTraining
 
-    small = cfg.replace(batch_size=8, device="cpu", precision="fp32")
+    small = cfg.replace(batch_size=8, device="cpu", precision="fp32", r1_gamma=0.0)
     run = GANTraining(small, synthetic_data(small, 16))
     with FlopCounterMode(display=False) as counter:
         run.train_step()
@@ -299,7 +300,7 @@ def bench(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     base = TrainConfig(dataset="digits", image_size=args.image_size, channels=args.channels,
                        ngf=args.ngf, ndf=args.ndf, nz=args.nz, device=str(device.type),
-                       precision=args.precision, seed=0)
+                       precision=args.precision, seed=0, r1_gamma=0.0)  # the same algorithm as the plain loop
     batches = [int(b) for b in str(args.batch).split(",")]
     out: dict = {"device": device_info(device),
                  "config": {"image_size": base.image_size, "channels": base.channels, "ngf": base.ngf,

@@ -51,7 +51,7 @@ def test_r1_is_applied_every_r1_every_steps_with_the_weight_scaled(digits_data, 
         run.train_step()
     assert calls == [0, train.R1_EVERY, 2 * train.R1_EVERY]
     calls.clear()
-    run = GANTraining(tiny_config(steps=10), digits_data)  # gamma 0: never
+    run = GANTraining(tiny_config(steps=10, r1_gamma=0.0), digits_data)  # gamma 0: never
     for _ in range(2 * train.R1_EVERY):
         run.train_step()
     assert calls == []

@@ -104,16 +104,20 @@ def grid_gallery(session: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
     return [(picture(images, i, 96), f"#{i}") for i in range(GRID)]
 
 
+def moved_image(session: dict[str, Any], kind: str, first: float, amounts: list[float]) -> np.ndarray:
+    """The session's z moved by the slider values along the chosen directions (what a slider move redraws)."""
+    model = session_model(session)
+    dirs = (principal_directions_of(model) if kind == DIRECTION_KINDS[0]
+            else latent.raw_directions(model.config.nz, NUM_SLIDERS, int(first or 0)))
+    z = latent.move(session["z"], dirs, [float(a or 0) for a in amounts])
+    return picture(render(model, z, torch.tensor([session["label"]])))
+
+
 def slider_images(session: dict[str, Any], kind: str, first: float,
                   amounts: list[float]) -> tuple[np.ndarray, np.ndarray]:
     """(start image, moved image) for the session's z and the slider values."""
-    model = session_model(session)
-    z, label = session["z"], torch.tensor([session["label"]])
-    dirs = (principal_directions_of(model) if kind == DIRECTION_KINDS[0]
-            else latent.raw_directions(model.config.nz, NUM_SLIDERS, int(first or 0)))
-    start = render(model, z, label)
-    moved = render(model, latent.move(z, dirs, [float(a or 0) for a in amounts]), label)
-    return picture(start), picture(moved)
+    start = render(session_model(session), session["z"], torch.tensor([session["label"]]))
+    return picture(start), moved_image(session, kind, first, amounts)
 
 
 def directions_note(session: dict[str, Any], kind: str) -> str:
@@ -181,7 +185,7 @@ def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, A
 
 
 def slide(session: dict[str, Any], kind: str, first: float, *amounts: float) -> np.ndarray:
-    return slider_images(session, kind, first, list(amounts))[1]
+    return moved_image(session, kind, first, list(amounts))
 
 
 def random_start(session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dcgan import config as config_module
 from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, PRESETS, TrainConfig
 from ui import train_actions as act
 from ui import train_view as view
-from ui.common import FAST, OK, PRIVATE, REFRESH
+from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
 from ui.state import Studio
 
 POLL_S = 1.0  # seconds between live-view refreshes in each browser
@@ -198,9 +198,9 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
                 *[values[f] if values else gr.skip() for f in fields]]
 
     outputs = [seen, *[c[n] for n in names], *buttons.values(), *form.values()]
-    # Polls only read the trainer, so they never wait behind each other or behind a control click.
-    timer.tick(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", concurrency_limit=None,
-               api_name="train_status")
+    # Polls only read the trainer, so they never wait behind a control click; they share the POLL group's one
+    # worker (ui/queues.py), so thirty pages on this tab refresh less often instead of taking training's CPU.
+    timer.tick(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", api_name="train_status", **POLL)
     c["smooth"].change(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", concurrency_limit=None,
                        **PRIVATE)
 
