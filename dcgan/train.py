@@ -191,10 +191,11 @@ class GANTraining:
             if cfg.loss == "wgan-gp":
                 loss_d = loss_d + cfg.gp_weight * losses.gradient_penalty(
                     D, real, fake.float(), real_labels if cfg.num_classes else None, rng)
-            if r1:  # lazy R1: the penalty every R1_EVERY steps, weighted R1_EVERY times (StyleGAN2)
-                loss_d = loss_d + 0.5 * cfg.r1_gamma * R1_EVERY * losses.r1_penalty(real_logits, real)
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            if r1:  # lazy R1 (StyleGAN2): every R1_EVERY steps, R1_EVERY times the weight; left out of the logged loss
+                (loss_d + 0.5 * cfg.r1_gamma * R1_EVERY * losses.r1_penalty(real_logits, real)).backward()
+            else:
+                loss_d.backward()
             self.opt_d.step()
             d_real = torch.sigmoid(real_logits.detach().float()).mean()
             d_fake = torch.sigmoid(fake_logits.detach().float()).mean()

@@ -49,8 +49,9 @@ EXPLAIN_FAILURES = """
 """
 
 
-PRESET_INFO = ("default: the recipe measured in docs/QUALITY.md (ngf = ndf = 32, lr 4e-4, EMA 0.999); "
-               "classic: the paper's (ngf = ndf = 64, lr 2e-4, no EMA). Choosing one fills in the settings below.")
+PRESET_INFO = ("default: the recipe measured in docs/QUALITY.md (ngf = ndf = 32, lr 4e-4, EMA 0.999, lazy R1 γ 1); "
+               "classic: the paper's (ngf = ndf = 64, lr 2e-4, no EMA, no R1). Choosing one fills in the settings "
+               "below.")
 
 
 def label_of(name: str) -> tuple[str, str | None]:
