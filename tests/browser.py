@@ -83,10 +83,16 @@ def wait_for(check: Callable[[], object], timeout: float = 60.0, what: str = "co
 
 
 def set_number(pg, elem_id: str, value: object) -> None:
-    """Type into a gr.Number (by elem_id) and leave the box, as a person would."""
+    """Type into a gr.Number (by elem_id) and leave the box, as a person would; again if the box did not keep
+    it (on a loaded machine a freshly opened accordion can re-render its boxes just after the first fill)."""
     box = pg.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Tab")
+        pg.wait_for_timeout(200)
+        if box.input_value() == str(value):
+            return
+    raise AssertionError(f"#{elem_id} did not keep the value {value!r} (it shows {box.input_value()!r})")
 
 
 def choose(pg, elem_id: str, option: str) -> None:

@@ -15,7 +15,7 @@ from dcgan.checkpoint import CheckpointError
 from dcgan.config import ConfigError
 from dcgan.data import DatasetError
 from dcgan.trainer import TrainerBusy
-from ui.queues import FAST, HEAVY, POLL, fast, heavy  # noqa: F401  (the tabs import the groups from here)
+from ui.queues import FAST, HEAVY, POLL, SLIDE, fast, heavy  # noqa: F401  (the tabs import the groups from here)
 
 OK, WARN, FAIL, REFRESH = "✓", "⚠", "✗", "↻"
 log = logging.getLogger("dcgan.app")

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ui import explore_tools as tools
-from ui.common import FAST, HEAVY, PRIVATE, fast, heavy, new_view
+from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, heavy, new_view
 from ui.state import Studio
 
 NOTE_SLIDERS = """**Latent sliders.** Each slider moves z along one direction, in standard deviations of the prior.
@@ -224,7 +224,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         sl.input(fast(tools.slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
                  trigger_mode="always_last", show_progress="hidden",
                  api_name="explore_sliders" if j == 0 else None,
-                 api_visibility="public" if j == 0 else "private", **FAST)
+                 api_visibility="public" if j == 0 else "private", **SLIDE)
 
     def redraw(s, k, f, *amounts):
         if s.get("model") is None:

@@ -1,9 +1,10 @@
 """Fair queues for many visitors: slider moves never wait behind someone's 30-second inversion.
 
-Three Gradio concurrency groups (events with the same `concurrency_id` share one queue whose limit is
+Four Gradio concurrency groups (events with the same `concurrency_id` share one queue whose limit is
 the smallest `concurrency_limit` among them; Gradio holds the rest in its queue without a thread):
 
-- FAST: sliders, new samples, choosing a model, interpolation: tens of milliseconds each.
+- SLIDE: slider moves alone (one small image, ~20 ms): they never wait behind a 16-image sample grid.
+- FAST: new samples, choosing a model, the other quick tools: tens to a hundred milliseconds each.
 - POLL: every open page's status timer (the Train tab's `train_status`, once a second per browser). A
   tick is not sent again while one is pending, so with one worker the pages of a big class refresh
   less often instead of taking the CPU that training and sliders need.
@@ -44,6 +45,7 @@ SERVE_THREADS = 1  # torch intra-op threads of one serving request
 
 POLL_WORKERS = 1
 
+SLIDE = dict(concurrency_id="slide", concurrency_limit=1)
 FAST = dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS)
 POLL = dict(concurrency_id="poll", concurrency_limit=POLL_WORKERS)
 HEAVY = dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS)
