@@ -59,7 +59,8 @@ class ProgressBar(Hook):
     def on_start(self, run) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=run.cfg.steps, initial=run.iteration, desc=self.desc, unit="it",
+        total = None if run.cfg.minutes else run.cfg.steps  # a time-limited run: no step-count ETA
+        self.bar = tqdm(total=total, initial=run.iteration, desc=self.desc, unit="it",
                         dynamic_ncols=True, disable=self.disable)
 
     def on_log(self, run, row: dict) -> None:
