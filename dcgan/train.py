@@ -444,7 +444,8 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())
             bad |= stats.nonfinite()
-            trained_s, clock = trained_s + time.monotonic() - clock, time.monotonic()
+            now = time.monotonic()
+            trained_s, clock = trained_s + now - clock, now
             out_of_time = bool(cfg.minutes) and trained_s >= cfg.minutes * 60
             timed_out = out_of_time and distributed.world_size() == 1  # several ranks: agreed at the host sync
             done = run.iteration >= cfg.steps or timed_out
