@@ -17,11 +17,13 @@ a "Busy" refusal of a heavy job is counted apart.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import random
 import re
+import ssl
 import sys
 import tempfile
 import threading
@@ -79,6 +81,22 @@ def summary(tally: Tally) -> dict[str, dict[str, Any]]:
     return rows
 
 
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for every client of this process. gradio_client opens a new httpx client for each
+    request, and each would load the certificate bundle again: ~43 ms of CPU per request (measured), ten times
+    the client's other work, on the same cores as the app under test (ROBUSTNESS.md)."""
+    return ssl.create_default_context()
+
+
+def client(url: str, timeout: float, **options: Any) -> Any:
+    """One gradio_client session (one browser's state in the app)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout},
+                  ssl_verify=tls(), **options)
+
+
 # ---- arguments for each endpoint, from the app's own API description ---------------------------------
 
 
@@ -134,11 +152,11 @@ def is_refusal(exc: BaseException) -> bool:
     return str(exc).lower().startswith("busy")
 
 
-def call(client: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float) -> bool:
+def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float) -> bool:
     """One request, timed from sending to having the answer (output files downloaded, as a browser would)."""
     t0 = time.perf_counter()
     try:
-        client.submit(*endpoints.args(action, rng), api_name=ENDPOINTS[action]).result(timeout=timeout)
+        page.submit(*endpoints.args(action, rng), api_name=ENDPOINTS[action]).result(timeout=timeout)
     except Exception as exc:  # AppError (a gr.Error toast or an exception in the app), timeout, connection
         tally.fail(action, exc, refused=is_refusal(exc))
         return False
@@ -148,29 +166,26 @@ def call(client: Any, endpoints: Endpoints, action: str, rng: random.Random, tal
 
 def open_page(url: str, tally: Tally, timeout: float) -> Any | None:
     """One browser session (a gradio_client.Client); the time it takes is the "open" action."""
-    from gradio_client import Client
-
     t0 = time.perf_counter()
     try:
         # download_files=False: the answer counts once the app has produced it; writing every picture to
         # disk would make thirty clients on the app's own two cores the bottleneck (ROBUSTNESS.md)
-        client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout},
-                        download_files=False, max_workers=4)
+        page = client(url, timeout, download_files=False, max_workers=4)
     except Exception as exc:
         tally.fail("open", exc)
         return None
     tally.add("open", time.perf_counter() - t0)
-    return client
+    return page
 
 
 def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float,
             tally: Tally, timeout: float, stop: threading.Event) -> None:
     """A student on the Explore tab (which sends no status polls)."""
     rng = random.Random(seed)
-    client = open_page(url, tally, timeout)
-    if client is None:
+    page = open_page(url, tally, timeout)
+    if page is None:
         return
-    if not call(client, endpoints, "use_live", rng, tally, timeout):
+    if not call(page, endpoints, "use_live", rng, tally, timeout):
         return  # no model to explore: the failure is counted; nothing else this visitor could do
     actions, weights = zip(*[(a, w) for a, w in MIX.items() if endpoints.has(ENDPOINTS[a])], strict=True)
     first = ["sliders", "samples"]  # every visitor tries these at least once, however short the crowd
@@ -178,20 +193,20 @@ def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: fl
         stop.wait(rng.expovariate(1 / think_s) if think_s > 0 and not stop.is_set() else 0)
         if not first and time.time() >= until:
             break
-        call(client, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout)
+        call(page, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout)
 
 
 def watcher(url: str, endpoints: Endpoints, until: float, poll_s: float, tally: Tally, timeout: float,
             stop: threading.Event) -> None:
     """A page showing the Train tab: its status timer polls every poll_s seconds while it is open."""
-    client = open_page(url, tally, timeout)
-    if client is None:
+    page = open_page(url, tally, timeout)
+    if page is None:
         return
     rng = random.Random()
     stop.wait(rng.uniform(0, poll_s))
     while time.time() < until and not stop.is_set():
         t0 = time.perf_counter()
-        call(client, endpoints, "train_status", rng, tally, timeout)
+        call(page, endpoints, "train_status", rng, tally, timeout)
         stop.wait(max(0.0, poll_s - (time.perf_counter() - t0)))
 
 
@@ -234,9 +249,7 @@ class TrainingWatch:
     """Reads the run's status every second; the rate of a window is (images seen)/(time)."""
 
     def __init__(self, url: str, endpoints: Endpoints, batch_size: int | None, timeout: float) -> None:
-        from gradio_client import Client
-
-        self.client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
+        self.client = client(url, timeout)
         self.endpoints, self.batch_size, self.timeout = endpoints, batch_size, timeout
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
@@ -304,9 +317,7 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
           baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
           seed: int = 0, watchers: int = 0) -> dict[str, Any]:
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
-    from gradio_client import Client
-
-    probe = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": timeout})
+    probe = client(url, timeout)
     endpoints = Endpoints(probe.view_api(return_format="dict", print_info=False))
     missing = [name for name in ENDPOINTS.values() if not endpoints.has(name)]
     if not endpoints.has(ENDPOINTS["use_live"]) or not endpoints.has(ENDPOINTS["sliders"]):

@@ -11,25 +11,34 @@ the smallest `concurrency_limit` among them; Gradio holds the rest in its queue 
 - HEAVY: inversion, diversity, memorisation: seconds each. `heavy(fn)` wraps these so that at most
   HEAVY_RUNNING run at once and each visitor (browser session) has at most PER_VISITOR of them waiting
   or running; one more is refused at once with "busy, try again in N s" instead of queueing behind
-  itself (a visitor who fires twenty inversions through the API cannot push everyone else back).
+  itself (a visitor who fires twenty inversions through the API cannot push everyone else back). They
+  run on the lane's own thread at a lower OS priority (HEAVY_NICE), so on a busy machine training and
+  slider moves get the cores first.
 
 CPU threads: torch's intra-op thread count belongs to each thread (OpenMP), but `torch.set_num_threads`
 also sets the count that any thread takes at its first torch call. Serving requests run with
-SERVE_THREADS each (`serve_threads()`, called by both wrappers) and the training thread sets its own
-count with the `TrainThreads` hook (the cores left after the fast workers), so a slider storm cannot
-change the training run's threads. Two training threads on two cores collapse (to ~9% of their speed
-in one measurement) as soon as one serving thread is busy: an OpenMP barrier waits for a descheduled
-thread; one training thread kept 63% beside the same load.
+SERVE_THREADS each (`serve_threads()`: the fast wrapper, the heavy lane's threads) and the training
+thread sets its own count with the `TrainThreads` hook (the cores left after the fast workers), so a
+slider storm cannot change the training run's threads. Two training threads on two cores collapse (to
+~9% of their speed in one measurement) as soon as one serving thread is busy: an OpenMP barrier waits
+for a descheduled thread; one training thread kept 63% beside the same load.
+
+What is left is Python's GIL: the training thread re-takes it after every torch op and waits whenever
+serving code holds it. Beside thirty visitors, training in the app keeps about half its solo speed with
+CPU to spare; the same loop in a process of its own kept 87% (docs/ROBUSTNESS.md).
 Measured in docs/ROBUSTNESS.md ("Thirty visitors").
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gradio as gr
@@ -41,6 +50,7 @@ FAST_WORKERS = 1  # slider work in parallel with training oversubscribes 2 cores
 HEAVY_SLOTS = 4  # heavy events Gradio lets into heavy(): HEAVY_RUNNING run, the rest wait or are refused
 HEAVY_RUNNING = 1
 PER_VISITOR = 1  # heavy jobs one browser session may have waiting or running
+HEAVY_NICE = 10  # heavy jobs' threads run this much nicer than the app: training and sliders come first
 SERVE_THREADS = 1  # torch intra-op threads of one serving request
 
 POLL_WORKERS = 1
@@ -58,6 +68,19 @@ def serve_threads(n: int = SERVE_THREADS) -> None:
         torch.set_num_threads(n)
 
 
+def lower_priority(nice: int = HEAVY_NICE) -> None:
+    """Make the calling thread (one of the heavy lane's) give way to the training thread and to the fast
+    requests, and give it SERVE_THREADS torch threads. Linux gives each thread its own nice value; elsewhere
+    setpriority would lower the whole app, so there the thread keeps the app's priority."""
+    serve_threads()
+    if nice > 0 and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:  # not allowed here: the jobs still run, at the app's priority
+            pass
+
+
 def visitor() -> str:
     """The browser session (gradio_client: the Client) of the event being served; "" outside one."""
     request = gr.context.LocalContext.request.get(None)
@@ -71,9 +94,11 @@ class Busy(gr.Error):
 class HeavyLane:
     """Admission for heavy jobs: a per-visitor bound, then at most `running` at once."""
 
-    def __init__(self, running: int = HEAVY_RUNNING, per_visitor: int = PER_VISITOR) -> None:
+    def __init__(self, running: int = HEAVY_RUNNING, per_visitor: int = PER_VISITOR, nice: int = HEAVY_NICE) -> None:
         self.per_visitor = per_visitor
-        self._slots = threading.Semaphore(running)
+        # the jobs run on threads of their own, at a lower OS priority than training and the fast requests
+        self._pool = ThreadPoolExecutor(running, thread_name_prefix="heavy", initializer=lower_priority,
+                                        initargs=(nice,))
         self._lock = threading.Lock()
         self._jobs: dict[str, list[tuple[str, float, list[float]]]] = {}  # visitor -> (name, admitted, [started])
         self._seconds: dict[str, float] = {}  # typical duration per job name (running mean)
@@ -115,11 +140,14 @@ class HeavyLane:
     def run(self, name: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         key = visitor()
         job = self.admit(key, name)
+        context = contextvars.copy_context()  # Gradio's request and progress bar live in context variables
+
+        def work() -> Any:
+            job[2].append(time.monotonic())
+            return context.run(fn, *args, **kwargs)
+
         try:
-            with self._slots:
-                job[2].append(time.monotonic())
-                serve_threads()
-                return fn(*args, **kwargs)
+            return self._pool.submit(work).result()
         finally:
             self.release(key, job)
 
