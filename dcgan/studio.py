@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_KEPT_UPLOADS = 5
 SPEED_WINDOW_S = 20.0  # images/s and ETA are averaged over this much training time
 MAX_MODELS = 6  # loaded models kept in memory for every visitor (LRU)
 CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversion verdict
+LIVE_CALIBRATION_S = 30.0  # the live run's snapshots share one calibration for this long
 
 # form fields (what a person sets) -> TrainConfig; everything else keeps its config default
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
@@ -197,6 +199,7 @@ class Studio:
         self.models = ModelCache()
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
         self._calibration: OrderedDict[tuple, list[float]] = OrderedDict()
+        self._live_calibration: dict[tuple, tuple[float, list[float]]] = {}
         self._calibration_lock = threading.Lock()
 
     @property
@@ -377,9 +380,15 @@ class Studio:
         per model and settings; the first call costs n inversions). A conditional G is given each image's
         true class instead of trying all of them (10x cheaper; its error is at most a little higher)."""
         key = (model.key or id(model.generator), int(restarts), int(steps), n)
+        # the live run's snapshots (a new one every few seconds) share one calibration for a while, as they
+        # share GANSpace directions: thirty visitors pinning snapshots seconds apart cost one, not thirty
+        live = (model.key[:2], int(restarts), int(steps), n) if model.source == "live" and model.key else None
         with self._calibration_lock:
             if key in self._calibration:
                 return self._calibration[key]
+            recent = self._live_calibration.get(live) if live else None
+            if recent is not None and time.monotonic() - recent[0] < LIVE_CALIBRATION_S:
+                return recent[1]
         data = latent.dataset_for(model.config)
         held = data.val if data.val.shape[0] else data.train
         picks = torch.linspace(0, held.shape[0] - 1, min(n, held.shape[0])).long()
@@ -389,6 +398,8 @@ class Studio:
                                 label=int(labels[i]) if conditional else None).mse for i in picks.tolist()]
         with self._calibration_lock:
             self._calibration[key] = errors
+            if live:
+                self._live_calibration[live] = (time.monotonic(), errors)
             while len(self._calibration) > 32:
                 self._calibration.popitem(last=False)
         return errors

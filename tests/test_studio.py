@@ -240,6 +240,24 @@ def test_defect6_speed_is_averaged_over_training_time():
     assert studio_module.eta_seconds(100, 200, 10, 50.0) == 20.0
 
 
+def test_the_live_runs_snapshots_share_one_inversion_calibration_for_a_while(studio, trained_checkpoint, monkeypatch):
+    """Thirty visitors pinning live snapshots seconds apart cost one calibration, not one each; a checkpoint
+    (another model) gets its own, and after LIVE_CALIBRATION_S a newer snapshot is calibrated again."""
+    import dataclasses
+
+    run_checkpoint(studio, trained_checkpoint)
+    model = studio.load_checkpoint("run/step_00000300.safetensors")
+    snap = lambda it: dataclasses.replace(model, source="live", key=("live", "runs/r", it))  # noqa: E731
+    first = studio.inversion_reference(snap(100), restarts=1, steps=5)
+    assert studio.inversion_reference(snap(140), 1, 5) is first  # a newer snapshot of the same run
+    assert studio.inversion_reference(model, 1, 5) is not first  # the checkpoint: its own calibration
+    assert studio.inversion_reference(snap(140), 2, 5) is not first  # other settings: their own
+    monkeypatch.setattr(studio_module, "LIVE_CALIBRATION_S", 0.0)
+    again = studio.inversion_reference(snap(180), 1, 5)
+    assert again is not first and len(again) == len(first)
+
+
+
 # ---- defect 10: the inversion verdict is calibrated on real images ----------------------------------
 
 
