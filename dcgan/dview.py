@@ -45,6 +45,7 @@ from .config import TrainConfig
 from .data import ImageData, to_float
 from .images import image_array
 from .models import Discriminator, Generator, build_models, seeded_latents
+from .train import Hook, lower_thread_priority
 
 N_POINTS = 256  # real images and generated images drawn
 PROBE_SEED = 1234  # which real images and which noise: fixed, so the points are the same all run
@@ -411,18 +412,6 @@ def save_frames_gif(frames: list[Frame], path: str | Path) -> Path:
 # ---- the live hook -----------------------------------------------------------------------------
 
 
-try:
-    from .train import Hook
-except ImportError:  # the loop's hook base class is not there yet: same method names, no base
-    class Hook:  # type: ignore[no-redef]
-        def on_start(self, run) -> None: ...
-        def on_log(self, run, row: dict) -> None: ...
-        def on_pictures(self, run, images: torch.Tensor) -> None: ...
-        def on_metrics(self, run, record: dict) -> None: ...
-        def on_checkpoint(self, run, path) -> None: ...
-        def on_end(self, run, state: str) -> None: ...
-
-
 class DViewHook(Hook):
     """Trainer hook: on each new picture, copies G, D and G's Adam state to the CPU (in the training
     thread, a few ms) and hands them to its own low-priority thread, which computes and renders a
@@ -497,8 +486,7 @@ class DViewHook(Hook):
 
     # worker side
     def _work(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread (and its pool) yields to training
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        lower_thread_priority(10)  # this thread yields to training
         while True:
             with self._lock:
                 while not self._stop and (self._pending is None or time.monotonic() < self._next_at):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -290,6 +292,16 @@ def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) 
 
 
 # ---- hooks and control ---------------------------------------------------------------------------
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling helper thread (D's view, the app's heavy jobs) give way to the training thread. Linux
+    gives each thread its own nice value; elsewhere setpriority would lower the whole process, so there the
+    thread keeps the process's priority."""
+    if nice > 0 and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):  # not allowed here: the thread keeps its priority
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 class Hook:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from dcgan.train import Hook
+from dcgan.train import Hook, lower_thread_priority
 
 FAST_WORKERS = 1  # slider work in parallel with training oversubscribes 2 cores; queueing is cheaper
 HEAVY_SLOTS = 4  # heavy events Gradio lets into heavy(): HEAVY_RUNNING run, the rest wait or are refused
@@ -69,16 +68,9 @@ def serve_threads(n: int = SERVE_THREADS) -> None:
 
 
 def lower_priority(nice: int = HEAVY_NICE) -> None:
-    """Make the calling thread (one of the heavy lane's) give way to the training thread and to the fast
-    requests, and give it SERVE_THREADS torch threads. Linux gives each thread its own nice value; elsewhere
-    setpriority would lower the whole app, so there the thread keeps the app's priority."""
+    """A heavy-lane thread: SERVE_THREADS torch threads, below the training thread and the fast requests."""
     serve_threads()
-    if nice > 0 and sys.platform.startswith("linux"):
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-        except OSError:  # not allowed here: the jobs still run, at the app's priority
-            pass
+    lower_thread_priority(nice)
 
 
 def visitor() -> str:
