@@ -7,6 +7,12 @@ boxes where no emoji font is installed.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -51,6 +57,31 @@ def new_view(default: Any = None) -> dict[str, Any]:
     studio's cache), the grid seed and truncation, the slider start z and class, and which model the Explore
     tab last drew (so a model picked in another tab is drawn when Explore opens)."""
     return {"model": default, "drawn": None, "seed": 0, "psi": 1.0, "z": None, "label": 0}
+
+
+EXPORT_KEEP_S = 3600.0  # Gradio copies a returned file into its own cache at once; ours may go after this
+_exports: dict[str, Path] = {}
+_exports_lock = threading.Lock()
+
+
+def export_path(name: str) -> Path:
+    """A new path named `name` for a file the page hands out (GIF exports): one folder per process with a
+    subfolder per file, and subfolders older than EXPORT_KEEP_S removed on the way, so a class exporting all
+    day leaves one folder of recent files instead of a temporary folder per click."""
+    with _exports_lock:
+        root = _exports.get("dir")
+        if root is None or not root.is_dir():
+            root = _exports["dir"] = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
+        cutoff = time.time() - EXPORT_KEEP_S
+        for old in root.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old)
+            except OSError:  # gone already
+                pass
+        folder = root / uuid.uuid4().hex[:12]
+        folder.mkdir()
+    return folder / name
 
 
 PRIVATE = {"api_visibility": "private"}  # an event only the page itself triggers: not in the API, not callable

@@ -6,12 +6,10 @@ answers a click on a dot with its image, draws a saved run on request and export
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,7 +17,7 @@ import gradio as gr
 from dcgan import dview
 from dcgan.images import upscale
 from dcgan.trainer import Trainer
-from ui.common import HEAVY, PRIVATE, REFRESH, WARN, heavy, problem
+from ui.common import HEAVY, PRIVATE, REFRESH, WARN, export_path, heavy, problem
 from ui.state import Studio
 
 POLL_S = 2.0  # the hook draws a frame every few seconds at most; polling faster shows nothing new
@@ -138,7 +136,7 @@ def export_gif(studio: Studio) -> tuple[str | None, str]:
     frames = hook.frames() if hook is not None else []
     if len(frames) < 2:
         return None, f"{WARN} Not enough frames yet: D's view is drawn every few seconds while a run trains."
-    out = Path(tempfile.mkdtemp(prefix="dcgan-dview-")) / f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif"
+    out = export_path(f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif")
     dview.save_frames_gif(frames, out)
     return str(out), f"GIF of {len(frames)} frames, iterations {frames[0].iteration:,} to {frames[-1].iteration:,}."
 

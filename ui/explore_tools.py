@@ -7,11 +7,9 @@ what lands where. The model a browser explores is pinned in its own state; other
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,7 +21,7 @@ from dcgan import latent
 from dcgan.images import grid_array, image_array, save_gif, upscale
 from dcgan.models import sample
 from dcgan.studio import LoadedModel, Studio, diversity_verdict, inversion_verdict, memorisation_verdict
-from ui.common import user_error
+from ui.common import export_path, user_error
 
 NUM_SLIDERS = 6
 GRID = 16  # samples in the pick-from grid
@@ -226,7 +224,7 @@ def write_gif(images: torch.Tensor) -> str:
     frames = frames + frames[-2:0:-1]  # there and back, so the loop has no jump
     if frames[0].ndim == 2:
         frames = [np.stack([f] * 3, axis=-1) for f in frames]
-    return str(save_gif(frames, Path(tempfile.mkdtemp(prefix="dcgan_explore_")) / "interpolation.gif", 90))
+    return str(save_gif(frames, export_path("interpolation.gif"), 90))
 
 
 def run_interpolation(session: dict[str, Any], a: float, b: float, frames: float, mode: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dcgan.studio import Studio
 from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
 from ui import plots
-from ui.common import FAIL, OK, WARN
+from ui.common import FAIL, OK, WARN, export_path
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
@@ -127,7 +127,7 @@ def export_gif(studio: Studio) -> tuple[str | None, str]:
     frames = studio.trainer.frames()
     if len(frames) < 2:
         return None, "Not enough snapshots yet: let the run train a few seconds first."
-    out = Path(tempfile.mkdtemp(prefix="dcgan-gif-")) / f"evolution-{time.strftime('%Y%m%d-%H%M%S')}.gif"
+    out = export_path(f"evolution-{time.strftime('%Y%m%d-%H%M%S')}.gif")
     pictures = [labelled(f, f"iteration {it:,}") for it, f in frames]
     grey = all(np.array_equal(f[..., 0], f[..., 2]) for _, f in frames[-3:])
     palette = pictures[-1].quantize(16 if grey else 64)  # 16 greys are plenty for digits; LZW likes few colours
