@@ -236,6 +236,12 @@ def test_long_runs_plot_at_most_500_smoothed_points():
     assert list(half.value) == [0.5, 0.5] and list(half.iteration) == [1, 300]
     assert plots.loss_frame([]).empty and plots.d_frame([]).empty
     assert "100,000 records" in plots.caption(rows, frame, 0.0)
+    # each point is the mean of its bucket's finite values (200 records here); an all-NaN bucket is NaN
+    g = np.array([r["loss_g"] for r in rows])
+    its, vals = plots.downsample(np.arange(1, 100_001), g)
+    assert len(vals) == 500 and its[0] == 200 and vals[0] == pytest.approx(np.nanmean(g[:200]))
+    assert vals[-1] == pytest.approx(np.nanmean(g[-200:]))
+    assert np.isnan(plots.downsample(np.arange(1000), np.full(1000, np.nan))[1]).all()
 
 
 def test_live_view_sends_only_what_changed(studio):
@@ -264,6 +270,24 @@ def test_live_view_sends_only_what_changed(studio):
     studio.trainer.reset()
     seen, out = tv.live_view(studio, seen)
     assert "idle" in out["status"] and out["loss_plot"].value is None
+
+
+def test_pages_polling_together_share_one_computation_of_the_curves(studio, monkeypatch):
+    """Thirty Train-tab pages polling every second rebuild the curves from every record once, not thirty times."""
+    row = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.7, "d_fake": 0.3}
+    for i in range(1, 301):
+        studio.trainer.metrics.append({"iteration": i, **row})
+    calls, real = [], plots.loss_frame
+    monkeypatch.setattr(plots, "loss_frame", lambda rows, smooth=0.0: calls.append(len(rows)) or real(rows, smooth))
+    pages = [tv.live_view(studio, {}) for _ in range(5)]
+    assert calls == [300]
+    assert all(out["loss_plot"].value is not None and "300 records" in out["loss_plot"].caption for _, out in pages)
+    seen, again = tv.live_view(studio, pages[0][0])
+    assert again["loss_plot"] == {"__type__": "update"} and calls == [300]  # nothing new: nothing sent
+    studio.trainer.metrics.append({"iteration": 301, **row})
+    monkeypatch.setattr(tv, "SHARED_CURVES_S", 0.0)  # the shared copy has aged: the next poll recomputes
+    seen, out = tv.live_view(studio, seen)
+    assert calls == [300, 301] and "301 records" in out["loss_plot"].caption and seen["rows"] == 301
 
 
 def test_gif_samples_and_checkpoints(studio):

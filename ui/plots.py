@@ -4,7 +4,6 @@ TensorBoard does), the quality-metric series and table with readable names."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -25,11 +24,11 @@ def downsample(iterations: np.ndarray, values: np.ndarray,
     if n <= max_points:
         return iterations, values
     edges = np.linspace(0, n, max_points + 1).astype(int)
-    its = np.array([iterations[b - 1] for b in edges[1:]])
-    with warnings.catch_warnings():  # an all-NaN bucket (only G-only steps) warns; it is dropped later
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vals = np.array([np.nanmean(values[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)])
-    return its, vals
+    finite = np.isfinite(values)
+    sums = np.add.reduceat(np.where(finite, values, 0.0), edges[:-1])
+    counts = np.add.reduceat(finite.astype(np.int64), edges[:-1])
+    vals = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # an all-NaN bucket is dropped later
+    return iterations[edges[1:] - 1], vals
 
 
 def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:

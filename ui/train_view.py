@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import numpy as np
@@ -198,6 +198,41 @@ def form_values(cfg) -> dict[str, Any]:
     return values
 
 
+SHARED_CURVES_S = 1.0  # pages polling within this long of one another share one computation of the curves
+
+
+class Curves(NamedTuple):
+    rows: int  # records they were computed from
+    losses: Any
+    ds: Any
+    loss_caption: str
+    d_caption: str
+    hint: str
+
+
+_curves: dict[tuple, tuple[float, Curves]] = {}
+_curves_lock = threading.Lock()
+
+
+def curves(trainer: Any, run_key: tuple, smooth: float) -> Curves:
+    """The loss and D curves of the run, computed at most once per SHARED_CURVES_S for every page on the Train
+    tab (a class of watching pages would otherwise each rebuild them from every record, every second)."""
+    key, now = (id(trainer), run_key, smooth), time.monotonic()
+    with _curves_lock:
+        hit = _curves.get(key)
+        if hit is not None and now - hit[0] < SHARED_CURVES_S and hit[1].rows <= len(trainer.metrics):
+            return hit[1]
+    rows = trainer.metrics.since(0)
+    losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
+    made = Curves(len(rows), losses, ds, plots.caption(rows, losses, smooth), plots.caption(rows, ds, smooth),
+                  health_hint(rows))
+    with _curves_lock:
+        for old in [k for k, (t, _) in _curves.items() if now - t >= SHARED_CURVES_S]:
+            del _curves[old]
+        _curves[key] = (now, made)
+    return made
+
+
 def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[dict, dict[str, Any]]:
     """Everything the page shows about the run, computing only what changed since `seen` (per browser).
 
@@ -227,15 +262,13 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
         seen["state"] = st.state
 
     n_rows = len(trainer.metrics)
-    if seen.get("rows") != n_rows or seen.get("smooth") != smooth:
-        rows = trainer.metrics.since(0)
-        losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
+    shown = curves(trainer, run_key, smooth) if (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth) else None
+    if shown is not None and (seen.get("rows"), seen.get("smooth")) != (shown.rows, smooth):
         # None, not an empty table: the browser builds a plot's legend from the first data it gets
-        out["loss_plot"] = gr.LinePlot(value=losses if len(losses) else None,
-                                       caption=plots.caption(rows, losses, smooth))
-        out["d_plot"] = gr.LinePlot(value=ds if len(ds) else None, caption=plots.caption(rows, ds, smooth))
-        out["hint"] = health_hint(rows)
-        seen["rows"], seen["smooth"] = n_rows, smooth
+        out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None, caption=shown.loss_caption)
+        out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None, caption=shown.d_caption)
+        out["hint"] = shown.hint
+        seen["rows"], seen["smooth"] = shown.rows, smooth
     else:
         out["loss_plot"] = out["d_plot"] = out["hint"] = gr.skip()
 
