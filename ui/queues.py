@@ -25,7 +25,7 @@ for a descheduled thread; one training thread kept 63% beside the same load.
 
 What is left is Python's GIL: the training thread re-takes it after every torch op and waits whenever
 serving code holds it. Beside thirty visitors, training in the app keeps about half its solo speed with
-CPU to spare; the same loop in a process of its own kept 90% (docs/ROBUSTNESS.md).
+CPU to spare; the same loop in a process of its own kept 81-90% (docs/ROBUSTNESS.md).
 Measured in docs/ROBUSTNESS.md ("Thirty visitors").
 """
 
