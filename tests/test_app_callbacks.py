@@ -244,8 +244,7 @@ def test_long_runs_plot_at_most_500_smoothed_points():
     assert np.isnan(plots.downsample(np.arange(1000), np.full(1000, np.nan))[1]).all()
 
 
-def test_live_view_sends_only_what_changed(studio, monkeypatch):
-    monkeypatch.setattr(tv, "TIMELINE_EVERY_S", 1000.0)  # a running run's timeline: at most once in this test
+def test_live_view_sends_only_what_changed(studio):
     seen, out = tv.live_view(studio, {})
     assert "idle" in out["status"] and out["buttons"]["start"]
     seen, again = tv.live_view(studio, seen)
@@ -264,12 +263,9 @@ def test_live_view_sends_only_what_changed(studio, monkeypatch):
     wait_until(lambda: studio.trainer.grid()[0] != first_grid, what="a new grid", timeout=30)
     seen, out = tv.live_view(studio, seen)
     assert out["grid"].label.startswith("Fixed-noise samples at iteration")
-    assert out["timeline"] == {"__type__": "update"}  # the grid above shows the newest; the history can wait
 
     act.pause(studio)
     time.sleep(0.3)
-    seen, out = tv.live_view(studio, seen)
-    assert out["timeline"] and out["timeline"][-1][1] == f"it {studio.trainer.frames()[-1][0]:,}"  # paused: at once
     assert tv.export_gif(studio)[0].endswith(".gif")
     studio.trainer.reset()
     seen, out = tv.live_view(studio, seen)

@@ -27,7 +27,6 @@ from ui.common import FAIL, OK, WARN, export_path
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
-TIMELINE_EVERY_S = 10.0  # a running run's timeline is re-sent at most this often (the grid above shows the newest)
 NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
               "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
               "(FID with InceptionV3 where its weights exist); the best checkpoint is kept as best.safetensors.")
@@ -285,10 +284,9 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     frames = trainer.frames()
     frame_key = (len(frames), frames[-1][0] if frames else -1)
-    due = st.state != RUNNING or time.monotonic() - seen.get("frames_at", -TIMELINE_EVERY_S) >= TIMELINE_EVERY_S
-    if seen.get("frames") != frame_key and due:
+    if seen.get("frames") != frame_key:
         out["timeline"] = [(pictures().png(f), f"it {it:,}") for it, f in timeline_frames(frames)]
-        seen["frames"], seen["frames_at"] = frame_key, time.monotonic()
+        seen["frames"] = frame_key
     else:
         out["timeline"] = gr.skip()
 
