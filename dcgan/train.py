@@ -456,8 +456,8 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())
             bad |= stats.nonfinite()
-            now = time.monotonic()
-            trained_s, clock = trained_s + now - clock, now
+            tick = time.monotonic()
+            trained_s, clock = trained_s + tick - clock, tick
             out_of_time = bool(cfg.minutes) and trained_s >= cfg.minutes * 60
             timed_out = out_of_time and distributed.world_size() == 1  # several ranks: agreed at the host sync
             done = run.iteration >= cfg.steps or timed_out
@@ -486,7 +486,7 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
                 run.loss_log.append([run.iteration, means[0], means[1]])
                 tell("on_log", row)
 
-            if turn.single or done or time.monotonic() - last_pictures >= cfg.sample_every_s:
+            if turn.single or done or clock - last_pictures >= cfg.sample_every_s:
                 pictures()
             if scoring and run.iteration % cfg.metric_every == 0:
                 evaluate()

@@ -60,7 +60,7 @@ def new_view(default: Any = None) -> dict[str, Any]:
 
 
 EXPORT_KEEP_S = 3600.0  # Gradio copies a returned file into its own cache at once; ours may go after this
-_exports: dict[str, Path] = {}
+_exports_dir: Path | None = None
 _exports_lock = threading.Lock()
 
 
@@ -68,10 +68,11 @@ def export_path(name: str) -> Path:
     """A new path named `name` for a file the page hands out (GIF exports): one folder per process with a
     subfolder per file, and subfolders older than EXPORT_KEEP_S removed on the way, so a class exporting all
     day leaves one folder of recent files instead of a temporary folder per click."""
+    global _exports_dir
     with _exports_lock:
-        root = _exports.get("dir")
-        if root is None or not root.is_dir():
-            root = _exports["dir"] = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
+        if _exports_dir is None or not _exports_dir.is_dir():
+            _exports_dir = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
+        root = _exports_dir
         cutoff = time.time() - EXPORT_KEEP_S
         for old in root.iterdir():
             try:
