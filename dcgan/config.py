@@ -20,8 +20,11 @@ class ConfigError(ValueError):
     """An impossible setting; the message names the field so a user can fix it."""
 
     def __init__(self, field_name: str, message: str):
-        self.field = field_name
+        self.field, self.reason = field_name, message
         super().__init__(f"{field_name}: {message}")
+
+    def __reduce__(self):  # pickles (the app's training process raises it in the app's)
+        return type(self), (self.field, self.reason)
 
 
 # Named training recipes (the networks and optimisation settings only): `TrainConfig.from_preset`,

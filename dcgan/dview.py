@@ -204,8 +204,13 @@ def _cpu_tree(obj):
     return copy.copy(obj)
 
 
-def snapshot(run) -> Snapshot:
-    """The state of a GANTraining as of now: G, D, G's Adam state and the run's random generator."""
+def snapshot(run) -> Snapshot | None:
+    """The state of a GANTraining as of now: G, D, G's Adam state and the run's random generator. A run training
+    in the app's child process (trainer.RemoteRun) took it there with its pictures (None: nobody asked it to)."""
+    from .trainer import RemoteRun
+
+    if isinstance(run, RemoteRun):
+        return run.snapshot
     rng = run.rng.get_state().clone() if run.rng.device.type == "cpu" else None
     return Snapshot(run.iteration, run.cfg, run.data, _cpu_tree(run.G.state_dict()), _cpu_tree(run.D.state_dict()),
                     _cpu_tree(run.opt_g.state_dict()), rng, float(run.opt_g.param_groups[0]["lr"]))
@@ -419,6 +424,8 @@ class DViewHook(Hook):
     frame (cost x (1/budget - 1)) so it takes at most `budget` of the time; the latest picture is
     always drawn in the end (after a single step too)."""
 
+    wants_snapshots = True  # a run in the app's training process sends one with each picture
+
     def __init__(self, budget: float = BUDGET):
         self.budget = budget
         self._lock = threading.Lock()
@@ -446,6 +453,8 @@ class DViewHook(Hook):
 
     def on_pictures(self, run, images=None) -> None:
         snap = snapshot(run)
+        if snap is None:  # a run in the app's training process started before this hook was added
+            return
         with self._lock:
             self._pending = snap
             self._wake.notify()

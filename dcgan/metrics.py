@@ -15,6 +15,7 @@ Two judges:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -337,14 +338,15 @@ def make_metric_fn(n: int = 1000, inception: str = "auto") -> Callable[[Any], di
     """A Trainer metric_fn: metrics of the run's sampling generator (the EMA copy when kept).
 
     Use as Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, lower_is_better=True).
-    Only numbers go into the record (it lands in run.history and the checkpoints).
+    Only numbers go into the record (it lands in run.history and the checkpoints). A partial, so it
+    pickles: the app sends it to its training process.
     """
+    return functools.partial(training_metrics, n=n, inception=inception)
 
-    def metric_fn(run) -> dict[str, Any]:
-        result = evaluate(run.sampler(), run.cfg, n=n, inception=inception, device=run.device)
-        return {k: result[k] for k in TRAINING_KEYS if k in result}
 
-    return metric_fn
+def training_metrics(run, n: int = 1000, inception: str = "auto") -> dict[str, Any]:
+    result = evaluate(run.sampler(), run.cfg, n=n, inception=inception, device=run.device)
+    return {k: result[k] for k in TRAINING_KEYS if k in result}
 
 
 __all__ = ["evaluate", "make_metric_fn", "METRIC_KEY", "InceptionUnavailable", "frechet_distance",

@@ -191,11 +191,13 @@ def memorisation_verdict(ratio: float) -> str:
 class Studio:
     """One per app process: the shared trainer plus everything under the root folder."""
 
-    def __init__(self, root: str | Path = "checkpoints", trainer: Trainer | None = None) -> None:
+    def __init__(self, root: str | Path = "checkpoints", trainer: Trainer | None = None, threads: int = 0) -> None:
+        """trainer: the default trains in a process of its own (see dcgan/trainer.py) with `threads` torch threads."""
         self.root = Path(root)
         self.cache_dir = self.root / ".cache"
         self.uploads_dir = self.root / ".uploads"
-        self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
+        self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, process=True,
+                                          threads=threads)
         self.models = ModelCache()
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
         self._calibration: OrderedDict[tuple, list[float]] = OrderedDict()

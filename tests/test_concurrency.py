@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from dcgan.trainer import ACTIVE, FAILED, IDLE, Trainer, TrainerBusy
 from tests.conftest import free_port, tiny_config
@@ -29,20 +30,28 @@ class LoopCounter:
         self.running = 0
         self.most = 0
         self.started = 0
-        original = Trainer._main  # the training thread's body
+        # the body of the trainer's thread: the loop itself, or the reader of the app's training process
+        for name in ("_main", "_follow"):
+            monkeypatch.setattr(Trainer, name, self.counted(getattr(Trainer, name)))
 
-        def loop(trainer):
+    def counted(self, original):
+        def loop(trainer, *args):
             with self.lock:
                 self.running += 1
                 self.started += 1
                 self.most = max(self.most, self.running)
             try:
-                return original(trainer)
+                return original(trainer, *args)
             finally:
                 with self.lock:
                     self.running -= 1
 
-        monkeypatch.setattr(Trainer, "_main", loop)
+        return loop
+
+
+def no_memory(run) -> dict:
+    """A metric_fn that runs out of memory (module level: it goes to the app's training process)."""
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
 
 def trainer_threads() -> list[threading.Thread]:
@@ -285,28 +294,18 @@ def test_other_request_bodies_are_bounded(served):
 
 @pytest.mark.timeout(240)
 def test_out_of_memory_shows_on_the_page_and_the_app_keeps_serving(served, monkeypatch):
-    import torch
-
-    from dcgan.train import GANTraining
-
     studio, client, _ = served
     studio.trainer.reset()
-    original = GANTraining.train_step
-
-    def no_memory(self, update="both"):
-        if self.iteration == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
-        return original(self, update)
-
-    monkeypatch.setattr(GANTraining, "train_step", no_memory)
-    args = endpoint_args(client, "/on_start", **{"batch size": 32, "steps (iterations)": 50, "nz (noise size)": 32,
-                                                 "device": "cpu", "ngf (g width)": 16, "ndf (d width)": 16,
-                                                 "precision": "fp32"})
+    monkeypatch.setattr(studio.trainer, "metric_fn", no_memory)  # fails in the training process, at iteration 2
+    small = {"batch size": 32, "steps (iterations)": 50, "nz (noise size)": 32, "device": "cpu",
+             "ngf (g width)": 16, "ndf (d width)": 16, "precision": "fp32"}
+    args = endpoint_args(client, "/on_start", **small, **{"quality metrics every": 2})
     assert client.predict(*args, api_name="/on_start").startswith("✓ Started")
     assert studio.trainer.wait(60) == FAILED
     page = str(client.predict(0.6, api_name="/train_status"))
     assert "Training failed" in page and "lower the batch size" in page and "keeps serving" in page
     monkeypatch.undo()
+    args = endpoint_args(client, "/on_start", **small)
     assert client.predict(*args, api_name="/on_start").startswith("✓ Started")  # serving, and usable
     assert studio.trainer.wait(60) == "finished"
 

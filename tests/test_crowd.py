@@ -122,46 +122,6 @@ def test_heavy_wrapper_keeps_the_signature_gradio_reads():
     assert as_visitor("dave", wrapped, None, None, 3) == 3
 
 
-def test_serving_threads_leave_the_training_threads_count_alone():
-    """torch's thread count belongs to each thread, but a new thread starts with the last value anyone
-    set: the training thread must set its own (TrainThreads), else a serving thread decides it."""
-    original = torch.get_num_threads()
-    seen: dict[str, int] = {}
-    training_ready, served = threading.Event(), threading.Event()
-
-    def training():
-        queues.TrainThreads(3).on_start(None)
-        training_ready.set()
-        served.wait(10)
-        seen["training, after serving"] = torch.get_num_threads()
-
-    def serving():
-        training_ready.wait(10)
-        queues.serve_threads(1)
-        seen["serving"] = torch.get_num_threads()
-        served.set()
-
-    def fresh(key: str, hook: queues.TrainThreads | None = None):
-        if hook:
-            hook.on_start(None)
-        seen[key] = torch.get_num_threads()
-
-    try:
-        threads = [threading.Thread(target=training), threading.Thread(target=serving)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        for key, hook in (("new thread, no hook", None), ("new thread, hook", queues.TrainThreads(3))):
-            t = threading.Thread(target=fresh, args=(key, hook))
-            t.start()
-            t.join(10)
-    finally:
-        torch.set_num_threads(original)
-    assert seen == {"serving": 1, "training, after serving": 3, "new thread, no hook": 1, "new thread, hook": 3}
-    assert queues.train_threads() >= 1
-
-
 # ---- the crowd tool's arithmetic ---------------------------------------------------------------------
 
 

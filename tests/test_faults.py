@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from dcgan import checkpoint
+from dcgan import trainer as trainer_module
 from dcgan.checkpoint import CheckpointError, RunFolder, load_training, read, save_training
 from dcgan.train import GANTraining
 from dcgan.trainer import FAILED, FINISHED, IDLE, MIN_LR_SCALE, PAUSED, Trainer
@@ -337,10 +338,10 @@ def test_out_of_memory_while_starting_leaves_the_trainer_idle(monkeypatch, digit
     assert trainer.status().state == IDLE
     monkeypatch.undo()
 
-    def grid_fails(self, run):
+    def grid_fails(run, images=None):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(Trainer, "_publish_pictures", grid_fails)
+    monkeypatch.setattr(trainer_module, "pictures_of", grid_fails)
     with pytest.raises(torch.OutOfMemoryError):
         trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
     assert trainer.status().state == IDLE  # not stuck in 'starting'

@@ -17,16 +17,12 @@ the smallest `concurrency_limit` among them; Gradio holds the rest in its queue 
 
 CPU threads: torch's intra-op thread count belongs to each thread (OpenMP), but `torch.set_num_threads`
 also sets the count that any thread takes at its first torch call. Serving requests run with
-SERVE_THREADS each (`serve_threads()`: the fast wrapper, the heavy lane's threads) and the training
-thread sets its own count with the `TrainThreads` hook (the cores left after the fast workers), so a
-slider storm cannot change the training run's threads. Two training threads on two cores collapse (to
-~9% of their speed in one measurement) as soon as one serving thread is busy: an OpenMP barrier waits
-for a descheduled thread; one training thread kept 63% beside the same load.
-
-What is left is Python's GIL: the training thread re-takes it after every torch op and waits whenever
-serving code holds it. Beside thirty visitors, training in the app keeps about half its solo speed with
-CPU to spare; the same loop in a process of its own kept 81-90% (docs/ROBUSTNESS.md).
-Measured in docs/ROBUSTNESS.md ("Thirty visitors").
+SERVE_THREADS each (`serve_threads()`: the fast wrapper, the heavy lane's threads). The run trains in a
+process of its own (dcgan/trainer.py: a thread here waited for Python's GIL behind the serving code and
+kept about half its solo speed beside thirty visitors) with `train_threads()`: the cores left after the
+fast workers. Two training threads on two cores collapse (to ~9% of their speed in one measurement) as
+soon as one serving thread is busy: an OpenMP barrier waits for a descheduled thread; one training
+thread kept 63% beside the same load. Measured in docs/ROBUSTNESS.md ("Thirty visitors").
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from dcgan.train import Hook, lower_thread_priority
+from dcgan.train import lower_thread_priority
 
 FAST_WORKERS = 1  # slider work in parallel with training oversubscribes 2 cores; queueing is cheaper
 HEAVY_SLOTS = 4  # heavy events Gradio lets into heavy(): HEAVY_RUNNING run, the rest wait or are refused
@@ -170,20 +166,8 @@ def fast(fn: Callable) -> Callable:
 
 
 def train_threads() -> int:
-    """Threads for the training thread of the app: the cores left after the fast workers, at least one.
+    """Torch threads for the app's training run: the cores left after the fast workers, at least one.
     Two training threads on a 2-core machine collapse as soon as anything else runs (OpenMP barriers wait for
     a descheduled thread): measured 9% of solo speed beside one busy serving thread, against 63% with one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - FAST_WORKERS * SERVE_THREADS)  # polls and heavy jobs are rarer: not counted
-
-
-class TrainThreads(Hook):
-    """Trainer hook: the training thread sets its own torch thread count when it starts, so it does not
-    inherit whatever the serving threads set last. Add with `trainer.add_hook(TrainThreads())`."""
-
-    def __init__(self, n: int | None = None) -> None:
-        self.n = n or train_threads()
-
-    def on_start(self, run: Any) -> None:
-        torch.get_num_threads()  # a thread's first torch call sets its count to the last one set anywhere: first
-        torch.set_num_threads(self.n)

@@ -13,10 +13,9 @@ __all__ = ["Studio", "LoadedModel"]
 
 class Studio(_studio.Studio):
     def __init__(self, root: str | Path = "checkpoints", trainer=None) -> None:
-        from ui.queues import TrainThreads
+        from ui.queues import train_threads
 
-        super().__init__(root, trainer)
-        self.trainer.add_hook(TrainThreads())  # the training thread keeps its threads whatever serving sets
+        super().__init__(root, trainer, threads=train_threads())
 
     def require_owner(self, request=None, profile=None) -> None:
         """Training controls on a public Space are for the owner only: raises access.AccessDenied (a

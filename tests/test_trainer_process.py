@@ -1,0 +1,203 @@
+"""The app's trainer trains in a child process (dcgan/trainer.py, process=True): the same run, steered and
+watched from here as a thread's would be."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.checkpoint import CheckpointError
+from dcgan.config import ConfigError
+from dcgan.dview import DViewHook
+from dcgan.train import Hook
+from dcgan.trainer import FAILED, FINISHED, IDLE, STOPPED, RemoteRun, Trainer
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def where_it_trains(run, offset: float = 0.0) -> dict:
+    """A metric_fn (module level, so it pickles) that tells which process and how many torch threads train."""
+    return {"score": offset + run.iteration, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+class Recorder(Hook):
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def on_start(self, run) -> None:
+        self.calls.append(("start", type(run), run.iteration))
+
+    def on_log(self, run, row) -> None:
+        self.calls.append(("log", run.iteration, row["iteration"]))
+
+    def on_pictures(self, run, images) -> None:
+        self.calls.append(("pictures", run.iteration, tuple(images.shape)))
+
+    def on_end(self, run, state) -> None:
+        self.calls.append(("end", run.iteration, state))
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def child_pid() -> int:
+    (child,) = [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]
+    return child.pid
+
+
+def test_the_run_trains_in_another_process_with_its_own_threads_and_hooks_here_see_it(tmp_path, digits_data):
+    recorder = Recorder()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # what serving threads here set must not decide the training process's count
+    try:
+        trainer = Trainer(metric_fn=functools.partial(where_it_trains, offset=0.5), process=True, threads=1,
+                          hooks=[recorder])
+        trainer.start(tiny_config(steps=12, metric_every=6, out_dir=str(tmp_path), run_name="p"), data=digits_data)
+        assert trainer.wait(120) == FINISHED, trainer.status().error
+    finally:
+        torch.set_num_threads(previous)
+    history = trainer.history()
+    assert [h["iteration"] for h in history] == [6, 12] and history[0]["score"] == 6.5
+    assert {h["pid"] for h in history} != {os.getpid()} and len({h["pid"] for h in history}) == 1
+    assert {h["threads"] for h in history} == {1}
+    status = trainer.status()
+    assert (status.iteration, status.run_dir, status.device) == (12, str(tmp_path / "p"), "cpu")
+    assert [row["iteration"] for row in trainer.metrics.since(0)] == list(range(1, 13))  # the CPU logs every step
+    assert trainer.last_checkpoint() == tmp_path / "p" / "step_00000012.safetensors"
+    assert trainer.last_checkpoint().is_file()
+    iteration, G = trainer.generator()
+    assert iteration == 12 and G(torch.randn(2, 32)).shape == (2, 1, 28, 28)
+    assert trainer.grid()[0] == 12 and trainer.frames()[0][0] == 0
+    calls = recorder.calls
+    assert calls[0] == ("start", RemoteRun, 0) and calls[-1] == ("end", 12, "finished")
+    assert [c[1:] for c in calls if c[0] == "log"] == [(i, i) for i in range(1, 13)]
+    assert ("pictures", 12, (64, 1, 28, 28)) in calls
+
+
+def test_a_thread_trainer_sets_its_own_thread_count_too(tmp_path, digits_data):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trainer = Trainer(metric_fn=where_it_trains, threads=1)
+        trainer.start(tiny_config(steps=4, metric_every=4, out_dir=str(tmp_path)), data=digits_data)
+        assert trainer.wait(60) == FINISHED
+    finally:
+        torch.set_num_threads(previous)
+    assert [(h["pid"], h["threads"]) for h in trainer.history()] == [(os.getpid(), 1)]
+
+
+def test_what_building_the_run_raises_there_is_raised_here_and_the_trainer_stays_usable(tmp_path, digits_data):
+    trainer = Trainer(process=True)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        trainer.start(resume_from=bad, data=digits_data)
+    assert trainer.status().state == IDLE
+    with pytest.raises(ConfigError) as info:  # 3 classes asked for, the digits have 10: found while building
+        trainer.start(tiny_config(num_classes=3, out_dir=str(tmp_path)), data=digits_data)
+    assert info.value.field == "num_classes" and trainer.status().state == IDLE
+    trainer.start(tiny_config(steps=3, out_dir=str(tmp_path), run_name="ok"), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    with pytest.raises(ValueError, match="pickle"):
+        Trainer(metric_fn=lambda run: {}, process=True)
+
+
+def test_pause_step_save_resume_and_stop_reach_the_training_process(tmp_path, digits_data):
+    trainer = Trainer(process=True)
+    trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="s"), data=digits_data, paused=True)
+    trainer.step(4)
+    wait_for(lambda: trainer.status().iteration == 4)
+    assert trainer.save_checkpoint() == tmp_path / "s" / "step_00000004.safetensors"
+    assert (tmp_path / "s" / "step_00000004.safetensors").is_file()
+    trainer.resume()
+    wait_for(lambda: trainer.status().iteration > 10)
+    trainer.stop()
+    status = trainer.status()
+    assert status.state == STOPPED
+    assert trainer.last_checkpoint() == tmp_path / "s" / f"step_{status.iteration:08d}.safetensors"
+    assert trainer.last_checkpoint().is_file()
+
+
+def test_a_killed_training_process_is_reported_and_the_trainer_stays_usable(tmp_path, digits_data):
+    trainer = Trainer(process=True)
+    trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="k"), data=digits_data)
+    wait_for(lambda: trainer.status().iteration > 2)
+    os.kill(child_pid(), signal.SIGKILL)
+    assert trainer.wait(60) == FAILED
+    assert "training process ended unexpectedly" in trainer.status().error
+    trainer.reset()
+    trainer.start(tiny_config(steps=3, out_dir=str(tmp_path), run_name="again"), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+
+
+def test_d_view_draws_the_run_of_the_training_process(tmp_path, digits_data):
+    hook = DViewHook()
+    try:
+        trainer = Trainer(process=True, hooks=[hook])
+        trainer.start(tiny_config(steps=8, out_dir=str(tmp_path)), data=digits_data)
+        assert trainer.wait(60) == FINISHED
+        assert hook.wait_idle(120)
+        frame = hook.latest()
+        assert frame is not None and frame.iteration == 8 and not hook.errors
+        assert frame.push is not None  # the arrows need G's Adam state, sent by the training process
+    finally:
+        hook.close()
+
+
+@pytest.mark.timeout(180)
+def test_when_the_app_is_killed_its_training_process_saves_and_ends(tmp_path):
+    """A SIGKILLed app cannot stop its run: the run notices its pipe end, stops and saves on its own."""
+    app = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.conftest import tiny_config
+        from dcgan.trainer import Trainer
+
+        if __name__ == "__main__":
+            trainer = Trainer(process=True)
+            trainer.start(tiny_config(steps=10**6, out_dir={str(tmp_path)!r}, run_name="orphan"))
+            import multiprocessing
+            while trainer.status().iteration < 5:
+                time.sleep(0.05)
+            print([p.pid for p in multiprocessing.active_children() if p.name == "dcgan-train"][0], flush=True)
+            time.sleep(600)
+    """)
+    script = tmp_path / "app.py"
+    script.write_text(app)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(proc.stdout.readline())
+        assert not list((tmp_path / "orphan").glob("step_*.safetensors"))
+        proc.kill()
+        proc.wait(30)
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # ended, not yet reaped
+            except FileNotFoundError:
+                return True
+
+        wait_for(gone, 120)
+    finally:
+        proc.kill()
+    saved = list((tmp_path / "orphan").glob("step_*.safetensors"))
+    assert len(saved) == 1 and int(saved[0].name[5:13]) >= 5
