@@ -241,16 +241,17 @@ def time_loops(loops: dict, steps: int, warmup: int, device: torch.device, batch
     return {name: summary(statistics.median(t)) | peak for name, t in times.items()}
 
 
-def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int) -> dict:
-    """The background Trainer (the UI's path: plots, grid snapshots every sample_every_s), timed from
-    its own metric rows so that start-up and the final checkpoint stay out of the numbers."""
+def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, process: bool = False) -> dict:
+    """The background Trainer (plots, grid snapshots every sample_every_s), timed from its own metric rows so
+    that start-up and the final checkpoint stay out of the numbers. process=True: the app's, training in a
+    child process (with this process's torch thread count) that sends every row and picture back."""
     from .train import log_interval, resolve_device
     from .trainer import Trainer
 
     every = log_interval(cfg, resolve_device(cfg.device))
     warmup, steps = every * math.ceil(warmup / every), every * math.ceil(steps / every)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer()
+        trainer = Trainer(process=process, threads=torch.get_num_threads() if process else 0)
         trainer.start(cfg.replace(steps=warmup + steps, checkpoint_every=0, out_dir=tmp, run_name="bench"),
                       data=data)
         state = trainer.wait()
@@ -335,8 +336,10 @@ def bench(args: argparse.Namespace) -> dict:
             row["fast_over_plain"] = round(row["fast"]["images_per_s"] / row["plain"]["images_per_s"], 2)
         if args.trainer:
             row["trainer"] = time_trainer(cfg, data, args.steps, args.warmup)
+            row["trainer_process"] = time_trainer(cfg, data, args.steps, args.warmup, process=True)
             if "fast" in row:
-                row["trainer_over_fast"] = round(row["trainer"]["images_per_s"] / row["fast"]["images_per_s"], 3)
+                for key in ("trainer", "trainer_process"):
+                    row[f"{key}_over_fast"] = round(row[key]["images_per_s"] / row["fast"]["images_per_s"], 3)
         out["train"].append(row)
         _report(row, file=sys.stderr)
         del data
@@ -356,12 +359,12 @@ def bench(args: argparse.Namespace) -> dict:
 
 def _report(row: dict, file) -> None:
     parts = [f"batch {row['batch']}"]
-    for key in ("plain", "fast", "trainer"):
+    for key in ("plain", "fast", "trainer", "trainer_process"):
         if key in row:
             r = row[key]
             ms = r.get("ms_per_iteration", r.get("ms"))
             parts.append(f"{key}: {r['images_per_s']:.0f} img/s, {ms:.2f} ms")
-    for key in ("fast_over_plain", "trainer_over_fast"):
+    for key in ("fast_over_plain", "trainer_over_fast", "trainer_process_over_fast"):
         if key in row:
             parts.append(f"{key} {row[key]}")
     print(" | ".join(parts), file=file, flush=True)
@@ -384,7 +387,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="fast loop: auto, bf16 or fp32")
     p.add_argument("--no-graphs", action="store_true", help="fast loop: eager steps, no CUDA graph")
     p.add_argument("--trainer", action="store_true",
-                   help="also time the background Trainer (the UI's path) and its ratio to the direct loop")
+                   help="also time the background Trainer, in a thread and in a child process (the app's), and "
+                        "their ratios to the direct loop")
     p.add_argument("--images", type=int, default=2048, help="size of the random data set (default: 2048)")
     p.add_argument("--generate-batch", type=int, default=0,
                    help="large batch for generator inference (default: 1024 on a GPU, 64 on the CPU)")

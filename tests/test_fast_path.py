@@ -113,6 +113,7 @@ def test_bench_command_writes_side_by_side_json(tmp_path, capsys):
     assert row["fast_over_plain"] == pytest.approx(row["fast"]["images_per_s"] / row["plain"]["images_per_s"],
                                                    rel=0.02, abs=0.01)
     assert row["trainer"]["images_per_s"] > 0 and "trainer_over_fast" in row
+    assert row["trainer_process"]["images_per_s"] > 0 and "trainer_process_over_fast" in row  # the app's trainer
     assert row["fast"]["peak_rss_mib"] > 50
     assert result["flops"]["train_per_image"] > 0
     assert [g["batch"] for g in result["generate"]] == [1, 8]
