@@ -334,6 +334,17 @@ def evaluate(model: Generator | str | Path, cfg: TrainConfig | None = None, n: i
     return out
 
 
+def use_cache_dir(path: str | Path) -> None:
+    """Point the metric caches (digit classifier, Inception statistics) at path, for this process and the
+    training processes it starts (through DCGAN_CACHE): the app calls this once with root/.cache so nothing
+    lands in the working directory."""
+    from . import digit_classifier
+
+    global CACHE_DIR
+    os.environ["DCGAN_CACHE"] = str(path)
+    digit_classifier.CACHE_DIR = CACHE_DIR = Path(path)
+
+
 def make_metric_fn(n: int = 1000, inception: str = "auto") -> Callable[[Any], dict[str, Any]]:
     """A Trainer metric_fn: metrics of the run's sampling generator (the EMA copy when kept).
 
@@ -349,6 +360,6 @@ def training_metrics(run, n: int = 1000, inception: str = "auto") -> dict[str, A
     return {k: result[k] for k in TRAINING_KEYS if k in result}
 
 
-__all__ = ["evaluate", "make_metric_fn", "METRIC_KEY", "InceptionUnavailable", "frechet_distance",
+__all__ = ["evaluate", "make_metric_fn", "use_cache_dir", "METRIC_KEY", "InceptionUnavailable", "frechet_distance",
            "class_coverage", "digit_metrics", "inception_metrics", "gaussian_stats", "legibility",
            "stacked_metrics", "triplet_statistics"]

@@ -33,7 +33,7 @@ from . import checkpoint, latent
 from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigError, TrainConfig
 from .data import DatasetError, ImageData, load_dataset, to_float
-from .metrics import METRIC_KEY, make_metric_fn
+from .metrics import METRIC_KEY, make_metric_fn, use_cache_dir
 from .models import Generator
 from .trainer import ACTIVE, Trainer, TrainerBusy
 
@@ -405,14 +405,6 @@ class Studio:
             while len(self._calibration) > 32:
                 self._calibration.popitem(last=False)
         return errors
-
-
-def use_cache_dir(path: str | Path) -> None:
-    """Point the metric caches (digit classifier, Inception statistics) at path, for the whole process:
-    the app calls this once with root/.cache so nothing lands in the working directory."""
-    from . import digit_classifier, metrics
-
-    digit_classifier.CACHE_DIR = metrics.CACHE_DIR = Path(path)
 
 
 __all__ = ["Studio", "LoadedModel", "ModelCache", "smoothed_speed", "inversion_verdict", "diversity_verdict",

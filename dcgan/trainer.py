@@ -433,15 +433,16 @@ class Trainer:
                 paused: bool, hooks: list[Hook]) -> tuple[RemoteRun, RunFolder, Pictures, tuple]:
         """Starts the child and waits until it has built the run (or raises what building it raised)."""
         snapshots = any(getattr(h, "wants_snapshots", False) for h in hooks)
-        job = _Job(cfg, None if resume_from is None else str(resume_from), data, paused, self.metric_fn,
-                   self.metric_key, self.lower_is_better, self.threads, snapshots, dict(os.environ))
+        job = pickle.dumps(_Job(cfg, None if resume_from is None else str(resume_from), data, paused, self.metric_fn,
+                                self.metric_key, self.lower_is_better, self.threads, snapshots, dict(os.environ)),
+                           protocol=pickle.HIGHEST_PROTOCOL)  # here, so that what does not pickle starts nothing
         ctx = _context()
         conn, child_end = ctx.Pipe()
         proc = ctx.Process(target=_child, args=(child_end,), name="dcgan-train", daemon=True)
         proc.start()
         child_end.close()
         try:
-            _send(conn, job)
+            conn.send_bytes(job)
             while not conn.poll(0.5):
                 if not proc.is_alive() and not conn.poll(0):
                     raise EOFError
@@ -451,6 +452,11 @@ class Trainer:
             conn.close()
             raise RuntimeError(f"the training process ended before the run started (exit code {proc.exitcode})"
                                ) from None
+        except BaseException:
+            conn.close()
+            proc.kill()
+            proc.join()
+            raise
         if name == "failed_start":
             proc.join(30)
             conn.close()
@@ -461,15 +467,17 @@ class Trainer:
         return run, RunFolder(Path(run_dir), run_cfg.keep_last), first, (proc, conn, run)
 
     def _follow(self, proc, conn, run: RemoteRun, hooks: list[Hook]) -> None:
-        """The reader: hands the child's reports to the hooks here (with `run` brought up to date) and
-        to this trainer; an ended pipe is the child gone."""
+        """The reader: hands the child's reports to the hooks here (with `run` brought up to date) and to this
+        trainer; an ended pipe is the child gone. It reads to the end whatever happens, so the child never
+        blocks on a full pipe."""
         hooks = [_Publisher(self), *hooks]
-        try:
-            while True:
-                try:
-                    name, *args = _recv(conn)
-                except (EOFError, OSError):
-                    break
+        failed = False
+        while True:
+            try:
+                name, *args = _recv(conn)
+            except (EOFError, OSError):
+                break
+            try:
                 if name.startswith("on_"):
                     run.iteration, run.epoch, *args = args
                     if name == "on_pictures":
@@ -484,22 +492,23 @@ class Trainer:
                             method(run, *args)
                 elif name == "saved":
                     self._replies.put(args[0])
-                elif name in ("_event", "_pause_with_error", "_fail", "_finish"):
+                elif name in ("_event", "_pause_with_error", "_fail", "_finish") and not failed:
                     getattr(self, name)(*args)
-        except Exception as exc:  # a hook here failed: the run stops as it would in a thread
-            self._control.stop()
-            self._fail(f"Training stopped by an error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
-        finally:
-            proc.join(120)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            conn.close()
-            with self._lock:
-                if self._state in ACTIVE:
-                    self._fail(f"The training process ended unexpectedly (exit code {proc.exitcode}); "
-                               f"the run's checkpoints are in {self._folder.path if self._folder else '?'}. "
-                               "Resume the latest one or start again.")
+            except Exception as exc:  # a hook here failed: the run stops (and saves) and shows the error
+                failed, hooks = True, []
+                self._control.stop()
+                self._fail(f"Training stopped by an error: {type(exc).__name__}: {exc}\n"
+                           f"{traceback.format_exc(limit=6)}")
+        proc.join(120)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
+        with self._lock:
+            if self._run is run and self._state in ACTIVE:  # not a newer run started meanwhile
+                self._fail(f"The training process ended unexpectedly (exit code {proc.exitcode}); the run's "
+                           f"checkpoints are in {self._folder.path if self._folder else '?'}. Resume the latest "
+                           "one or start again.")
 
     # ---- what the training side reports ------------------------------------------------------------
     def _finish(self, state: str, iteration: int, epoch: float) -> None:
@@ -682,6 +691,10 @@ def _child(conn) -> None:
     job: _Job = _recv(conn)
     os.environ.clear()
     os.environ.update(job.env)
+    if "DCGAN_CACHE" in os.environ:  # the forkserver imported the metrics before the app chose its cache
+        from .metrics import use_cache_dir
+
+        use_cache_dir(os.environ["DCGAN_CACHE"])
     control = Control(paused=job.paused)
     signal.signal(signal.SIGTERM, lambda *_: control.stop())  # the app is exiting: stop, save, end
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the app stops us

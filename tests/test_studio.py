@@ -80,12 +80,14 @@ def test_defect2_uploads_and_caches_live_under_the_root(studio, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(digit_classifier, "CACHE_DIR", digit_classifier.CACHE_DIR)
     monkeypatch.setattr(metrics, "CACHE_DIR", metrics.CACHE_DIR)
+    monkeypatch.setenv("DCGAN_CACHE", "restored after the test")
     upload = tmp_path / "upload.zip"
     upload.write_bytes(b"PK\x05\x06" + b"\0" * 18)
     kept = studio.keep_upload(upload)
     assert kept.startswith(str(studio.root / ".uploads"))
     studio_module.use_cache_dir(studio.cache_dir)
     assert digit_classifier.cache_path(28) == studio.root / ".cache" / digit_classifier.cache_path(28).name
+    assert os.environ["DCGAN_CACHE"] == str(studio.cache_dir)  # what the training process is given
     assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints" / ".cache").exists()
     with pytest.raises(DatasetError, match="not a .zip"):
         studio.keep_upload(tmp_path / "photo.png")

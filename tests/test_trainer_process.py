@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -29,6 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def where_it_trains(run, offset: float = 0.0) -> dict:
     """A metric_fn (module level, so it pickles) that tells which process and how many torch threads train."""
     return {"score": offset + run.iteration, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def caches_where_told(run) -> dict:
+    """A metric_fn: 1.0 where the training process's metric caches are where the app pointed them."""
+    from dcgan import digit_classifier, metrics
+
+    told = Path(os.environ["DCGAN_CACHE"])
+    return {"score": float(told == digit_classifier.CACHE_DIR and told == metrics.CACHE_DIR)}
 
 
 class Recorder(Hook):
@@ -115,6 +124,45 @@ def test_what_building_the_run_raises_there_is_raised_here_and_the_trainer_stays
     assert trainer.wait(60) == FINISHED
     with pytest.raises(ValueError, match="pickle"):
         Trainer(metric_fn=lambda run: {}, process=True)
+
+
+def test_the_training_process_keeps_the_metric_caches_where_the_app_put_them(tmp_path, digits_data, monkeypatch):
+    from dcgan import digit_classifier, metrics
+
+    for module in (digit_classifier, metrics):
+        monkeypatch.setattr(module, "CACHE_DIR", module.CACHE_DIR)
+    monkeypatch.setenv("DCGAN_CACHE", "restored after the test")
+    trainer = Trainer(metric_fn=caches_where_told, process=True)
+    trainer.start(tiny_config(steps=1, out_dir=str(tmp_path)), data=digits_data)  # the forkserver imports metrics
+    assert trainer.wait(60) == FINISHED
+    metrics.use_cache_dir(tmp_path / "cache")  # later, as the app does
+    trainer.start(tiny_config(steps=2, metric_every=2, out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    assert [h["score"] for h in trainer.history()] == [1.0]
+
+
+def test_what_does_not_pickle_starts_no_process(tmp_path, digits_data):
+    trainer = Trainer(process=True)
+    trainer.metric_fn = lambda run: {}  # set after the constructor's check
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
+    assert trainer.status().state == IDLE
+    assert not [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]
+
+
+class Exploding(Hook):
+    def on_log(self, run, row) -> None:
+        if row["iteration"] == 3:
+            raise ValueError("this hook broke")
+
+
+def test_a_failing_hook_here_fails_the_run_which_stops_and_saves_there(tmp_path, digits_data):
+    trainer = Trainer(process=True, hooks=[Exploding()])
+    trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="h"), data=digits_data)
+    assert trainer.wait(60) == FAILED
+    assert "ValueError: this hook broke" in trainer.status().error
+    assert len(list((tmp_path / "h").glob("step_*.safetensors"))) == 1  # the stopped run saved
+    assert not [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]
 
 
 def test_pause_step_save_resume_and_stop_reach_the_training_process(tmp_path, digits_data):
