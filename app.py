@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     studio = Studio(args.checkpoints)
     use_cache_dir(studio.cache_dir)
+    threading.Thread(target=studio.trainer.warm_up, name="warm-up", daemon=True).start()
     save_on_sigterm(studio)
     launch(build_app(studio), studio, args.host, args.port)
 

@@ -195,6 +195,14 @@ class Trainer:
         self._hooks: list[Hook] = list(hooks)
         self._reset_state()
 
+    def warm_up(self) -> None:
+        """Start the training processes' forkserver now (it imports torch and the training code, ~3 s), so the
+        first run starts as fast as later ones (0.2 s). The app calls it in a thread at launch."""
+        if self.process and _context().get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
     def add_hook(self, hook: Hook) -> None:
         """A hook for every later run (one already training picks it up at its next start)."""
         with self._lock:
