@@ -141,6 +141,7 @@ class RemoteRun:
 
 
 def pictures_of(run: GANTraining | RemoteRun, images: torch.Tensor | None = None) -> Pictures:
+    """Taken where the run trains (a run in the child process sent them with its pictures)."""
     if isinstance(run, RemoteRun):
         assert run.pictures is not None
         return run.pictures
@@ -234,7 +235,8 @@ class Trainer:
     def start(self, cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None,
               data: ImageData | None = None, paused: bool = False) -> None:
         """Start a new run (or resume a checkpoint) in the background. Raises TrainerBusy if one is
-        active and ConfigError / DatasetError / CheckpointError before anything starts."""
+        active and ConfigError / DatasetError / CheckpointError before anything starts (with process=True,
+        what building the run raised in the child)."""
         with self._lock:
             if self._state in ACTIVE:
                 raise TrainerBusy(f"a training run is already {self._state}; stop it first")
