@@ -42,7 +42,7 @@ MAX_KEPT_UPLOADS = 5
 SPEED_WINDOW_S = 20.0  # images/s and ETA are averaged over this much training time
 MAX_MODELS = 6  # loaded models kept in memory for every visitor (LRU)
 CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversion verdict
-LIVE_CALIBRATION_S = 30.0  # the live run's snapshots share one calibration for this long
+LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (directions, calibration) this long
 
 # form fields (what a person sets) -> TrainConfig; everything else keeps its config default
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
@@ -68,6 +68,37 @@ class LoadedModel:
     config: TrainConfig
     source: str  # "live" | "checkpoint" | "hub"
     key: tuple = ()  # cache key: where it came from and which version
+
+
+class ModelMemo:
+    """Something computed from a model (GANSpace directions, the inversion calibration), once per model and
+    arguments and shared by every visitor on it; a pinned model keeps its value. The live run's snapshots (a
+    new one every few seconds) share one value for live_s seconds: thirty visitors pinning snapshots seconds
+    apart cost one computation, not thirty."""
+
+    def __init__(self, size: int, live_s: float = LIVE_SHARE_S) -> None:
+        self.size, self.live_s = size, live_s
+        self._lock = threading.Lock()
+        self._values: OrderedDict[tuple, Any] = OrderedDict()
+        self._live: dict[tuple, tuple[float, Any]] = {}
+
+    def get(self, model: LoadedModel, args: tuple, compute: Callable[[], Any]) -> Any:
+        key = (model.key or ("object", id(model.generator), model.generator), *args)  # G kept: its id stays its own
+        live = (model.key[:2], *args) if model.source == "live" and model.key else None
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            recent = self._live.get(live) if live else None
+        fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
+        value = compute() if fresh else recent[1]
+        with self._lock:
+            if live and fresh:
+                self._live[live] = (time.monotonic(), value)
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
 
 
 class ModelCache:
@@ -200,9 +231,7 @@ class Studio:
                                           threads=threads)
         self.models = ModelCache()
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
-        self._calibration: OrderedDict[tuple, list[float]] = OrderedDict()
-        self._live_calibration: dict[tuple, tuple[float, list[float]]] = {}
-        self._calibration_lock = threading.Lock()
+        self.calibrations = ModelMemo(32)
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -381,31 +410,18 @@ class Studio:
         """MSEs of n held-out real images inverted by the same G with the same settings (computed once
         per model and settings; the first call costs n inversions). A conditional G is given each image's
         true class instead of trying all of them (10x cheaper; its error is at most a little higher)."""
-        key = (model.key or id(model.generator), int(restarts), int(steps), n)
-        # the live run's snapshots (a new one every few seconds) share one calibration for a while, as they
-        # share GANSpace directions: thirty visitors pinning snapshots seconds apart cost one, not thirty
-        live = (model.key[:2], int(restarts), int(steps), n) if model.source == "live" and model.key else None
-        with self._calibration_lock:
-            if key in self._calibration:
-                return self._calibration[key]
-            recent = self._live_calibration.get(live) if live else None
-            if recent is not None and time.monotonic() - recent[0] < LIVE_CALIBRATION_S:
-                return recent[1]
-        data = latent.dataset_for(model.config)
-        held = data.val if data.val.shape[0] else data.train
-        picks = torch.linspace(0, held.shape[0] - 1, min(n, held.shape[0])).long()
-        labels = data.val_labels if data.val.shape[0] else data.train_labels
-        conditional = bool(model.config.num_classes) and labels is not None
-        errors = [latent.invert(model.generator, to_float(held[i]), restarts=restarts, steps=steps, seed=1,
-                                label=int(labels[i]) if conditional else None).mse for i in picks.tolist()]
-        with self._calibration_lock:
-            self._calibration[key] = errors
-            if live:
-                self._live_calibration[live] = (time.monotonic(), errors)
-            while len(self._calibration) > 32:
-                self._calibration.popitem(last=False)
-        return errors
+
+        def calibrate() -> list[float]:
+            data = latent.dataset_for(model.config)
+            held = data.val if data.val.shape[0] else data.train
+            picks = torch.linspace(0, held.shape[0] - 1, min(n, held.shape[0])).long()
+            labels = data.val_labels if data.val.shape[0] else data.train_labels
+            conditional = bool(model.config.num_classes) and labels is not None
+            return [latent.invert(model.generator, to_float(held[i]), restarts=restarts, steps=steps, seed=1,
+                                  label=int(labels[i]) if conditional else None).mse for i in picks.tolist()]
+
+        return self.calibrations.get(model, (int(restarts), int(steps), n), calibrate)
 
 
-__all__ = ["Studio", "LoadedModel", "ModelCache", "smoothed_speed", "inversion_verdict", "diversity_verdict",
-           "memorisation_verdict", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS", "MAX_STEPS"]
+__all__ = ["Studio", "LoadedModel", "ModelCache", "ModelMemo", "smoothed_speed", "inversion_verdict",
+           "diversity_verdict", "memorisation_verdict", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS", "MAX_STEPS"]

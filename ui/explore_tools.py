@@ -7,9 +7,6 @@ what lands where. The model a browser explores is pinned in its own state; other
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
@@ -20,7 +17,7 @@ import torch
 from dcgan import latent
 from dcgan.images import grid_array, image_array, save_gif, upscale
 from dcgan.models import sample
-from dcgan.studio import LoadedModel, Studio, diversity_verdict, inversion_verdict, memorisation_verdict
+from dcgan.studio import LoadedModel, ModelMemo, Studio, diversity_verdict, inversion_verdict, memorisation_verdict
 from ui.common import export_path, user_error
 
 NUM_SLIDERS = 6
@@ -32,34 +29,13 @@ DIRECTION_KINDS = ("principal directions", "raw z dimensions")
 UNCONDITIONAL = ("*This model is unconditional (trained with 0 classes): set **Classes** to 10 in the Train tab "
                  "on digits to get class control.*")
 
-_directions: OrderedDict[tuple, latent.Directions] = OrderedDict()
-_live_directions: dict[str, tuple[float, latent.Directions]] = {}
-_directions_lock = threading.Lock()
-LIVE_DIRECTIONS_S = 30.0  # a live run's snapshots share its directions for this long (they drift slowly)
+_directions = ModelMemo(64)
 
 
 def principal_directions_of(model: LoadedModel) -> latent.Directions:
-    """GANSpace directions of a model, once per model (by its cache key), so every visitor on one model
-    reuses them and a pinned model keeps the same sliders. The live run's snapshots (a new one every few
-    seconds) share one computation per LIVE_DIRECTIONS_S: thirty visitors pinning snapshots a few seconds
-    apart cost one, not thirty."""
-    key = model.key or ("object", id(model.generator), model.generator)
-    with _directions_lock:
-        if key in _directions:
-            _directions.move_to_end(key)
-            return _directions[key]
-        recent = _live_directions.get(model.key[1]) if model.source == "live" else None
-    if recent is not None and time.monotonic() - recent[0] < LIVE_DIRECTIONS_S:
-        dirs = recent[1]
-    else:
-        dirs = latent.principal_directions(model.generator, k=NUM_SLIDERS)
-    with _directions_lock:
-        if model.source == "live" and (recent is None or recent[1] is not dirs):
-            _live_directions[model.key[1]] = (time.monotonic(), dirs)
-        _directions[key] = dirs
-        while len(_directions) > 64:
-            _directions.popitem(last=False)
-    return dirs
+    """GANSpace directions of a model, shared by every visitor on it (a ModelMemo): a pinned model keeps the
+    same sliders, and thirty visitors pinning live snapshots seconds apart cost one computation."""
+    return _directions.get(model, (), lambda: latent.principal_directions(model.generator, k=NUM_SLIDERS))
 
 
 def session_model(session: dict[str, Any]) -> LoadedModel:
