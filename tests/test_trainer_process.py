@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan.checkpoint import CheckpointError
+from dcgan.checkpoint import CheckpointError, save_training
 from dcgan.config import ConfigError
 from dcgan.dview import DViewHook
-from dcgan.train import Hook
-from dcgan.trainer import FAILED, FINISHED, IDLE, STOPPED, RemoteRun, Trainer
+from dcgan.train import GANTraining, Hook
+from dcgan.trainer import FAILED, FINISHED, IDLE, PAUSED, STOPPED, RemoteRun, Trainer
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +179,25 @@ def test_pause_step_save_resume_and_stop_reach_the_training_process(tmp_path, di
     assert status.state == STOPPED
     assert trainer.last_checkpoint() == tmp_path / "s" / f"step_{status.iteration:08d}.safetensors"
     assert trainer.last_checkpoint().is_file()
+
+
+def test_a_nan_in_the_training_process_rolls_back_then_pauses_the_run_here(tmp_path, digits_data):
+    """A checkpoint whose D holds NaN: every step is NaN, so the roll-backs (each halving the rates) reach the last
+    good state again and again until the run pauses; both messages come from NanRollback in the child."""
+    run = GANTraining(tiny_config(steps=1_000, nan_policy="rollback", out_dir=str(tmp_path), run_name="nan"),
+                      digits_data)
+    run.train_step()
+    with torch.no_grad():
+        next(run.D.parameters()).fill_(float("nan"))
+    save_training(run, tmp_path / "nan.safetensors")
+    trainer = Trainer(process=True)
+    trainer.start(resume_from=tmp_path / "nan.safetensors", data=digits_data)
+    wait_for(lambda: trainer.status().state == PAUSED)
+    status = trainer.status()
+    assert status.error.startswith("NaN/inf loss") and "paused at the last good state (iteration 1)" in status.error
+    assert sum("halved the learning rates" in e for e in status.events) == 6  # x1/2 ... x1/64, then the pause
+    trainer.stop()
+    assert trainer.status().state == STOPPED
 
 
 def test_a_killed_training_process_is_reported_and_the_trainer_stays_usable(tmp_path, digits_data):
