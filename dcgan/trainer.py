@@ -166,7 +166,7 @@ def open_run(cfg: TrainConfig | None, resume_from: str | Path | None,
     return run, RunFolder.open(run.cfg, resume_from), first
 
 
-def failure_message(exc: BaseException, run: GANTraining) -> str:
+def failure_message(exc: BaseException, run: GANTraining | RemoteRun) -> str:
     return (out_of_memory_message(exc, run.cfg, run.device) or
             f"Training stopped by an error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
 
@@ -267,7 +267,7 @@ class Trainer:
                 stopping, self._control = self._control.stopping, _RemoteControl(child[1])
                 if stopping:  # asked for while the child was starting
                     self._control.stop()
-                self._thread = threading.Thread(target=self._follow, args=(*child, hooks), name="dcgan-trainer",
+                self._thread = threading.Thread(target=self._follow, args=(*child, run, hooks), name="dcgan-trainer",
                                                 daemon=True)
             self._state = PAUSED if paused else RUNNING
             self._thread.start()
@@ -474,7 +474,7 @@ class Trainer:
         run_cfg, device, dtype, run_dir, iteration, epoch, history, first, sent_data = args
         run = RemoteRun(run_cfg, torch.device(device), dtype, data if data is not None else sent_data,
                         iteration, epoch, history, first)
-        return run, RunFolder(Path(run_dir), run_cfg.keep_last), first, (proc, conn, run)
+        return run, RunFolder(Path(run_dir), run_cfg.keep_last), first, (proc, conn)
 
     def _follow(self, proc, conn, run: RemoteRun, hooks: list[Hook]) -> None:
         """The reader: hands the child's reports to the hooks here (with `run` brought up to date) and to this
@@ -507,8 +507,7 @@ class Trainer:
             except Exception as exc:  # a hook here failed: the run stops (and saves) and shows the error
                 failed, hooks = True, []
                 self._control.stop()
-                self._fail(f"Training stopped by an error: {type(exc).__name__}: {exc}\n"
-                           f"{traceback.format_exc(limit=6)}")
+                self._fail(failure_message(exc, run))
         proc.join(120)
         if proc.is_alive():
             proc.kill()
