@@ -419,10 +419,10 @@ def save_frames_gif(frames: list[Frame], path: str | Path) -> Path:
 
 class DViewHook(Hook):
     """Trainer hook: on each new picture, copies G, D and G's Adam state to the CPU (in the training
-    thread, a few ms) and hands them to its own low-priority thread, which computes and renders a
-    frame. It never waits: a newer picture replaces one not yet taken, and the worker rests after each
-    frame (cost x (1/budget - 1)) so it takes at most `budget` of the time; the latest picture is
-    always drawn in the end (after a single step too)."""
+    thread, a few ms; the app's training process sends that copy) and hands them to its own low-priority
+    thread, which computes and renders a frame. It never waits: a newer picture replaces one not yet taken,
+    and the worker rests after each frame (cost x (1/budget - 1)) so it takes at most `budget` of the time;
+    the latest picture is always drawn in the end (after a single step too)."""
 
     wants_snapshots = True  # a run in the app's training process sends one with each picture
 
