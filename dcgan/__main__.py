@@ -109,51 +109,39 @@ def stop_on_signals(control, say):
 
 
 def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: Path | None = None) -> int:
-    """Every command that trains (train, resume, pull --resume) runs this: train.fit in this process with
-    a progress bar, NaN roll-back, quality metrics (when cfg.metric_every), TensorBoard and checkpoints."""
-    from .checkpoint import RunFolder, load_training
+    """Every command that trains (train, resume, pull --resume) runs this: `runner.train` in this process with a
+    progress bar (the runner adds NaN roll-back, TensorBoard and checkpoints; quality metrics when
+    cfg.metric_every), then the last samples as samples.png."""
     from .distributed import is_main
     from .images import grid_array, save_png, upscale
-    from .metrics import METRIC_KEY, make_metric_fn
-    from .train import Control, GANTraining, NanRollback, fit, out_of_memory_message
-    from .trainer import tensorboard_hook
+    from .metrics import make_metric_fn
+    from .runner import RunFailed, train
+    from .train import Control
 
     control = Control()
     bar = ProgressBar(desc, disable=not is_main())  # one progress bar under torchrun
-    paused: list[str] = []
 
-    def stop_with(message: str) -> None:  # the NaN policy's "pause": nobody can resume a CLI run, so stop
-        paused.append(message)
-        control.stop()
-
-    with stop_on_signals(control, bar.write):
+    def opened(run, folder) -> None:
         if resume_from is not None:
-            changes = {} if cfg is None else {"steps": cfg.steps, "device": cfg.device}
-            run = load_training(resume_from, **changes)
             bar.write(f"resuming {resume_from} at iteration {run.iteration}")
-        else:
-            run = GANTraining(cfg)
-        folder = RunFolder.open(run.cfg, resume_from)
         if is_main():
             print(f"training on {run.device} ({str(run.dtype).replace('torch.', '')}) -> {folder.path}")
-        hooks = [NanRollback(say=bar.write, pause=stop_with), bar]
-        if is_main():
-            hooks += tensorboard_hook(folder.path)
+
+    with stop_on_signals(control, bar.write):
         try:
-            state = fit(run, hooks, control, folder=folder, metric_fn=make_metric_fn(), metric_key=METRIC_KEY)
-        except Exception as exc:
-            message = out_of_memory_message(exc, run.cfg, run.device)
-            if message is None:
-                raise  # a bug: the traceback says where
-            print(f"error: {message}", file=sys.stderr)
+            outcome = train(cfg, resume_from=resume_from, hooks=[bar], control=control, metric_fn=make_metric_fn(),
+                            opened=opened)
+        except RunFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
-    if paused:
-        print(paused[0], file=sys.stderr)
+    if outcome.nan_stop:  # the NaN policy's "pause": nobody can resume a CLI run, so it stopped
+        print(outcome.nan_stop, file=sys.stderr)
         return 1
     if not is_main():
         return 0
-    checkpoints = folder.step_files()
-    print(f"{state} at iteration {run.iteration}; checkpoint: {checkpoints[-1] if checkpoints else None}")
+    folder, checkpoints = outcome.folder, outcome.folder.step_files()
+    latest = checkpoints[-1] if checkpoints else None
+    print(f"{outcome.state} at iteration {outcome.run.iteration}; checkpoint: {latest}")
     if bar.images is not None:
         grid_path = save_png(upscale(grid_array(bar.images), 512), folder.path / "samples.png")
         print(f"samples: {grid_path}")

@@ -1,8 +1,9 @@
-"""Checkpoints: one safetensors file per save, tensors in the body, everything else as JSON metadata.
+"""Checkpoint files: one safetensors file per save, tensors in the body, everything else as JSON metadata.
 
-A checkpoint holds G, D, the EMA generator, both Adam states, the RNG state, the data order,
-the fixed noise, the config, the metric history and a format version: enough to resume a run
-bit for bit on the CPU. Writes are atomic (temp file, fsync, rename, fsync of the folder), so a
+A checkpoint holds a run's `GANTraining.state_dict()` (G, D, the EMA generator, both Adam states, the RNG
+state, the data order, the fixed noise, the config, the metric history) and a format version: enough to
+resume a run bit for bit on the CPU. This module only encodes and decodes files; the run builds and
+restores its own state (dcgan/train.py). Writes are atomic (temp file, fsync, rename, fsync of the folder), so a
 crash mid-save leaves the previous checkpoint untouched. Nothing is ever unpickled.
 """
 
@@ -35,66 +36,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 
-# ---- flattening a run's state -------------------------------------------------------------
-
-
-def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            tensors[f"{prefix}.{idx}.{key}"] = torch.as_tensor(value)
-    return tensors, sd["param_groups"]
-
-
-def _optimizer_state(prefix: str, tensors: dict[str, torch.Tensor], groups: list) -> dict:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith(prefix + "."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": groups}
-
-
-def _copy(t: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A contiguous copy that never aliases the live tensor (on the CPU, .cpu() would, and the
-    in-memory state the trainer rolls back to after a NaN would then be overwritten by later steps)."""
-    return t.detach().to(device, memory_format=torch.contiguous_format, copy=True)
-
-
-def thin(rows: list, keep: int = 2000) -> list:
-    """Every k-th row so a long run's loss log stays a few tens of kB in the checkpoint."""
-    return list(rows[::max(1, -(-len(rows) // keep))])
-
-
-def training_state(run, on_device: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a GANTraining: CPU copies for a file, or copies on the run's device
-    (on_device, the NaN roll-back's snapshot: no transfer to the host on a GPU)."""
-    device = run.device if on_device else "cpu"
-    tensors = {f"{prefix}.{k}": v for prefix, module in (("G", run.G), ("D", run.D), ("G_ema", run.G_ema))
-               if module is not None for k, v in module.state_dict().items()}
-    opt_g, groups_g = _optimizer_tensors("opt_g", run.opt_g)
-    opt_d, groups_d = _optimizer_tensors("opt_d", run.opt_d)
-    tensors.update({**opt_g, **opt_d, "data_order": run.order, "fixed_z": run.fixed_z})
-    tensors = {k: _copy(v, device) for k, v in tensors.items()}
-    tensors["rng_state"] = run.rng.get_state().cpu()
-    meta = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "torch_version": torch.__version__,
-        "config": run.cfg.to_dict(),
-        "iteration": run.iteration,
-        "images_seen": run.images_seen,
-        "position": run.position,
-        "param_groups_g": groups_g,
-        "param_groups_d": groups_d,
-        "history": run.history,
-        "losses": thin(getattr(run, "loss_log", [])),  # [iteration, loss_d, loss_g] rows: model-card curves
-        "dataset": {"name": run.data.name, "class_names": run.data.class_names},
-    }
-    return tensors, meta
-
-
 # ---- reading and writing files ----------------------------------------------------------------
 
 
@@ -121,12 +62,14 @@ def write_atomic(path: Path, payload: bytes) -> None:
 
 
 def encode(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    """The file's bytes: the tensors, and the metadata as JSON with this format's name and version."""
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "torch_version": torch.__version__, **meta}
     return st_save(tensors, metadata={"dcgan_studio": json.dumps(meta)})
 
 
 def save_training(run, path: str | Path) -> Path:
-    """Write a full, resumable checkpoint of a GANTraining atomically."""
-    tensors, meta = training_state(run)
+    """Write a full, resumable checkpoint of a GANTraining (its state_dict) atomically."""
+    tensors, meta = run.state_dict()
     try:
         write_atomic(Path(path), encode(tensors, meta))
     except OSError as exc:
@@ -203,45 +146,6 @@ def load_module(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.T
                                   f"checkpoint but {tuple(value.shape)} in this architecture "
                                   f"(different image size, channels, nz, ngf/ndf or classes)")
     module.load_state_dict({k: v.to(value.device) for k, v in theirs.items() for value in [own[k]]})
-
-
-def restore_training(run, tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str = "checkpoint") -> None:
-    """Put a checkpoint's state into a GANTraining built from the same config."""
-    load_module(run.G, "G", tensors, name)
-    load_module(run.D, "D", tensors, name)
-    if run.G_ema is not None:
-        if any(k.startswith("G_ema.") for k in tensors):
-            load_module(run.G_ema, "G_ema", tensors, name)
-        else:
-            run.G_ema.load_state_dict(run.G.state_dict())
-    run.opt_g.load_state_dict(_optimizer_state("opt_g", tensors, meta["param_groups_g"]))
-    run.opt_d.load_state_dict(_optimizer_state("opt_d", tensors, meta["param_groups_d"]))
-    order = tensors["data_order"]
-    if order.shape[0] != run.real.shape[0]:
-        raise CheckpointError(f"{name} was trained on {order.shape[0]} images but the data set now has "
-                              f"{run.real.shape[0]}; resume with the same data")
-    run.order = order.to(run.device)
-    run.position = int(meta["position"])
-    run.fixed_z = tensors["fixed_z"].to(run.device)
-    run.rng.set_state(tensors["rng_state"])
-    run.iteration = int(meta["iteration"])
-    run.images_seen = int(meta["images_seen"])
-    run.history = list(meta.get("history", []))
-    run.loss_log = [list(r) for r in meta.get("losses", [])]
-
-
-def load_training(path: str | Path, data=None, **overrides: Any):
-    """A GANTraining resumed from a checkpoint; overrides (e.g. steps, device) change the config."""
-    from .train import GANTraining
-
-    path = resolve_checkpoint(path)
-    tensors, meta = read(path)
-    cfg = config_of(meta)
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    run = GANTraining(cfg, data)
-    restore_training(run, tensors, meta, Path(path).name)
-    return run
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True):
@@ -327,7 +231,7 @@ class RunFolder:
         current = self.best_score()
         better = current is None or (score < current if lower_is_better else score > current)
         if better:
-            tensors, meta = training_state(run)
+            tensors, meta = run.state_dict()
             meta["best_score"] = score
             try:
                 write_atomic(self.path / BEST_FILE, encode(tensors, meta))

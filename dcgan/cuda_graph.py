@@ -15,11 +15,14 @@ on the same weights, optimiser state and registered generator. Any failure leave
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import distributed
-from .train import GANTraining, StepStats
+
+if TYPE_CHECKING:
+    from .train import GANTraining, StepStats
 
 
 class CudaGraphStep:
@@ -53,7 +56,7 @@ class CudaGraphStep:
         self.graph.replay()
         run.iteration += 1
         s = self.stats
-        return StepStats(*(None if v is None else v.clone() for v in (s.loss_d, s.loss_g, s.d_real, s.d_fake)))
+        return s.clone()
 
     def _key(self) -> tuple:
         """Learning rates and the addresses of the optimiser state: a change means capture again."""

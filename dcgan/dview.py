@@ -42,10 +42,11 @@ from PIL import Image
 from torch import nn
 
 from .config import TrainConfig
-from .data import ImageData, to_float
+from .data import ImageData, load_dataset, to_float
 from .images import image_array
-from .models import Discriminator, Generator, build_models, seeded_latents
-from .train import Hook, lower_thread_priority
+from .models import Discriminator, Generator, seeded_latents
+from .reports import Pictures, Report, Started
+from .train import lower_thread_priority
 
 N_POINTS = 256  # real images and generated images drawn
 PROBE_SEED = 1234  # which real images and which noise: fixed, so the points are the same all run
@@ -204,13 +205,8 @@ def _cpu_tree(obj):
     return copy.copy(obj)
 
 
-def snapshot(run) -> Snapshot | None:
-    """The state of a GANTraining as of now: G, D, G's Adam state and the run's random generator. A run training
-    in the app's child process (trainer.RemoteRun) took it there with its pictures (None: nobody asked it to)."""
-    from .trainer import RemoteRun
-
-    if isinstance(run, RemoteRun):
-        return run.snapshot
+def snapshot(run) -> Snapshot:
+    """The state of a GANTraining as of now: G, D, G's Adam state and the run's random generator (CPU copies)."""
     rng = run.rng.get_state().clone() if run.rng.device.type == "cpu" else None
     return Snapshot(run.iteration, run.cfg, run.data, _cpu_tree(run.G.state_dict()), _cpu_tree(run.D.state_dict()),
                     _cpu_tree(run.opt_g.state_dict()), rng, float(run.opt_g.param_groups[0]["lr"]))
@@ -295,10 +291,7 @@ def compute_frame(G: Generator, D: Discriminator, cfg: TrainConfig, probe: Probe
 
 
 def models_of(snap: Snapshot) -> tuple[Generator, Discriminator]:
-    G, D = build_models(snap.cfg)
-    G.load_state_dict(snap.g_state)
-    D.load_state_dict(snap.d_state)
-    return G.eval(), D.eval()
+    return Generator.from_state(snap.cfg, snap.g_state), Discriminator.from_state(snap.cfg, snap.d_state)
 
 
 def frame_of_run(run, probe: Probe | None = None, prev_axis: torch.Tensor | None = None,
@@ -314,7 +307,8 @@ def frame_of_run(run, probe: Probe | None = None, prev_axis: torch.Tensor | None
 
 def frame_of_checkpoint(path: str | Path, data: ImageData | None = None, label: str = "") -> Frame:
     """D's view of a saved run (its G, D and Adam state), on the CPU, rendered."""
-    from .checkpoint import load_training, resolve_checkpoint
+    from .checkpoint import resolve_checkpoint
+    from .train import load_training
 
     path = resolve_checkpoint(path)
     run = load_training(path, data, device="cpu", compile=False)
@@ -417,14 +411,12 @@ def save_frames_gif(frames: list[Frame], path: str | Path) -> Path:
 # ---- the live hook -----------------------------------------------------------------------------
 
 
-class DViewHook(Hook):
-    """Trainer hook: on each new picture, copies G, D and G's Adam state to the CPU (in the training
-    thread, a few ms; the app's training process sends that copy) and hands them to its own low-priority
-    thread, which computes and renders a frame. It never waits: a newer picture replaces one not yet taken,
-    and the worker rests after each frame (cost x (1/budget - 1)) so it takes at most `budget` of the time;
-    the latest picture is always drawn in the end (after a single step too)."""
-
-    wants_snapshots = True  # a run in the app's training process sends one with each picture
+class DViewHook:
+    """A subscriber of the trainer's reports (`trainer.subscribe(hook, snapshots=True)`): each picture of the run
+    comes with a snapshot (CPU copies of G, D and G's Adam state, taken in the training process), which this hook
+    hands to its own low-priority thread to compute and render a frame. It never waits: a newer snapshot replaces
+    one not yet taken, and the worker rests after each frame (cost x (1/budget - 1)) so it takes at most `budget`
+    of the time; the latest picture is always drawn in the end (after a single step too)."""
 
     def __init__(self, budget: float = BUDGET):
         self.budget = budget
@@ -435,26 +427,31 @@ class DViewHook(Hook):
         self._next_at = 0.0
         self._frames: list[Frame] = []
         self._latest: Frame | None = None
-        self._probe_key: tuple | None = None
+        self._probe_key: str | None = None
+        self._data: ImageData | None = None  # the run's data, loaded here when a snapshot comes without it
         self._probe: Probe | None = None
         self._pusher: Pusher | None = None
         self._stop = False
-        self._generation = 0  # bumped by on_start: a frame of an earlier run is dropped
+        self._generation = 0  # bumped by begin: a frame of an earlier run is dropped
         self.errors: list[str] = []
         self.work_s = 0.0  # total time spent computing frames, for the bench
         self._worker = threading.Thread(target=self._work, name="dcgan-dview", daemon=True)
         self._worker.start()
 
-    # training-thread side
-    def on_start(self, run) -> None:
+    def __call__(self, report: Report) -> None:
+        if isinstance(report, Started):
+            self.begin()
+            report = report.pictures
+        if isinstance(report, Pictures) and report.snapshot is not None:
+            self.take(report.snapshot)
+
+    def begin(self) -> None:
+        """A new run: the frames of the last one go."""
         with self._lock:
             self._frames, self._latest, self._pending = [], None, None
             self._generation += 1
 
-    def on_pictures(self, run, images=None) -> None:
-        snap = snapshot(run)
-        if snap is None:  # a run in the app's training process started before this hook was added
-            return
+    def take(self, snap: Snapshot) -> None:
         with self._lock:
             self._pending = snap
             self._wake.notify()
@@ -526,10 +523,11 @@ class DViewHook(Hook):
                             self._frames = self._frames[:1] + self._frames[2::2]
 
     def _compute(self, snap: Snapshot, prev: Frame | None) -> Frame:
-        key = (snap.cfg.to_json(), id(snap.data))
+        key = snap.cfg.to_json()
         if key != self._probe_key:
-            self._probe = make_probe(snap.data, snap.cfg)
-            self._pusher = Pusher(snap.cfg, snap.data)
+            self._data = snap.data if snap.data is not None else load_dataset(snap.cfg)
+            self._probe = make_probe(self._data, snap.cfg)
+            self._pusher = Pusher(snap.cfg, self._data)
             self._probe_key, prev = key, None
         G, D = models_of(snap)
         frame = compute_frame(G, D, snap.cfg, self._probe, pusher=self._pusher, snap=snap,
@@ -544,11 +542,10 @@ def bench(steps: int = 500, rounds: int = 6, seed: int = 0, threads: int = 0, ba
           sample_every_s: float = 3.0) -> dict:
     """Training throughput with and without the hook, side by side in one run: blocks of `steps`
     iterations alternate off / on (order flipped every round, so a drift in a shared machine's load
-    cancels), and each round gives a ratio. The hook is fed as the Trainer feeds it (on_pictures every
+    cancels), and each round gives a ratio. The hook is fed as the Trainer feeds it (a snapshot every
     sample_every_s); an "on" block also ends only once the worker is idle, so every frame it started is
     charged to it (a picture still waiting is dropped), and "off" blocks leave the worker's rest clock
     running, so frames come at least as often as in a long run (a conservative measure)."""
-    from .data import load_dataset
     from .train import GANTraining
 
     if threads:
@@ -560,8 +557,8 @@ def bench(steps: int = 500, rounds: int = 6, seed: int = 0, threads: int = 0, ba
     hook = DViewHook()
     for _ in range(3):
         run.train_step()
-    hook.on_start(run)
-    hook.on_pictures(run, None)  # the one-off set-up (probe, training clone) and a first frame, untimed
+    hook.begin()
+    hook.take(snapshot(run))  # the one-off set-up (probe, training clone) and a first frame, untimed
     hook.wait_idle(600)
 
     def block(on: bool) -> dict:
@@ -572,7 +569,7 @@ def bench(steps: int = 500, rounds: int = 6, seed: int = 0, threads: int = 0, ba
             run.train_step()
             n += 1
             if on and time.monotonic() - last >= cfg.sample_every_s:
-                hook.on_pictures(run, None)
+                hook.take(snapshot(run))
                 last = time.monotonic()
         wall = time.perf_counter() - t0
         with hook._lock:
@@ -614,7 +611,6 @@ def frame_cost(repeats: int = 5, steps: int = 10, seed: int = 0, batch: int = 64
     in one process: CPU time, unlike wall time, hardly depends on what else a shared machine runs."""
     import resource
 
-    from .data import load_dataset
     from .train import GANTraining
 
     def cpu() -> float:

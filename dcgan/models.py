@@ -89,6 +89,13 @@ class Generator(
         """The generator a TrainConfig describes (the one place that maps config fields to arguments)."""
         return cls(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
 
+    @classmethod
+    def from_state(cls, cfg, state: dict[str, torch.Tensor]) -> Generator:
+        """A CPU copy in eval mode from a config and a state dict (the one "state dict -> G" rule)."""
+        G = cls.from_config(cfg)
+        G.load_state_dict(state)
+        return G.eval()
+
     def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """z with the class appended: int ids [N] become one-hot rows, a float [N, C] is used as is,
         so a soft mixture of classes (the Explore tab's class sliders) goes through the same path."""
@@ -141,6 +148,13 @@ class Discriminator(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> Discriminator:
         return cls(cfg.ndf, cfg.channels, cfg.image_size, cfg.num_classes, cfg.spectral_norm)
+
+    @classmethod
+    def from_state(cls, cfg, state: dict[str, torch.Tensor]) -> Discriminator:
+        """A CPU copy in eval mode from a config and a state dict (the one "state dict -> D" rule)."""
+        D = cls.from_config(cfg)
+        D.load_state_dict(state)
+        return D.eval()
 
     def features_and_logit(self, x: torch.Tensor,
                            labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -227,7 +227,7 @@ class Studio:
         self.root = Path(root)
         self.cache_dir = self.root / ".cache"
         self.uploads_dir = self.root / ".uploads"
-        self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, process=True,
+        self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY,
                                           threads=threads)
         self.models = ModelCache()
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on

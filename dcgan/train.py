@@ -21,12 +21,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from . import distributed, losses
 from .augment import augment_real, diff_augment
+from .checkpoint import CheckpointError, config_of, load_module, read, resolve_checkpoint
 from .config import ConfigError, TrainConfig
 from .data import ImageData, load_dataset, to_float
 from .models import Discriminator, Generator, build_models, frozen, sample
@@ -34,6 +35,7 @@ from .models import Discriminator, Generator, build_models, frozen, sample
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
 GOOD_STATE_EVERY = 100  # steps between the in-memory snapshots a NaN rolls back to
 MIN_LR_SCALE = 1 / 64  # after this many halvings a NaN stops / pauses the run instead
+LOSS_ROWS_KEPT = 2000  # loss-log rows a checkpoint keeps (every k-th): a long run's stay a few tens of kB
 R1_EVERY = 16  # lazy R1 (Karras et al. 2020): the penalty on every 16th step, 16x weighted: 1/16 of the cost
 
 
@@ -97,6 +99,11 @@ class StepStats:
 
     def finite(self) -> bool:
         return not bool(self.nonfinite())
+
+    def clone(self) -> StepStats:
+        """Copies that outlive the buffers they were read from (a replayed CUDA graph overwrites its outputs)."""
+        return StepStats(*(None if v is None else v.clone() for v in (self.loss_d, self.loss_g, self.d_real,
+                                                                       self.d_fake)))
 
 
 class GANTraining:
@@ -276,19 +283,80 @@ class GANTraining:
     def lr_scale(self) -> float:
         return self.opt_g.param_groups[0]["lr"] / self.cfg.lr_g
 
+    # ---- the run's whole state: what a checkpoint holds and a NaN roll-back restores ----------------
+    def state_dict(self, on_device: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON-able metadata): CPU copies for a file (dcgan/checkpoint.py), or copies on the run's
+        device (on_device: the NaN roll-back's snapshot, no transfer to the host on a GPU)."""
+        device = self.device if on_device else "cpu"
+        tensors = {f"{prefix}.{k}": v for prefix, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema))
+                   if module is not None for k, v in module.state_dict().items()}
+        groups = {}
+        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            state = opt.state_dict()
+            tensors.update({f"{prefix}.{idx}.{key}": torch.as_tensor(value)
+                            for idx, values in state["state"].items() for key, value in values.items()})
+            groups[prefix] = state["param_groups"]
+        tensors.update({"data_order": self.order, "fixed_z": self.fixed_z})
+        # contiguous copies that never alias the live tensors (on the CPU .cpu() would, and the roll-back's
+        # snapshot would then be overwritten by later steps)
+        tensors = {k: v.detach().to(device, memory_format=torch.contiguous_format, copy=True)
+                   for k, v in tensors.items()}
+        tensors["rng_state"] = self.rng.get_state().cpu()
+        meta = {"config": self.cfg.to_dict(), "iteration": self.iteration, "images_seen": self.images_seen,
+                "position": self.position, "param_groups_g": groups["opt_g"], "param_groups_d": groups["opt_d"],
+                "history": self.history,
+                "losses": self.loss_log[::max(1, -(-len(self.loss_log) // LOSS_ROWS_KEPT))],  # model-card curves
+                "dataset": {"name": self.data.name, "class_names": self.data.class_names}}
+        return tensors, meta
 
-def out_of_memory_message(exc: BaseException, cfg: TrainConfig, device: torch.device) -> str | None:
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str = "checkpoint") -> None:
+        """Put a state_dict (of a run with the same config) back; CheckpointError names what does not fit."""
+        load_module(self.G, "G", tensors, name)
+        load_module(self.D, "D", tensors, name)
+        if self.G_ema is not None:
+            if any(k.startswith("G_ema.") for k in tensors):
+                load_module(self.G_ema, "G_ema", tensors, name)
+            else:
+                self.G_ema.load_state_dict(self.G.state_dict())
+        for prefix, opt, groups in (("opt_g", self.opt_g, meta["param_groups_g"]),
+                                    ("opt_d", self.opt_d, meta["param_groups_d"])):
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith(prefix + "."):
+                    _, idx, field = key.split(".", 2)
+                    state.setdefault(int(idx), {})[field] = value
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        order = tensors["data_order"]
+        if order.shape[0] != self.real.shape[0]:
+            raise CheckpointError(f"{name} was trained on {order.shape[0]} images but the data set now has "
+                                  f"{self.real.shape[0]}; resume with the same data")
+        self.order = order.to(self.device)
+        self.position = int(meta["position"])
+        self.fixed_z = tensors["fixed_z"].to(self.device)
+        self.rng.set_state(tensors["rng_state"])
+        self.iteration = int(meta["iteration"])
+        self.images_seen = int(meta["images_seen"])
+        self.history = list(meta.get("history", []))
+        self.loss_log = [list(r) for r in meta.get("losses", [])]
+
+
+def load_training(path: str | Path, data: ImageData | None = None, **overrides: Any) -> GANTraining:
+    """A run resumed from a checkpoint file or run folder; overrides (e.g. steps, device) change its config."""
+    path = resolve_checkpoint(path)
+    tensors, meta = read(path)
+    cfg = config_of(meta)
+    run = GANTraining(cfg.replace(**overrides) if overrides else cfg, data)
+    run.load_state_dict(tensors, meta, path.name)
+    return run
+
+
+def out_of_memory_message(exc: BaseException, cfg: TrainConfig, device: torch.device | str) -> str | None:
     """What to change when training ran out of memory; None for any other error."""
     text = str(exc).lower()  # the CPU allocator raises a plain RuntimeError
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or "allocate memory" in text:
         return (f"Out of memory ({type(exc).__name__}) at batch size {cfg.batch_size}, {cfg.image_size}x"
                 f"{cfg.image_size} on {device}: lower the batch size or the image size and start again.")
     return None
-
-
-def generate(G: Generator, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """TODO(H14): ui/train_tab.py and tests/test_bad_files.py still import this; use dcgan.models.sample."""
-    return sample(G, z=z, labels=labels)
 
 
 # ---- hooks and control ---------------------------------------------------------------------------
@@ -337,15 +405,18 @@ class Turn(NamedTuple):
     update: str = "both"  # 'both', 'd' or 'g'
     single: bool = False  # a queued single step of a paused run
     waited: bool = False  # the run was paused before this turn (paused time is not training time)
+    save: bool = False  # no step: save a checkpoint now (asked for by hand)
 
 
 class Control:
-    """Steers a running `fit` from other threads: pause / resume, queued single steps, stop."""
+    """Steers a running `fit` from other threads: pause / resume, queued single steps, save now, stop.
+    Every request is carried out by the loop between two steps, never beside one."""
 
     def __init__(self, paused: bool = False) -> None:
         self._cond = threading.Condition()
         self.paused = paused
         self.stopping = False
+        self.saving = False  # a save by hand was asked for
         self.pending: deque[str] = deque()  # single steps queued while paused: 'both' | 'd' | 'g'
 
     def pause(self) -> None:
@@ -368,15 +439,23 @@ class Control:
             self.stopping = True
             self._cond.notify_all()
 
+    def save(self) -> None:
+        with self._cond:
+            self.saving = True
+            self._cond.notify_all()
+
     def next_turn(self) -> Turn | None:
         """Blocks while paused with nothing queued; None when a stop was asked for."""
         with self._cond:
             waited = False
-            while self.paused and not self.pending and not self.stopping:
+            while self.paused and not self.pending and not self.stopping and not self.saving:
                 waited = True
                 self._cond.wait(0.5)
             if self.stopping:
                 return None
+            if self.saving:
+                self.saving = False
+                return Turn(save=True, waited=waited)
             if self.paused:
                 return Turn(self.pending.popleft(), single=True, waited=waited)
             return Turn(waited=waited)
@@ -393,8 +472,7 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
     folder (a checkpoint.RunFolder) gets a checkpoint every cfg.checkpoint_every steps and at the
     end; metric_fn scores the run every cfg.metric_every steps and keeps the best checkpoint by
     record[metric_key]. Under torchrun every rank runs this loop; rank 0 alone saves and scores."""
-    from .checkpoint import CheckpointError
-    from .cuda_graph import CudaGraphStep
+    from .cuda_graph import CudaGraphStep  # imported here: it imports torch.cuda.graphs machinery
 
     cfg = run.cfg
     main = distributed.is_main()
@@ -420,7 +498,8 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
         run.history.append(record)
         tell("on_metrics", record)
         summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("iteration", metric_key))
-        tell("on_event", f"metrics at iteration {run.iteration}: {summary}")
+        if summary:
+            tell("on_event", f"metrics at iteration {run.iteration}: {summary}")
         score = record.get(metric_key)
         try:
             if score is not None and folder is not None and folder.offer_best(run, float(score), lower_is_better):
@@ -453,6 +532,12 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
                 turn = Turn()
             if turn.waited:
                 t0, seen0, clock = time.perf_counter(), run.images_seen, time.monotonic()
+            if turn.save:  # a save by hand, here between two steps
+                if saving:
+                    checkpoint()
+                else:
+                    tell("on_event", "this run has no folder to save into", True)
+                continue
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())
             bad |= stats.nonfinite()
@@ -520,26 +605,20 @@ class NanRollback(Hook):
         self.say, self.pause = say, pause
 
     def on_start(self, run: GANTraining) -> None:
-        from .checkpoint import training_state
-
-        self.good = training_state(run, on_device=True)
+        self.good = run.state_dict(on_device=True)
         self.taken = run.iteration
         # a GPU step takes ~3 ms: copying the whole state every 100 steps would be a visible cost there
         self.every = max(GOOD_STATE_EVERY, 25 * log_interval(run.cfg, run.device))
 
     def on_log(self, run: GANTraining, row: dict) -> None:
-        from .checkpoint import training_state
-
         if run.iteration - self.taken >= self.every:
-            self.good, self.taken = training_state(run, on_device=True), run.iteration
+            self.good, self.taken = run.state_dict(on_device=True), run.iteration
 
     def on_nan(self, run: GANTraining, iteration: int) -> None:
-        from .checkpoint import restore_training
-
         scale = run.lr_scale / 2  # of the rates that just failed (the snapshot holds older ones)
         tensors, meta = self.good
         # copies: a restored optimiser state would otherwise share (and then overwrite) the snapshot's tensors
-        restore_training(run, {k: v.clone() for k, v in tensors.items()}, meta, "in-memory state")
+        run.load_state_dict({k: v.clone() for k, v in tensors.items()}, meta, "in-memory state")
         self.taken = run.iteration
         if run.cfg.nan_policy == "rollback" and scale >= MIN_LR_SCALE:
             run.set_lr(scale)
@@ -552,4 +631,4 @@ class NanRollback(Hook):
 
 
 __all__ = ["GANTraining", "StepStats", "Hook", "Control", "Turn", "fit", "NanRollback", "resolve_device",
-           "log_interval", "Discriminator", "Generator"]
+           "log_interval", "load_training", "Discriminator", "Generator"]

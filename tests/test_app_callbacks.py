@@ -202,7 +202,7 @@ def test_failures_and_events_are_shown_with_what_to_do():
                                    "stop": False, "reset": False}
     assert "loading the data" in tv.status_line(Status(state="starting"))
     line = tv.status_line(Status(state="running", iteration=500, total=2000, epoch=3.25, images_per_s=1234.0,
-                                 eta_s=125, device="cuda:0", precision="bfloat16"))
+                                 device="cuda:0", precision="bfloat16"), speed=1234.0, eta=125)
     assert line == ("**running** · iteration 500 / 2,000 (25%) · epoch 3.25 · 1,234 images/s · ETA 2m 05s · "
                     "cuda:0 · bfloat16")
 

@@ -30,9 +30,8 @@ class LoopCounter:
         self.running = 0
         self.most = 0
         self.started = 0
-        # the body of the trainer's thread: the loop itself, or the reader of the app's training process
-        for name in ("_main", "_follow"):
-            monkeypatch.setattr(Trainer, name, self.counted(getattr(Trainer, name)))
+        # the body of the trainer's thread: the reader of the run's training process
+        monkeypatch.setattr(Trainer, "_read", self.counted(Trainer._read))
 
     def counted(self, original):
         def loop(trainer, *args):
@@ -62,7 +61,7 @@ def assert_consistent(trainer: Trainer) -> None:
     status = trainer.status()
     assert status.state != FAILED, status.error
     assert 0 <= status.iteration <= status.total or status.state == IDLE
-    alive = [t for t in trainer_threads() if t is trainer._thread]
+    alive = [t for t in trainer_threads() if t is trainer._reader]
     if status.state in ("running", "paused"):
         assert alive, status  # an active run has its thread
     rows = trainer.metrics.since(0)

@@ -15,9 +15,9 @@ import torch
 import torch.multiprocessing as mp
 
 from dcgan import distributed
-from dcgan.checkpoint import load_training, save_training
+from dcgan.checkpoint import save_training
 from dcgan.config import ConfigError
-from dcgan.train import GANTraining
+from dcgan.train import GANTraining, load_training
 from tests.conftest import free_port, tiny_config
 
 STEPS = 4

@@ -172,10 +172,10 @@ def test_hook_draws_frames_in_its_own_thread_and_exports_a_gif(digits, tmp_path)
     run = trained(cfg, digits, steps=2)
     hook = dview.DViewHook(budget=1.0)  # no rest between frames: a fast test
     try:
-        hook.on_start(run)
+        hook.begin()
         for _ in range(3):
             run.train_step()
-            hook.on_pictures(run, None)
+            hook.take(dview.snapshot(run))
             assert hook.wait_idle()
         assert not hook.errors
         frames = hook.frames()
@@ -186,7 +186,7 @@ def test_hook_draws_frames_in_its_own_thread_and_exports_a_gif(digits, tmp_path)
         gif = dview.save_frames_gif(frames, tmp_path / "dview.gif")
         with Image.open(gif) as im:
             assert im.n_frames == 3
-        hook.on_start(run)  # a new run forgets the old frames
+        hook.begin()  # a new run forgets the old frames
         assert hook.frames() == [] and hook.latest() is None
     finally:
         hook.close()
@@ -197,11 +197,11 @@ def test_hook_keeps_only_the_latest_picture_while_resting(digits):
     run = trained(cfg, digits, steps=2)
     hook = dview.DViewHook(budget=0.001)  # after one frame it rests ~1000x its cost
     try:
-        hook.on_pictures(run, None)
+        hook.take(dview.snapshot(run))
         assert hook.wait_idle()
         for _ in range(3):  # while it rests, newer pictures replace the waiting one; none is drawn yet
             run.train_step()
-            hook.on_pictures(run, None)
+            hook.take(dview.snapshot(run))
         assert [f.iteration for f in hook.frames()] == [2]
         assert hook._pending is not None and hook._pending.iteration == 5
     finally:
@@ -239,7 +239,7 @@ def test_panel_shows_new_frames_clicks_and_checkpoints(digits, tmp_path, monkeyp
         run = trained(tiny(), digits, steps=2)
         for _ in range(2):
             run.train_step()
-            hook.on_pictures(run, None)
+            hook.take(dview.snapshot(run))
             assert hook.wait_idle()
         seen, plot, text = dview_panel.refresh(studio, seen)
         assert plot.value is not None and "iteration 4" in text and "Adam state" in text

@@ -7,6 +7,7 @@ in-place writer to show that it notices torn files.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import random
@@ -19,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan import checkpoint
-from dcgan import trainer as trainer_module
-from dcgan.checkpoint import CheckpointError, RunFolder, load_training, read, save_training
-from dcgan.train import GANTraining
+from dcgan import checkpoint, runner
+from dcgan.checkpoint import CheckpointError, RunFolder, read, save_training
+from dcgan.train import GANTraining, load_training
 from dcgan.trainer import FAILED, FINISHED, IDLE, MIN_LR_SCALE, PAUSED, Trainer
+from tests import child_faults
 from tests.conftest import tiny_config
 
 HELPER = Path(__file__).with_name("kill_writer.py")
@@ -167,13 +168,9 @@ def test_unwritable_folder_gives_a_clear_error(tmp_path, small_run):
     assert blocker.read_text() == "not a folder"
 
 
-def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data, monkeypatch):
-    def disk_full(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=12, checkpoint_every=5, out_dir=str(tmp_path)), data=digits_data)
+def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data):
+    trainer = Trainer(metric_fn=child_faults.full_disk)  # every fsync there fails from the first step on
+    trainer.start(tiny_config(steps=12, checkpoint_every=5, metric_every=1, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FINISHED
     status = trainer.status()
     assert status.iteration == 12
@@ -182,12 +179,8 @@ def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data, m
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_a_failed_best_checkpoint_save_does_not_end_the_run(tmp_path, digits_data, monkeypatch):
-    def disk_full(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
-    trainer = Trainer(metric_fn=lambda run: {"score": 1.0 / run.iteration}, metric_key="score")
+def test_a_failed_best_checkpoint_save_does_not_end_the_run(tmp_path, digits_data):
+    trainer = Trainer(metric_fn=functools.partial(child_faults.full_disk, score=True), metric_key="score")
     trainer.start(tiny_config(steps=10, metric_every=5, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FINISHED
     assert any("could not write best.safetensors: No space left on device" in e for e in trainer.status().events)
@@ -199,40 +192,17 @@ def test_an_unwritable_out_dir_is_refused_before_training_starts(tmp_path, digit
     trainer = Trainer()
     with pytest.raises(CheckpointError, match="cannot create the run folder .*writable out_dir"):
         trainer.start(tiny_config(out_dir=str(blocker / "runs")), data=digits_data)
-    assert trainer.status().state == IDLE and trainer._thread is None
+    assert trainer.status().state == IDLE and trainer._reader is None
 
 
 # ---- NaN / inf ---------------------------------------------------------------------------------
 
 
-def poison_at(monkeypatch, iterations: set[int] | None = None, every_from: int | None = None,
-              how: str = "nan-weights") -> list[int]:
-    """Make the step after `iteration` produce a NaN/inf loss: NaN in a BatchNorm scale of G, or an
-    infinite generator loss. Returns the iterations at which it fired."""
-    fired: list[int] = []
-    original = GANTraining.train_step
-    from dcgan import losses
-
-    original_g_loss = losses.g_loss
-
-    def train_step(self, update="both"):
-        due = (iterations is not None and self.iteration in iterations and self.iteration not in fired) or (
-            every_from is not None and self.iteration >= every_from)
-        if not due:
-            return original(self, update)
-        fired.append(self.iteration)
-        if how == "nan-weights":
-            with torch.no_grad():
-                self.G.net[1].weight.fill_(float("nan"))
-            return original(self, update)
-        monkeypatch.setattr(losses, "g_loss", lambda *a, **k: original_g_loss(*a, **k) * float("inf"))
-        try:
-            return original(self, update)
-        finally:
-            monkeypatch.setattr(losses, "g_loss", original_g_loss)
-
-    monkeypatch.setattr(GANTraining, "train_step", train_step)
-    return fired
+def poisoned(trainer_dir: Path, **how) -> tuple[Trainer, Path]:
+    """A trainer whose runs get NaN / inf losses in the training process (tests/child_faults.py); the file
+    lists the iterations after which the poison fired."""
+    log = trainer_dir / "fired.txt"
+    return Trainer(metric_fn=functools.partial(child_faults.poison, log=str(log), fired=[], **how)), log
 
 
 def wait_until_paused(trainer: Trainer, timeout: float = 60.0):
@@ -244,34 +214,35 @@ def wait_until_paused(trainer: Trainer, timeout: float = 60.0):
 
 
 def weights_finite(trainer: Trainer) -> bool:
-    run = trainer._run
-    tensors = [*run.G.state_dict().values(), *run.D.state_dict().values()]
+    """G as the trainer last showed it, and G and D in the run's newest checkpoint, hold finite numbers only."""
+    tensors = [*trainer.generator()[1].state_dict().values()]
+    if trainer.last_checkpoint() is not None:
+        tensors += [t for k, t in read(trainer.last_checkpoint())[0].items() if k.startswith(("G.", "D."))]
     return all(bool(torch.isfinite(t.float()).all()) for t in tensors)
 
 
 @pytest.mark.parametrize("how", ["nan-weights", "inf-loss"])
-def test_nan_rolls_back_to_the_last_good_state_with_half_the_learning_rate(monkeypatch, digits_data, how,
-                                                                           tmp_path):
-    fired = poison_at(monkeypatch, iterations={20}, how=how)
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=40, nan_policy="rollback", out_dir=str(tmp_path)), data=digits_data)
+def test_nan_rolls_back_to_the_last_good_state_with_half_the_learning_rate(digits_data, how, tmp_path):
+    trainer, log = poisoned(tmp_path, at=(20,), how=how)
+    cfg = tiny_config(steps=40, nan_policy="rollback", metric_every=20, out_dir=str(tmp_path))
+    trainer.start(cfg, data=digits_data)
     assert trainer.wait(60) == FINISHED, trainer.status().error
     status = trainer.status()
     rollbacks = [e for e in status.events if "rolled back" in e]
     # detected within the very step that went bad (iteration 21), rolled back once, lr halved
     assert rollbacks == ["NaN/inf loss at iteration 21: rolled back to iteration 0 and halved the "
                          "learning rates (now x0.5)."], status.events
-    assert fired == [20]
+    assert child_faults.fired(log) == [20]
     assert status.iteration == 40 and status.error == ""
     assert weights_finite(trainer)  # the restored state was really the good one
-    assert trainer._run.lr_scale == pytest.approx(0.5)
-    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in trainer.metrics.since(0))
+    rows = trainer.metrics.since(0)
+    assert rows[-1]["lr_g"] == pytest.approx(cfg.lr_g * 0.5) and rows[-1]["lr_d"] == pytest.approx(cfg.lr_d * 0.5)
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in rows)
 
 
-def test_nan_pause_policy_pauses_with_an_explanation_and_can_resume(monkeypatch, digits_data, tmp_path):
-    poison_at(monkeypatch, iterations={7})
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=15, nan_policy="pause", out_dir=str(tmp_path)), data=digits_data)
+def test_nan_pause_policy_pauses_with_an_explanation_and_can_resume(digits_data, tmp_path):
+    trainer, _ = poisoned(tmp_path, at=(7,))
+    trainer.start(tiny_config(steps=15, nan_policy="pause", metric_every=7, out_dir=str(tmp_path)), data=digits_data)
     status = wait_until_paused(trainer)
     assert status.state == PAUSED
     assert "NaN/inf loss at iteration 8" in status.error and "Lower the learning rates" in status.error
@@ -282,10 +253,10 @@ def test_nan_pause_policy_pauses_with_an_explanation_and_can_resume(monkeypatch,
     assert weights_finite(trainer) and trainer.status().iteration == 15
 
 
-def test_nan_that_keeps_coming_back_pauses_after_the_lr_has_been_halved_enough(monkeypatch, digits_data, tmp_path):
-    poison_at(monkeypatch, every_from=3)
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=30, nan_policy="rollback", out_dir=str(tmp_path)), data=digits_data)
+def test_nan_that_keeps_coming_back_pauses_after_the_lr_has_been_halved_enough(digits_data, tmp_path):
+    trainer, _ = poisoned(tmp_path, every_from=3)
+    trainer.start(tiny_config(steps=30, nan_policy="rollback", metric_every=1, out_dir=str(tmp_path)),
+                  data=digits_data)
     status = wait_until_paused(trainer)
     halvings = round(math.log2(1 / MIN_LR_SCALE))
     assert status.state == PAUSED
@@ -297,63 +268,47 @@ def test_nan_that_keeps_coming_back_pauses_after_the_lr_has_been_halved_enough(m
 # ---- out of memory and other crashes in the thread ---------------------------------------------
 
 
-def fail_at(monkeypatch, iteration: int, exc: BaseException | None) -> None:
-    """Raise exc in the training step at `iteration`; None: a real CPU allocation failure."""
-    original = GANTraining.train_step
-
-    def train_step(self, update="both"):
-        if self.iteration == iteration:
-            if exc is None:
-                torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses
-            raise exc
-        return original(self, update)
-
-    monkeypatch.setattr(GANTraining, "train_step", train_step)
-
-
 @pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
                                  MemoryError(), None], ids=["cuda", "python", "cpu-allocator"])
-def test_out_of_memory_says_lower_the_batch_size_and_the_trainer_stays_usable(monkeypatch, digits_data, exc,
-                                                                               tmp_path):
-    fail_at(monkeypatch, 3, exc)
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=10, out_dir=str(tmp_path)), data=digits_data)
+def test_out_of_memory_says_lower_the_batch_size_and_the_trainer_stays_usable(digits_data, exc, tmp_path):
+    trainer = Trainer(metric_fn=functools.partial(child_faults.raise_at, iteration=3, exc=exc))
+    trainer.start(tiny_config(steps=10, metric_every=1, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FAILED
     assert "lower the batch size" in trainer.status().error
     with pytest.raises(RuntimeError, match="lower the batch size"):
         trainer.raise_if_failed()
-    monkeypatch.undo()
+    trainer.metric_fn = None
     trainer.start(tiny_config(steps=5, out_dir=str(tmp_path)), data=digits_data)  # usable again
     assert trainer.wait(60) == FINISHED and trainer.status().error == ""
 
 
-def test_out_of_memory_while_starting_leaves_the_trainer_idle(monkeypatch, digits_data, tmp_path):
+def test_out_of_memory_while_opening_a_run_propagates_as_it_is(monkeypatch, digits_data, tmp_path):
+    """What building the run raises leaves runner.train unchanged (the training process sends it to the app, whose
+    start() raises it: tests/test_trainer_process.py); a failure once training runs is one clear message."""
+
     def no_memory(self, cfg, data=None):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    trainer = Trainer()
     monkeypatch.setattr(GANTraining, "__init__", no_memory)
     with pytest.raises(torch.OutOfMemoryError):
-        trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
-    assert trainer.status().state == IDLE
+        runner.train(tiny_config(out_dir=str(tmp_path)), data=digits_data)
     monkeypatch.undo()
 
-    def grid_fails(run, images=None):
+    def grid_fails(self):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(trainer_module, "pictures_of", grid_fails)
-    with pytest.raises(torch.OutOfMemoryError):
-        trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
-    assert trainer.status().state == IDLE  # not stuck in 'starting'
+    monkeypatch.setattr(GANTraining, "fixed_samples", grid_fails)
+    with pytest.raises(runner.RunFailed, match="Out of memory .* lower the batch size") as info:
+        runner.train(tiny_config(steps=3, out_dir=str(tmp_path)), data=digits_data)
+    assert isinstance(info.value.__cause__, torch.OutOfMemoryError)
     monkeypatch.undo()
-    trainer.start(tiny_config(steps=3, out_dir=str(tmp_path)), data=digits_data)
-    assert trainer.wait(60) == FINISHED
+    assert runner.train(tiny_config(steps=3, out_dir=str(tmp_path)), data=digits_data).state == "finished"
 
 
-def test_any_exception_in_the_training_thread_reaches_status(monkeypatch, digits_data, tmp_path):
-    fail_at(monkeypatch, 4, KeyError("a-very-particular-bug"))
-    trainer = Trainer()
-    trainer.start(tiny_config(steps=10, out_dir=str(tmp_path)), data=digits_data)
+def test_any_exception_in_the_training_process_reaches_status(digits_data, tmp_path):
+    trainer = Trainer(metric_fn=functools.partial(child_faults.raise_at, iteration=4,
+                                                  exc=KeyError("a-very-particular-bug")))
+    trainer.start(tiny_config(steps=10, metric_every=1, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FAILED
     status = trainer.status()
     assert "KeyError" in status.error and "a-very-particular-bug" in status.error

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from dcgan.checkpoint import CheckpointError, load_generator, load_training, read, save_training
+from dcgan import reports
+from dcgan.checkpoint import CheckpointError, load_generator, read, save_training
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import DatasetError, load_dataset, load_digits_raw, to_float
 from dcgan.models import Discriminator, Generator, build_models, count_parameters, eval_mode, sample, seeded_latents
-from dcgan.train import GANTraining, Hook, generate
+from dcgan.train import GANTraining, load_training
 from dcgan.trainer import FAILED, FINISHED, PAUSED, RUNNING, Trainer, TrainerBusy
+from tests import child_faults
 from tests.conftest import tiny_config
 
 # ---- config ---------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ def test_save_then_load_gives_identical_samples(tmp_path, digits_data):
     G, cfg, meta = load_generator(path)
     assert cfg == run.cfg and meta["iteration"] == 5
     z = torch.randn(8, cfg.nz)
-    assert torch.equal(generate(G, z), run.sample(z))
+    assert torch.equal(sample(G, z=z), run.sample(z))
 
 
 def test_resume_is_exact(tmp_path, digits_data):
@@ -324,9 +328,7 @@ def test_corrupt_truncated_and_mismatched_checkpoints(tmp_path, digits_data):
     other = GANTraining(tiny_config(ngf=24), digits_data)
     tensors, meta = read(good)
     with pytest.raises(CheckpointError, match=r"G\..*shape"):
-        from dcgan.checkpoint import restore_training
-
-        restore_training(other, tensors, meta)
+        other.load_state_dict(tensors, meta)
 
 
 # ---- background trainer ---------------------------------------------------------------------
@@ -341,7 +343,7 @@ def wait_for(predicate, timeout=30.0):
     return False
 
 
-def test_trainer_thread_start_pause_step_resume_stop(tmp_path, digits_data):
+def test_trainer_start_pause_step_resume_stop(tmp_path, digits_data):
     trainer = Trainer()
     trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="t"), data=digits_data)
     with pytest.raises(TrainerBusy):
@@ -370,65 +372,61 @@ def test_trainer_thread_start_pause_step_resume_stop(tmp_path, digits_data):
     assert {"iteration", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s"} <= keys
 
 
-def test_trainer_finishes_and_reports_exceptions(tmp_path, digits_data, monkeypatch):
+def test_trainer_finishes_and_reports_exceptions(tmp_path, digits_data):
     trainer = Trainer()
     trainer.start(tiny_config(steps=5, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FINISHED and trainer.status().iteration == 5
 
-    def boom(self, update="both"):
-        raise RuntimeError("exploded on purpose")
-
-    monkeypatch.setattr(GANTraining, "train_step", boom)
-    trainer.start(tiny_config(steps=5, out_dir=str(tmp_path)), data=digits_data)
+    trainer.metric_fn = functools.partial(child_faults.raise_at, iteration=2,
+                                          exc=RuntimeError("exploded on purpose"))  # in the training process
+    trainer.start(tiny_config(steps=5, metric_every=1, out_dir=str(tmp_path)), data=digits_data)
     assert trainer.wait(60) == FAILED
     assert "exploded on purpose" in trainer.status().error
     with pytest.raises(RuntimeError, match="exploded on purpose"):
         trainer.raise_if_failed()
 
 
-class Recorder(Hook):
-    """Everything the loop tells a hook, in order."""
+class Recorder:
+    """Every report of the run, in order (a subscriber)."""
 
     def __init__(self):
         self.calls = []
 
-    def on_start(self, run):
-        self.calls.append(("start", run.iteration))
-
-    def on_log(self, run, row):
-        self.calls.append(("log", row["iteration"]))
-
-    def on_pictures(self, run, images):
-        self.calls.append(("pictures", run.iteration, tuple(images.shape), images.device.type))
-
-    def on_checkpoint(self, run, path):
-        self.calls.append(("checkpoint", path.name))
-
-    def on_end(self, run, state):
-        self.calls.append(("end", state))
+    def __call__(self, report):
+        kind = type(report).__name__
+        if isinstance(report, reports.Log):
+            self.calls.append((kind, report.row["iteration"]))
+        elif isinstance(report, reports.Pictures):
+            self.calls.append((kind, report.iteration, report.grid.shape))
+        elif isinstance(report, reports.Checkpoint):
+            self.calls.append((kind, Path(report.path).name))
+        elif isinstance(report, reports.End):
+            self.calls.append((kind, report.state))
+        else:
+            self.calls.append((kind, report.iteration))
 
 
-def test_trainer_hooks_see_the_same_loop_and_snapshot_copies_g_and_d(tmp_path, digits_data):
-    given, added = Recorder(), Recorder()
-    trainer = Trainer(hooks=[given])
-    trainer.add_hook(added)
-    assert trainer.snapshot() is None
+def test_trainer_subscribers_see_the_same_loop_and_the_generator_copy_is_the_runs(tmp_path, digits_data):
+    first, second = Recorder(), Recorder()
+    trainer = Trainer()
+    trainer.subscribe(first)
+    trainer.subscribe(second)
+    assert trainer.generator() == (-1, None)
     trainer.start(tiny_config(steps=6, checkpoint_every=4, out_dir=str(tmp_path), run_name="h"), data=digits_data)
     assert trainer.wait(60) == FINISHED
-    assert given.calls == added.calls
-    calls = given.calls
-    assert calls[0] == ("start", 0) and calls[-1] == ("end", "finished")
-    assert [c[1] for c in calls if c[0] == "log"] == [1, 2, 3, 4, 5, 6]  # a host sync per CPU step
-    assert [c[1] for c in calls if c[0] == "checkpoint"] == ["step_00000004.safetensors", "step_00000006.safetensors"]
-    pictures = [c for c in calls if c[0] == "pictures"]
-    assert pictures[-1] == ("pictures", 6, (64, 1, 28, 28), "cpu")  # the end always shows the last state
-    iteration, G, D = trainer.snapshot()
-    assert iteration == 6 and not G.training and not D.training
-    run = trainer._run
-    for copy, live in ((G, run.sampler()), (D, run.D)):
-        for (name, a), b in zip(copy.state_dict().items(), live.state_dict().values(), strict=True):
-            assert a.device.type == "cpu" and torch.equal(a, b.cpu()), name
-    assert trainer.snapshot()[1] is G  # cached until the next pictures
+    assert first.calls == second.calls
+    calls = first.calls
+    assert calls[0] == ("Started", 0) and calls[-1] == ("End", "finished")
+    assert [c[1] for c in calls if c[0] == "Log"] == [1, 2, 3, 4, 5, 6]  # a host sync per CPU step
+    assert [c[1] for c in calls if c[0] == "Checkpoint"] == ["step_00000004.safetensors", "step_00000006.safetensors"]
+    pictures = [c for c in calls if c[0] == "Pictures"]
+    assert pictures[-1] == ("Pictures", 6, (8 * 30 + 2, 8 * 30 + 2, 3))  # the end always shows the last state
+    iteration, G = trainer.generator()
+    assert iteration == 6 and not G.training
+    saved, _, _ = load_generator(tmp_path / "h" / "step_00000006.safetensors")  # the sampler (EMA) of step 6
+    for (name, a), b in zip(G.state_dict().items(), saved.state_dict().values(), strict=True):
+        assert a.device.type == "cpu" and torch.equal(a, b), name
+    assert trainer.generator()[1] is G  # one copy until the next pictures
 
 
 def test_a_paused_trainer_stops_with_a_checkpoint_of_its_iteration(tmp_path, digits_data):

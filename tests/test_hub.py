@@ -151,7 +151,7 @@ def test_model_card_carries_metadata_images_config_and_usage(server, home, train
 
 def test_trainer_checkpoints_carry_the_loss_curve_into_the_card(server, tmp_path):
     """A run of the background trainer keeps its loss rows in the checkpoint, so a CLI push has the curve."""
-    from dcgan.checkpoint import load_training
+    from dcgan.train import load_training
     from dcgan.trainer import Trainer
 
     trainer = Trainer()

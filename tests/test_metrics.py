@@ -3,13 +3,16 @@ the `eval` command, and the trainer keeping the best checkpoint by metric."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dcgan import metrics
@@ -139,19 +142,26 @@ def test_offer_best_keeps_the_best_score(tmp_path, digits_data):
     assert not RunFolder(tmp_path / "run").offer_best(run, 0.1, lower_is_better=False)
 
 
+def scores_and_keeps_g(run, scores: dict, folder: str) -> dict:
+    """A metric_fn (module level: it runs in the training process): the given score of this iteration, and G's
+    weights as scored, written to folder/g_<iteration>.safetensors."""
+    save_file({k: v.detach().clone().contiguous() for k, v in run.G.state_dict().items()},
+              str(Path(folder) / f"g_{run.iteration}.safetensors"))
+    return {"score": scores[run.iteration]}
+
+
+def iteration_as_score(run) -> dict:
+    return {"score": float(run.iteration)}
+
+
 def test_trainer_keeps_the_checkpoint_of_the_best_metric(tmp_path, digits_data):
     """Scores go 5, 1, 3, 2 at iterations 2, 4, 6, 8: best.safetensors must hold iteration 4's G."""
-    scores = iter([5.0, 1.0, 3.0, 2.0])
-    g_at: dict[int, dict[str, torch.Tensor]] = {}
-
-    def metric_fn(run):
-        g_at[run.iteration] = {k: v.clone() for k, v in run.G.state_dict().items()}
-        return {"score": next(scores)}
-
-    trainer = Trainer(metric_fn=metric_fn, metric_key="score", lower_is_better=True)
+    trainer = Trainer(metric_fn=functools.partial(scores_and_keeps_g, scores={2: 5.0, 4: 1.0, 6: 3.0, 8: 2.0},
+                                                  folder=str(tmp_path)), metric_key="score", lower_is_better=True)
     cfg = tiny_config(steps=8, metric_every=2, out_dir=str(tmp_path), run_name="best")
     trainer.start(cfg, data=digits_data)
     assert trainer.wait(120) == "finished"
+    g_at = {i: load_file(str(tmp_path / f"g_{i}.safetensors")) for i in (4, 8)}
     tensors, meta = read(tmp_path / "best" / BEST_FILE)
     assert meta["best_score"] == 1.0 and meta["iteration"] == 4
     for key, value in g_at[4].items():
@@ -163,7 +173,7 @@ def test_trainer_keeps_the_checkpoint_of_the_best_metric(tmp_path, digits_data):
 
 
 def test_the_last_state_is_scored_when_off_the_metric_grid(tmp_path, digits_data):
-    trainer = Trainer(metric_fn=lambda run: {"score": float(run.iteration)}, metric_key="score")
+    trainer = Trainer(metric_fn=iteration_as_score, metric_key="score")
     trainer.start(tiny_config(steps=7, metric_every=3, out_dir=str(tmp_path), run_name="s"), data=digits_data)
     assert trainer.wait(120) == "finished"
     assert [h["iteration"] for h in trainer.history()] == [3, 6, 7]

@@ -122,7 +122,7 @@ def test_a_failing_start_leaves_the_trainer_idle_and_nothing_on_disk(tmp_path, d
             trainer.start(make(), data=data)
         status = trainer.status()
         assert status.state == IDLE, label
-        assert status.error == "" and status.run_dir == "" and trainer._thread is None, label
+        assert status.error == "" and status.run_dir == "" and trainer._reader is None, label
         assert trainer.generator() == (-1, None), label
     assert not (tmp_path / "out").exists()
     trainer.start(tiny_config(steps=3, out_dir=str(tmp_path / "out")), data=digits_data)  # still usable

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from dcgan import runner
 from dcgan.config import TrainConfig
 from dcgan.tblog import GRID_TAG, SCALARS, TensorBoardHook, event_files
 from dcgan.trainer import Trainer
@@ -68,8 +69,13 @@ def test_cli_run_and_its_resume_write_one_continuous_curve(tmp_path):
     assert ea.Images(GRID_TAG)[-1].step == 20
 
 
+def scores_a_hundred_over_the_iteration(run) -> dict:
+    """A metric_fn (module level: it runs in the training process)."""
+    return {"score": 100.0 / run.iteration, "classes_covered": 3}
+
+
 def test_app_trainer_run_logs_scalars_metrics_grids_and_hparams(tmp_path):
-    trainer = Trainer(metric_fn=lambda run: {"score": 100.0 / run.iteration, "classes_covered": 3})
+    trainer = Trainer(metric_fn=scores_a_hundred_over_the_iteration)
     trainer.start(tiny_config(steps=10, metric_every=5, out_dir=str(tmp_path), run_name="app", loss="hinge", lr_g=3e-4,
                               ngf=8, ndf=8, batch_size=16))
     assert trainer.wait(120) == "finished"
@@ -142,10 +148,9 @@ def test_a_full_disk_stops_the_logging_not_the_run(tmp_path, monkeypatch):
             return writer
 
     monkeypatch.setattr(tblog, "SummaryWriter", FullDisk)
-    trainer = Trainer()
-    with pytest.warns(UserWarning, match="No space left on device"):
-        trainer.start(tiny_config(steps=6, out_dir=str(tmp_path), run_name="full", ngf=8, ndf=8, batch_size=16))
-        assert trainer.wait(120) == "finished"
+    with pytest.warns(UserWarning, match="No space left on device"):  # the runner attaches TensorBoard
+        cfg = tiny_config(steps=6, out_dir=str(tmp_path), run_name="full", ngf=8, ndf=8, batch_size=16)
+        assert runner.train(cfg).state == "finished"
     assert (tmp_path / "full" / "step_00000006.safetensors").exists()
 
     hook = TensorBoardHook(tmp_path / "direct", image_every_s=0)

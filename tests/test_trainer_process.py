@@ -1,5 +1,5 @@
-"""The app's trainer trains in a child process (dcgan/trainer.py, process=True): the same run, steered and
-watched from here as a thread's would be."""
+"""The app's trainer trains in a process of its own (dcgan/trainer.py, dcgan/worker.py): the same run as the command
+line's, steered by commands and watched through its typed reports."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dcgan import reports
 from dcgan.checkpoint import CheckpointError, save_training
 from dcgan.config import ConfigError
 from dcgan.dview import DViewHook
-from dcgan.train import GANTraining, Hook
-from dcgan.trainer import FAILED, FINISHED, IDLE, PAUSED, STOPPED, RemoteRun, Trainer
+from dcgan.train import GANTraining
+from dcgan.trainer import FAILED, FINISHED, IDLE, PAUSED, STOPPED, Trainer
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,21 +41,17 @@ def caches_where_told(run) -> dict:
     return {"score": float(told == digit_classifier.CACHE_DIR and told == metrics.CACHE_DIR)}
 
 
-class Recorder(Hook):
+class Recorder:
+    """A subscriber: every report, as (kind, iteration, detail)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def on_start(self, run) -> None:
-        self.calls.append(("start", type(run), run.iteration))
-
-    def on_log(self, run, row) -> None:
-        self.calls.append(("log", run.iteration, row["iteration"]))
-
-    def on_pictures(self, run, images) -> None:
-        self.calls.append(("pictures", run.iteration, tuple(images.shape)))
-
-    def on_end(self, run, state) -> None:
-        self.calls.append(("end", run.iteration, state))
+    def __call__(self, report: reports.Report) -> None:
+        detail = {reports.Log: lambda r: r.row["iteration"], reports.Pictures: lambda r: r.grid.shape,
+                  reports.End: lambda r: r.state, reports.Started: lambda r: r.run_dir}.get(type(report),
+                                                                                           lambda r: None)
+        self.calls.append((type(report).__name__, report.iteration, detail(report), report.run_id))
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
@@ -74,8 +71,8 @@ def test_the_run_trains_in_another_process_with_its_own_threads_and_hooks_here_s
     previous = torch.get_num_threads()
     torch.set_num_threads(2)  # what serving threads here set must not decide the training process's count
     try:
-        trainer = Trainer(metric_fn=functools.partial(where_it_trains, offset=0.5), process=True, threads=1,
-                          hooks=[recorder])
+        trainer = Trainer(metric_fn=functools.partial(where_it_trains, offset=0.5), threads=1)
+        trainer.subscribe(recorder)
         trainer.start(tiny_config(steps=12, metric_every=6, out_dir=str(tmp_path), run_name="p"), data=digits_data)
         assert trainer.wait(120) == FINISHED, trainer.status().error
     finally:
@@ -93,25 +90,14 @@ def test_the_run_trains_in_another_process_with_its_own_threads_and_hooks_here_s
     assert iteration == 12 and G(torch.randn(2, 32)).shape == (2, 1, 28, 28)
     assert trainer.grid()[0] == 12 and trainer.frames()[0][0] == 0
     calls = recorder.calls
-    assert calls[0] == ("start", RemoteRun, 0) and calls[-1] == ("end", 12, "finished")
-    assert [c[1:] for c in calls if c[0] == "log"] == [(i, i) for i in range(1, 13)]
-    assert ("pictures", 12, (64, 1, 28, 28)) in calls
-
-
-def test_a_thread_trainer_sets_its_own_thread_count_too(tmp_path, digits_data):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        trainer = Trainer(metric_fn=where_it_trains, threads=1)
-        trainer.start(tiny_config(steps=4, metric_every=4, out_dir=str(tmp_path)), data=digits_data)
-        assert trainer.wait(60) == FINISHED
-    finally:
-        torch.set_num_threads(previous)
-    assert [(h["pid"], h["threads"]) for h in trainer.history()] == [(os.getpid(), 1)]
+    assert calls[0][:3] == ("Started", 0, str(tmp_path / "p")) and calls[-1][:3] == ("End", 12, "finished")
+    assert [c[1:3] for c in calls if c[0] == "Log"] == [(i, i) for i in range(1, 13)]
+    assert ("Pictures", 12, (8 * 30 + 2, 8 * 30 + 2, 3)) in [c[:3] for c in calls]  # 8x8 tiles of 28 + padding
+    assert len({c[3] for c in calls}) == 1  # one run id on every report
 
 
 def test_what_building_the_run_raises_there_is_raised_here_and_the_trainer_stays_usable(tmp_path, digits_data):
-    trainer = Trainer(process=True)
+    trainer = Trainer()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError):
@@ -123,7 +109,7 @@ def test_what_building_the_run_raises_there_is_raised_here_and_the_trainer_stays
     trainer.start(tiny_config(steps=3, out_dir=str(tmp_path), run_name="ok"), data=digits_data)
     assert trainer.wait(60) == FINISHED
     with pytest.raises(ValueError, match="pickle"):
-        Trainer(metric_fn=lambda run: {}, process=True)
+        Trainer(metric_fn=lambda run: {})
 
 
 def test_the_training_process_keeps_the_metric_caches_where_the_app_put_them(tmp_path, digits_data, monkeypatch):
@@ -132,7 +118,7 @@ def test_the_training_process_keeps_the_metric_caches_where_the_app_put_them(tmp
     for module in (digit_classifier, metrics):
         monkeypatch.setattr(module, "CACHE_DIR", module.CACHE_DIR)
     monkeypatch.setenv("DCGAN_CACHE", "restored after the test")
-    trainer = Trainer(metric_fn=caches_where_told, process=True)
+    trainer = Trainer(metric_fn=caches_where_told)
     trainer.start(tiny_config(steps=1, out_dir=str(tmp_path)), data=digits_data)  # the forkserver imports metrics
     assert trainer.wait(60) == FINISHED
     metrics.use_cache_dir(tmp_path / "cache")  # later, as the app does
@@ -142,7 +128,7 @@ def test_the_training_process_keeps_the_metric_caches_where_the_app_put_them(tmp
 
 
 def test_what_does_not_pickle_starts_no_process(tmp_path, digits_data):
-    trainer = Trainer(process=True)
+    trainer = Trainer()
     trainer.metric_fn = lambda run: {}  # set after the constructor's check
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         trainer.start(tiny_config(out_dir=str(tmp_path)), data=digits_data)
@@ -150,23 +136,23 @@ def test_what_does_not_pickle_starts_no_process(tmp_path, digits_data):
     assert not [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]
 
 
-class Exploding(Hook):
-    def on_log(self, run, row) -> None:
-        if row["iteration"] == 3:
-            raise ValueError("this hook broke")
+def exploding(report: reports.Report) -> None:
+    if isinstance(report, reports.Log) and report.row["iteration"] == 3:
+        raise ValueError("this subscriber broke")
 
 
-def test_a_failing_hook_here_fails_the_run_which_stops_and_saves_there(tmp_path, digits_data):
-    trainer = Trainer(process=True, hooks=[Exploding()])
+def test_a_failing_subscriber_here_fails_the_run_which_stops_and_saves_there(tmp_path, digits_data):
+    trainer = Trainer()
+    trainer.subscribe(exploding)
     trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="h"), data=digits_data)
     assert trainer.wait(60) == FAILED
-    assert "ValueError: this hook broke" in trainer.status().error
+    assert "ValueError: this subscriber broke" in trainer.status().error
     assert len(list((tmp_path / "h").glob("step_*.safetensors"))) == 1  # the stopped run saved
     assert not [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]
 
 
 def test_pause_step_save_resume_and_stop_reach_the_training_process(tmp_path, digits_data):
-    trainer = Trainer(process=True)
+    trainer = Trainer()
     trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="s"), data=digits_data, paused=True)
     trainer.step(4)
     wait_for(lambda: trainer.status().iteration == 4)
@@ -190,7 +176,7 @@ def test_a_nan_in_the_training_process_rolls_back_then_pauses_the_run_here(tmp_p
     with torch.no_grad():
         next(run.D.parameters()).fill_(float("nan"))
     save_training(run, tmp_path / "nan.safetensors")
-    trainer = Trainer(process=True)
+    trainer = Trainer()
     trainer.start(resume_from=tmp_path / "nan.safetensors", data=digits_data)
     wait_for(lambda: trainer.status().state == PAUSED)
     status = trainer.status()
@@ -201,7 +187,7 @@ def test_a_nan_in_the_training_process_rolls_back_then_pauses_the_run_here(tmp_p
 
 
 def test_a_killed_training_process_is_reported_and_the_trainer_stays_usable(tmp_path, digits_data):
-    trainer = Trainer(process=True)
+    trainer = Trainer()
     trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="k"), data=digits_data)
     wait_for(lambda: trainer.status().iteration > 2)
     os.kill(child_pid(), signal.SIGKILL)
@@ -215,7 +201,8 @@ def test_a_killed_training_process_is_reported_and_the_trainer_stays_usable(tmp_
 def test_d_view_draws_the_run_of_the_training_process(tmp_path, digits_data):
     hook = DViewHook()
     try:
-        trainer = Trainer(process=True, hooks=[hook])
+        trainer = Trainer()
+        trainer.subscribe(hook, snapshots=True)
         trainer.start(tiny_config(steps=8, out_dir=str(tmp_path)), data=digits_data)
         assert trainer.wait(60) == FINISHED
         assert hook.wait_idle(120)
@@ -236,7 +223,7 @@ def test_when_the_app_is_killed_its_training_process_saves_and_ends(tmp_path):
         from dcgan.trainer import Trainer
 
         if __name__ == "__main__":
-            trainer = Trainer(process=True)
+            trainer = Trainer()
             trainer.start(tiny_config(steps=10**6, out_dir={str(tmp_path)!r}, run_name="orphan"))
             import multiprocessing
             while trainer.status().iteration < 5:

@@ -34,9 +34,9 @@ def hook_for(trainer: Trainer) -> dview.DViewHook | None:
     """The trainer's D's-view hook, added on first use (None while the trainer cannot take hooks)."""
     with _hooks_lock:
         hook = _hooks.get(trainer)
-        if hook is None and hasattr(trainer, "add_hook"):
+        if hook is None and hasattr(trainer, "subscribe"):
             hook = _hooks[trainer] = dview.DViewHook()
-            trainer.add_hook(hook)
+            trainer.subscribe(hook, snapshots=True)
         return hook
 
 

@@ -52,8 +52,8 @@ def status_line(st: Status, speed: float | None = None, eta: float | None = None
     pct = 100.0 * st.iteration / st.total if st.total else 0.0
     parts = [f"**{st.state}**", f"iteration {st.iteration:,} / {st.total:,} ({pct:.0f}%)", f"epoch {st.epoch:.2f}"]
     if st.state == RUNNING:
-        if speed is None:
-            speed, eta = st.images_per_s, st.eta_s
+        if speed is None:  # no smoothed figure (dcgan.studio.Studio.speed): the latest sync's
+            speed = st.images_per_s
         parts += [f"{speed:,.0f} images/s", f"ETA {format_seconds(eta)}"]
     if st.device:
         parts.append(f"{st.device} · {st.precision}")

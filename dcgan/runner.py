@@ -1,0 +1,108 @@
+"""The one way to run training: open a run (new, or resumed from a checkpoint), attach the standard hooks
+(NaN roll-back, TensorBoard; `fit` itself saves the checkpoints), run `fit`, and turn a failure into one clear
+message. The command line (`dcgan train / resume / pull --resume`) and the app's training process
+(dcgan/trainer.py) both call `train`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .checkpoint import RunFolder
+from .config import TrainConfig
+from .data import ImageData
+from .metrics import METRIC_KEY
+from .train import Control, GANTraining, Hook, NanRollback, fit, load_training, out_of_memory_message
+
+
+class RunFailed(RuntimeError):
+    """Training stopped by an error; the message says what happened and what to do."""
+
+
+@dataclass
+class Outcome:
+    state: str  # 'finished' or 'stopped'
+    run: GANTraining
+    folder: RunFolder
+    nan_stop: str = ""  # why a NaN stopped the run (pause_on_nan=False), else ""
+
+
+def open_run(cfg: TrainConfig | None, resume_from: str | Path | None = None,
+             data: ImageData | None = None) -> tuple[GANTraining, RunFolder]:
+    """A new run from cfg, or a checkpoint's (cfg, when given, sets its steps and device), and its folder."""
+    if resume_from is not None:
+        changes = {"steps": cfg.steps, "device": cfg.device} if cfg is not None else {}
+        run = load_training(resume_from, data, **changes)
+    else:
+        if cfg is None:
+            raise ValueError("a run needs a config or a checkpoint to resume")
+        run = GANTraining(cfg, data)
+    return run, RunFolder.open(run.cfg, resume_from)
+
+
+def failure_message(exc: BaseException, cfg: TrainConfig, device: torch.device | str) -> str:
+    return (out_of_memory_message(exc, cfg, device) or
+            f"Training stopped by an error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}")
+
+
+def tensorboard_hooks(run_dir: Path) -> list[Hook]:
+    """TensorBoard event files in the run folder (dcgan/tblog.py); none where TensorBoard is missing."""
+    try:
+        from .tblog import TensorBoardHook
+    except ImportError:
+        return []
+    return [TensorBoardHook(run_dir)]
+
+
+def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None, data: ImageData | None = None,
+          hooks: Sequence[Hook] = (), control: Control | None = None,
+          metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
+          lower_is_better: bool = True, pause_on_nan: bool = False,
+          opened: Callable[[GANTraining, RunFolder], None] | None = None) -> Outcome:
+    """Open the run and train it with `fit` until cfg.steps, cfg.minutes or a stop.
+
+    What opening the run raises (ConfigError, DatasetError, CheckpointError, out of memory) propagates as it
+    is: nothing has started. An error while training raises RunFailed with one clear message; the run's
+    checkpoints stay. A NaN that the roll-backs do not cure pauses the run (pause_on_nan: someone can resume
+    it) or stops it, saving the last good state. opened(run, folder) is called once the run is built."""
+    control = control or Control()
+    run, folder = open_run(cfg, resume_from, data)
+    if opened is not None:
+        opened(run, folder)
+    nan_stop: list[str] = []
+
+    def announce(message: str, problem: bool = False) -> None:
+        for hook in hooks:
+            on_event = getattr(hook, "on_event", None)
+            if on_event is not None:
+                on_event(run, message, problem)
+
+    def nan_pause(message: str) -> None:
+        if pause_on_nan:
+            control.pause()
+        else:
+            nan_stop.append(message)
+            control.stop()
+        announce(message, True)
+
+    standard: list[Hook] = [NanRollback(say=announce, pause=nan_pause)]
+    if distributed.is_main():
+        standard += tensorboard_hooks(folder.path)
+    try:
+        state = fit(run, [*standard, *hooks], control, folder=folder, metric_fn=metric_fn, metric_key=metric_key,
+                    lower_is_better=lower_is_better)
+    except Exception as exc:
+        raise RunFailed(failure_message(exc, run.cfg, run.device)) from exc
+    finally:
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return Outcome(state, run, folder, nan_stop[0] if nan_stop else "")
+
+
+__all__ = ["train", "open_run", "Outcome", "RunFailed", "failure_message", "tensorboard_hooks"]
