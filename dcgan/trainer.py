@@ -4,7 +4,7 @@ through the reports it sends (dcgan/reports.py).
 Beside thirty visitors a training thread in the serving process waits for Python's GIL after every torch op
 and kept about half its solo speed; the same loop in a process of its own kept 81-90 % (docs/ROBUSTNESS.md).
 The training process runs `runner.train` (the command line's way to train, with `fit`'s loop) with one more
-hook, `_Relay`, that turns what the loop reports into typed reports and sends them down a pipe. Here a reader
+hook (dcgan/worker.py) that turns what the loop reports into typed reports and sends them down a pipe. Here a reader
 thread folds each report into the run's status, curves and frames, then hands it to the subscribers (D's view,
 for instance). Commands (pause, resume, steps, save, stop) go the other way; the loop carries each out between
 two steps. If the app goes away, the training process stops at the next step and saves a checkpoint.
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +32,9 @@ from .data import ImageData
 from .metrics import METRIC_KEY
 from .models import Generator
 from .runner import failure_message
-from .train import MIN_LR_SCALE, GANTraining, log_interval
+from .train import GANTraining
 
-__all__ = ["Trainer", "TrainerBusy", "State", "Status", "MetricsBuffer", "MIN_LR_SCALE", "log_interval"]
+__all__ = ["Trainer", "TrainerBusy", "State", "Status", "MetricsBuffer"]
 
 
 class State(StrEnum):
@@ -143,6 +142,7 @@ class Trainer:
         self._g_cache: tuple[int, Generator] | None = None
         self._last_checkpoint: Path | None = None
         self._save_reply: queue.Queue | None = None
+        self._stop_asked = False
         self.metrics.clear()
 
     def warm_up(self) -> None:
@@ -176,13 +176,15 @@ class Trainer:
                        self.metric_fn, self.metric_key, self.lower_is_better, self.threads,
                        any(wants for _, wants in subscribers), dict(os.environ))
         try:
-            proc, conn, started = self._launch(job)
+            proc, conn, started = worker.launch(job)
         except BaseException:
             with self._lock:
                 self._reset_state()
             raise
         with self._lock:
             self._conn = conn
+            if self._stop_asked:
+                self._tell(rp.Stop())
             self._fold(started)
             self._state = PAUSED if paused else RUNNING
             self._reader = threading.Thread(target=self._read, args=(proc, conn, started, subscribers),
@@ -219,6 +221,7 @@ class Trainer:
         (wait=True) from a SIGTERM handler so a restarted server loses nothing."""
         with self._lock:
             reader = self._reader
+            self._stop_asked = self._state == STARTING  # sent once the training process has started
             if self._state in (RUNNING, PAUSED):
                 self._tell(rp.Stop())
         if wait and reader is not None and reader is not threading.current_thread():
@@ -313,36 +316,6 @@ class Trainer:
                 worker.send(self._conn, command)
             except (OSError, ValueError):
                 pass
-
-    def _launch(self, job: worker.Job) -> tuple[Any, Any, rp.Started]:
-        """Starts the training process and waits until it has built the run (or raises what building it raised)."""
-        payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # here: what does not pickle starts nothing
-        ctx = worker.context()
-        conn, child_end = ctx.Pipe()
-        proc = ctx.Process(target=worker.main, args=(child_end,), name="dcgan-train", daemon=True)
-        proc.start()
-        child_end.close()
-        try:
-            conn.send_bytes(payload)
-            while not conn.poll(0.5):
-                if not proc.is_alive() and not conn.poll(0):
-                    raise EOFError
-            first = worker.recv(conn)
-        except (EOFError, OSError):
-            proc.join(5)
-            conn.close()
-            raise RuntimeError(f"the training process ended before the run started (exit code {proc.exitcode})"
-                               ) from None
-        except BaseException:
-            conn.close()
-            proc.kill()
-            proc.join()
-            raise
-        if isinstance(first, rp.End):
-            proc.join(30)
-            conn.close()
-            raise first.exception or RuntimeError(first.error)
-        return proc, conn, first
 
     def _read(self, proc, conn, started: rp.Started, subscribers: list[tuple[Subscriber, bool]]) -> None:
         """The reader: folds each report into this trainer, then hands it to the subscribers. It reads to the end

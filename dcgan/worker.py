@@ -72,6 +72,37 @@ def reports(first: rp.Report, conn):
             return
 
 
+def launch(job: Job) -> tuple[Any, Any, rp.Started]:
+    """Starts the training process and waits until it has built the run (or raises what building it raised)."""
+    payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # here: what does not pickle starts nothing
+    ctx = context()
+    conn, child_end = ctx.Pipe()
+    proc = ctx.Process(target=main, args=(child_end,), name="dcgan-train", daemon=True)
+    proc.start()
+    child_end.close()
+    try:
+        conn.send_bytes(payload)
+        while not conn.poll(0.5):
+            if not proc.is_alive() and not conn.poll(0):
+                raise EOFError
+        first = recv(conn)
+    except (EOFError, OSError):
+        proc.join(5)
+        conn.close()
+        raise RuntimeError(f"the training process ended before the run started (exit code {proc.exitcode})"
+                           ) from None
+    except BaseException:
+        conn.close()
+        proc.kill()
+        proc.join()
+        raise
+    if isinstance(first, rp.End):
+        proc.join(30)
+        conn.close()
+        raise first.exception or RuntimeError(first.error)
+    return proc, conn, first
+
+
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 

@@ -22,8 +22,8 @@ import torch
 
 from dcgan import checkpoint, runner
 from dcgan.checkpoint import CheckpointError, RunFolder, read, save_training
-from dcgan.train import GANTraining, load_training
-from dcgan.trainer import FAILED, FINISHED, IDLE, MIN_LR_SCALE, PAUSED, Trainer
+from dcgan.train import MIN_LR_SCALE, GANTraining, load_training
+from dcgan.trainer import FAILED, FINISHED, IDLE, PAUSED, Trainer
 from tests import child_faults
 from tests.conftest import tiny_config
 

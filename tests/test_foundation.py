@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import pytest
 import torch
 
 from dcgan import reports
-from dcgan.checkpoint import CheckpointError, load_generator, read, save_training
+from dcgan.checkpoint import CheckpointError, RunFolder, load_generator, read, save_training
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import DatasetError, load_dataset, load_digits_raw, to_float
 from dcgan.models import Discriminator, Generator, build_models, count_parameters, eval_mode, sample, seeded_latents
-from dcgan.train import GANTraining, load_training
+from dcgan.train import Control, GANTraining, fit, load_training
 from dcgan.trainer import FAILED, FINISHED, PAUSED, RUNNING, Trainer, TrainerBusy
 from tests import child_faults
 from tests.conftest import tiny_config
@@ -439,3 +440,44 @@ def test_a_paused_trainer_stops_with_a_checkpoint_of_its_iteration(tmp_path, dig
     assert trainer.status().state == "stopped"
     assert trainer.last_checkpoint() == tmp_path / "p" / "step_00000002.safetensors"
     assert read(trainer.last_checkpoint())[1]["iteration"] == 2
+
+
+def test_a_save_by_hand_happens_between_two_steps_never_beside_one(tmp_path, digits_data):
+    """Save-now is a command the loop carries out between two steps: with steps queued, running or paused, no
+    save ever overlaps a step, and each file holds the state of the iteration it names."""
+    run = GANTraining(tiny_config(steps=10**6, checkpoint_every=0, out_dir=str(tmp_path)), digits_data)
+    folder = RunFolder(tmp_path / "race")
+    stepping = threading.Event()
+    overlapped, saved = [], []
+    real_step, real_save = run.train_step, folder.save
+
+    def step(update="both"):
+        stepping.set()
+        try:
+            return real_step(update)
+        finally:
+            stepping.clear()
+
+    def save(r):
+        overlapped.append(stepping.is_set())
+        path = real_save(r)
+        saved.append((path, r.iteration))
+        return path
+
+    run.train_step, folder.save = step, save
+    control = Control(paused=True)
+    loop = threading.Thread(target=fit, args=(run, [], control), kwargs={"folder": folder})
+    loop.start()
+    for _ in range(10):
+        control.step(5)
+        control.save()
+    control.resume()
+    for _ in range(10):
+        time.sleep(0.01)
+        control.save()
+    control.stop()
+    loop.join(60)
+    assert len(saved) >= 3 and not any(overlapped)  # saves asked for at once are one save
+    for path, iteration in saved[:-1]:
+        assert path.name == f"step_{iteration:08d}.safetensors"
+    assert read(saved[-1][0])[1]["iteration"] == saved[-1][1]
