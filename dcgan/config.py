@@ -102,6 +102,9 @@ class TrainConfig:
     out_dir: str = setting("checkpoints", "folder that holds run folders", "Output folder")
     extra: dict[str, Any] = setting({}, "free-form notes, kept in checkpoints and model cards", "Notes")
 
+    def __post_init__(self) -> None:
+        self.validate()  # where a config is built, once: a TrainConfig that exists is a valid one
+
     # ---- JSON round trip -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,9 +119,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
@@ -132,9 +133,7 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         changes = {k: v for k, v in changes.items() if k not in RETIRED}
-        cfg = dataclasses.replace(self, **changes)
-        cfg.validate()
-        return cfg
+        return dataclasses.replace(self, **changes)
 
     # ---- validation ----------------------------------------------------------------
     def validate(self, n_train: int | None = None) -> TrainConfig:

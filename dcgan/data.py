@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import DATASETS, TrainConfig
+from .config import DATASETS, ConfigError, TrainConfig
 
 DATA_ROOT = Path(os.environ.get("DCGAN_DATA", "data"))
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -65,6 +65,18 @@ class ImageData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def check_fits(cfg: TrainConfig, data: ImageData) -> None:
+    """ConfigError when cfg cannot train on data: its classes and the data set's differ, or a batch is larger
+    than the training split."""
+    if cfg.num_classes and data.num_classes and cfg.num_classes != data.num_classes:
+        raise ConfigError("num_classes", f"the data set has {data.num_classes} classes, not {cfg.num_classes}; "
+                                         f"use {data.num_classes} (or 0 for an unconditional model)")
+    if cfg.num_classes and not data.num_classes:
+        raise ConfigError("num_classes", f"the data set '{data.name}' has no classes (a zip needs one sub-folder "
+                                         "per class); use 0")
+    cfg.validate(n_train=data.train.shape[0])
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from . import checkpoint, latent
 from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigError, TrainConfig
-from .data import DatasetError, ImageData, load_dataset, to_float
+from .data import DatasetError, ImageData, check_fits, load_dataset, to_float
 from .metrics import METRIC_KEY, make_metric_fn, use_cache_dir
 from .models import Generator
 from .trainer import ACTIVE, Trainer, TrainerBusy
@@ -357,13 +357,7 @@ class Studio:
         if self.trainer.status().state in ACTIVE:
             raise TrainerBusy(f"a training run is already {self.trainer.status().state}; stop it first")
         data = load_dataset(cfg)
-        if cfg.num_classes and data.num_classes and cfg.num_classes != data.num_classes:
-            raise ConfigError("num_classes", f"the data set has {data.num_classes} classes, not {cfg.num_classes}; "
-                                             f"use {data.num_classes} (or 0 for an unconditional model)")
-        if cfg.num_classes and not data.num_classes:
-            raise ConfigError("num_classes", "the data set has no classes (a zip needs one sub-folder per class); "
-                                             "use 0")
-        cfg.validate(n_train=data.train.shape[0])
+        check_fits(cfg, data)
         return data
 
     def start(self, cfg: TrainConfig) -> None:

@@ -29,7 +29,7 @@ from . import distributed, losses
 from .augment import augment_real, diff_augment
 from .checkpoint import CheckpointError, config_of, load_module, read, resolve_checkpoint
 from .config import ConfigError, TrainConfig
-from .data import ImageData, load_dataset, to_float
+from .data import ImageData, check_fits, load_dataset, to_float
 from .models import Discriminator, Generator, build_models, frozen, sample
 
 NUM_FIXED = 64  # fixed-noise samples shown as the evolving grid
@@ -110,15 +110,11 @@ class GANTraining:
     """Everything one run is made of; the state a checkpoint saves and restores."""
 
     def __init__(self, cfg: TrainConfig, data: ImageData | None = None):
-        cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_precision(cfg.precision, self.device)
         self.data = data if data is not None else load_dataset(cfg)
-        cfg.validate(n_train=self.data.train.shape[0])
-        if cfg.num_classes and cfg.num_classes != self.data.num_classes:
-            raise ConfigError("num_classes", f"the model has {cfg.num_classes} classes but the data set "
-                                             f"'{self.data.name}' has {self.data.num_classes}")
+        check_fits(cfg, self.data)
         torch.manual_seed(cfg.seed)
         self.G, self.D = (m.to(self.device, memory_format=torch.channels_last) for m in build_models(cfg))
         self.G_ema: Generator | None = copy.deepcopy(self.G).eval() if cfg.ema_decay > 0 else None

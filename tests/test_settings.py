@@ -135,7 +135,7 @@ def test_a_second_start_is_refused_and_leaves_the_first_run_alone(tmp_path, digi
     first = trainer.status().run_dir
     with pytest.raises(TrainerBusy):
         trainer.start(tiny_config(steps=5, out_dir=str(tmp_path), run_name="other"), data=digits_data)
-    with pytest.raises(TrainerBusy):  # nor does an invalid config
+    with pytest.raises(ConfigError):  # nor does an invalid config, which cannot even be built
         trainer.start(dataclasses.replace(tiny_config(), nz=0), data=digits_data)
     status = trainer.status()
     assert status.state == "paused" and status.run_dir == first and status.total == 10_000
