@@ -402,6 +402,7 @@ class Turn(NamedTuple):
     single: bool = False  # a queued single step of a paused run
     waited: bool = False  # the run was paused before this turn (paused time is not training time)
     save: bool = False  # no step: save a checkpoint now (asked for by hand)
+    show: bool = False  # no step: the run has just paused; send the pictures of the state it paused in
 
 
 class Control:
@@ -414,10 +415,11 @@ class Control:
         self.stopping = False
         self.saving = False  # a save by hand was asked for
         self.pending: deque[str] = deque()  # single steps queued while paused: 'both' | 'd' | 'g'
+        self.shown = paused  # the pictures of the paused state went out
 
     def pause(self) -> None:
         with self._cond:
-            self.paused = True
+            self.paused, self.shown = True, False
 
     def resume(self) -> None:
         with self._cond:
@@ -444,7 +446,7 @@ class Control:
         """Blocks while paused with nothing queued; None when a stop was asked for."""
         with self._cond:
             waited = False
-            while self.paused and not self.pending and not self.stopping and not self.saving:
+            while self.paused and self.shown and not self.pending and not self.stopping and not self.saving:
                 waited = True
                 self._cond.wait(0.5)
             if self.stopping:
@@ -452,8 +454,11 @@ class Control:
             if self.saving:
                 self.saving = False
                 return Turn(save=True, waited=waited)
-            if self.paused:
+            if self.paused and self.pending:
                 return Turn(self.pending.popleft(), single=True, waited=waited)
+            if self.paused:  # the first turn after a pause: what the run paused at is what the page shows
+                self.shown = True
+                return Turn(show=True, waited=waited)
             return Turn(waited=waited)
 
 
@@ -533,6 +538,10 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
                     checkpoint()
                 else:
                     tell("on_event", "this run has no folder to save into", True)
+                continue
+            if turn.show:
+                if pictures_at != run.iteration:
+                    pictures()
                 continue
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())

@@ -45,7 +45,12 @@ def test_dview_panel_follows_the_run(page, tmp_path):  # noqa: F811
         assert "live run" in caption and "mean D(x)" in caption and "Adam state" in caption
         wait_for(lambda: plot_src(page) not in ("", first), timeout=120, what="a newer D's-view picture")
         studio.trainer.pause()
-        frame = wait_for(lambda: hook.latest() if hook.wait_idle(0.1) else None, what="the last frame")
+
+        def paused_frame():  # reports sent before the pause may still arrive: wait for the paused state's frame
+            at, shown, frame = studio.trainer.status().iteration, studio.trainer.grid()[0], hook.latest()
+            return frame if frame is not None and at == shown == frame.iteration else None
+
+        frame = wait_for(paused_frame, what="D's view of the state the run paused in")
         wait_for(lambda: f"iteration {frame.iteration:,}" in page.inner_text("#dview-caption"),
                  what="the paused run's frame in the page")
 

@@ -346,7 +346,8 @@ def wait_for(predicate, timeout=30.0):
 
 def test_trainer_start_pause_step_resume_stop(tmp_path, digits_data):
     trainer = Trainer()
-    trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="t"), data=digits_data)
+    trainer.start(tiny_config(steps=100_000, out_dir=str(tmp_path), run_name="t", sample_every_s=3600),
+                  data=digits_data)
     with pytest.raises(TrainerBusy):
         trainer.start(tiny_config(), data=digits_data)
     assert wait_for(lambda: len(trainer.metrics) >= 3)
@@ -356,6 +357,7 @@ def test_trainer_start_pause_step_resume_stop(tmp_path, digits_data):
     at = trainer.status().iteration
     time.sleep(0.3)
     assert trainer.status().iteration == at  # paused means paused
+    assert trainer.grid()[0] == at  # and the pictures are of the state it paused in (none were due for an hour)
     trainer.step(3, "d")
     assert wait_for(lambda: trainer.status().iteration == at + 3)
     rows = trainer.metrics.since(0)
