@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dcgan.checkpoint import save_training
-from dcgan.crowd import ENDPOINTS, Tally, parse_status, percentile, summary
+from dcgan.tools.crowd import ENDPOINTS, Tally, parse_status, percentile, summary
 from dcgan.train import GANTraining
 from tests.conftest import free_port, tiny_config
 from ui import queues
@@ -250,7 +250,7 @@ def test_a_visitor_taking_a_newer_snapshot_leaves_the_other_visitors_explore_alo
 def test_a_second_heavy_job_from_one_visitor_is_refused_while_another_visitor_slides(crowd_app):
     from gradio_client import handle_file
 
-    from dcgan.crowd import ring_image
+    from dcgan.tools.crowd import ring_image
 
     _, url, _ = crowd_app
     alice, bob = client(url), client(url)
@@ -277,7 +277,7 @@ def test_a_second_heavy_job_from_one_visitor_is_refused_while_another_visitor_sl
 def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monkeypatch):
     import ssl
 
-    from dcgan.crowd import crowd, table
+    from dcgan.tools.crowd import crowd, table
 
     studio, url, _ = crowd_app
     contexts = []

@@ -11,9 +11,9 @@ from torch import nn
 
 from dcgan import train as train_module
 from dcgan.__main__ import main
-from dcgan.bench import count_flops, synthetic_data
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import to_float
+from dcgan.tools.bench import count_flops, synthetic_data
 from dcgan.train import GANTraining, resolve_precision
 from tests.conftest import tiny_config
 

@@ -222,7 +222,7 @@ def test_presets_default_is_the_dataclass_and_classic_is_the_paper():
 
 
 def test_sweep_trains_a_packed_config_and_scores_it(tmp_path):
-    from dcgan import sweep
+    from dcgan.tools import sweep
 
     tiny = dict(ngf=8, ndf=8, nz=16, batch_size=16, precision="fp32", pack=2)
     record = sweep.train_and_score("tiny", 0, 3, n_eval=200, out_dir=tmp_path, changes=tiny)

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainConfig
-from .data import ImageData, to_float
-from .models import Generator, build_models
+from ..config import TrainConfig
+from ..data import ImageData, to_float
+from ..models import Generator, build_models
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; matched
 # against torch.cuda.get_device_name() in this order (first match wins).
@@ -116,7 +116,7 @@ def count_flops(cfg: TrainConfig) -> dict:
     R1 penalty (it rides on one step in R1_EVERY; FlopCounterMode cannot follow its double backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .train import GANTraining
+    from ..train import GANTraining
 
     small = cfg.replace(batch_size=8, device="cpu", precision="fp32", r1_gamma=0.0)
     run = GANTraining(small, synthetic_data(small, 16))
@@ -178,8 +178,8 @@ def plain_loop(cfg: TrainConfig, data: ImageData, device: torch.device):
 
 def fast_loop(cfg: TrainConfig, data: ImageData, graphs: bool = True):
     """The step fit() runs, with its host sync every log_interval steps; returns step()."""
-    from .cuda_graph import CudaGraphStep
-    from .train import GANTraining, log_interval
+    from ..cuda_graph import CudaGraphStep
+    from ..train import GANTraining, log_interval
 
     run = GANTraining(cfg, data)
     train_step = CudaGraphStep(run) if graphs and CudaGraphStep.supported(run) else run.train_step
@@ -245,8 +245,8 @@ def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, pro
     """The background Trainer (plots, grid snapshots every sample_every_s), timed from its own metric rows so
     that start-up and the final checkpoint stay out of the numbers. process=True: the app's, training in a
     child process (with this process's torch thread count) that sends every row and picture back."""
-    from .train import log_interval, resolve_device
-    from .trainer import Trainer
+    from ..train import log_interval, resolve_device
+    from ..trainer import Trainer
 
     every = log_interval(cfg, resolve_device(cfg.device))
     warmup, steps = every * math.ceil(warmup / every), every * math.ceil(steps / every)
@@ -268,7 +268,7 @@ def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, pro
 
 def time_generate(cfg: TrainConfig, device: torch.device, batch: int, fast: bool, repeats: int) -> dict:
     """Median time of G on one batch in eval mode; fast = channels_last + the run's autocast."""
-    from .train import resolve_precision
+    from ..train import resolve_precision
 
     torch.manual_seed(0)
     G = Generator.from_config(cfg).to(device).eval()
@@ -296,7 +296,7 @@ def time_generate(cfg: TrainConfig, device: torch.device, batch: int, fast: bool
 
 
 def bench(args: argparse.Namespace) -> dict:
-    from .train import resolve_device, resolve_precision
+    from ..train import resolve_device, resolve_precision
 
     device = resolve_device(args.device)
     base = TrainConfig(dataset="digits", image_size=args.image_size, channels=args.channels,
@@ -311,7 +311,7 @@ def bench(args: argparse.Namespace) -> dict:
                             "data": "random uint8 images (speed does not depend on content)"},
                  "mode": args.mode, "train": [], "generate": []}
     if args.mode == "latent":
-        from . import latent
+        from .. import latent
 
         out["latent"] = latent.benchmark_latency(image_size=args.image_size, ngf=args.ngf, nz=args.nz,
                                                  channels=args.channels)
