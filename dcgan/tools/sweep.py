@@ -233,11 +233,11 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         for name, changes in CONFIGS.items():
             print(f"{name:32s} {json.dumps(changes)}")
         return 0
-    torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         p.error(f"unknown configuration {unknown[0]!r}; see `dcgan sweep list`")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.cmd == "speed":
         result = measure_speed(names, rounds=args.rounds)
