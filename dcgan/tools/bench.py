@@ -110,8 +110,11 @@ def _cpu_name() -> str:
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer around it times the work (CUDA and MPS are asynchronous)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def reset_peak_memory(device: torch.device) -> None:
