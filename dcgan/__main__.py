@@ -326,12 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .safetensors (default: checkpoints/imported/NAME.safetensors)")
     p.set_defaults(func=cmd_import)
 
-    from .bench import add_parser as add_bench_parser
-    from .crowd import add_parser as add_crowd_parser
     from .runs import add_parser as add_runs_parser
+    from .tools.bench import add_parser as add_bench_parser
+    from .tools.crowd import add_parser as add_crowd_parser
+    from .tools.sweep import add_parser as add_sweep_parser
 
     add_bench_parser(sub)
     add_crowd_parser(sub)
+    add_sweep_parser(sub)
     add_runs_parser(sub)
     return parser
 

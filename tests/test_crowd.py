@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dcgan.checkpoint import save_training
-from dcgan.crowd import ENDPOINTS, Tally, parse_status, percentile, summary
+from dcgan.tools.crowd import ACTIONS, Endpoints, MissingEndpoint, Tally, mix, parse_status, percentile, summary
 from dcgan.train import GANTraining
 from tests.conftest import free_port, tiny_config
 from ui import queues
@@ -142,6 +142,62 @@ def test_status_parsing_and_percentiles():
     assert rows["sliders"]["ok"] == 1 and rows["sliders"]["failed"] == 1 and rows["invert"]["refused"] == 1
 
 
+def described(*names: str) -> dict:
+    """An API description (view_api's dict, /gradio_api/info's shape) of endpoints with these names; the
+    slider endpoints get the app's "direction N" sliders."""
+    def param(label, component, default):
+        return {"label": label, "component": component, "parameter_default": default, "parameter_has_default": True}
+
+    def params(name):
+        if name.endswith("sliders"):
+            return [param("slider directions", "Radio", "principal directions"),
+                    param("first raw dimension", "Number", 0), *(param(f"direction {i}", "Slider", 0) for i in (1, 2))]
+        return [param("grid seed", "Number", 0)] if name.endswith("samples") else []
+
+    return {"named_endpoints": {name: {"parameters": params(name), "returns": [{"label": "x"}], "description": ""}
+                                for name in names}, "unnamed_endpoints": {}}
+
+
+def test_endpoints_come_from_the_apps_description_renamed_or_missing():
+    """The crowd finds each action's endpoint by name in the app's own API description: a renamed endpoint
+    (/latent_sliders, not /explore_sliders) is found, its parameters read from the description; an action the
+    app does not describe is left out of the visitor's mix and named with the reason; two candidates are not
+    guessed between."""
+    import random
+
+    api = described("/explore_use_live", "/latent_sliders", "/explore_samples", "/train_status", "/refresh_1",
+                    "/a_interpolate", "/b_interpolate")
+    endpoints = Endpoints(api)
+    assert endpoints.name("sliders") == "/latent_sliders" and endpoints.name("use_live") == "/explore_use_live"
+    assert endpoints.name("train_status") == "/train_status"  # not /refresh_1, which takes the same inputs
+    values = endpoints.args("sliders", random.Random(0))
+    assert values[:2] == ["principal directions", 0] and len(values) == 4  # the description's defaults ...
+    assert all(-3 <= v <= 3 for v in values[2:]) and values[2:] != [0, 0]  # ... with the directions moved
+    assert endpoints.args("samples", random.Random(0))[0] != 0  # a new grid seed
+    assert set(mix(endpoints)) == {"sliders", "samples"}  # no invert, no single interpolate: left out
+    assert sorted(endpoints.missing) == ["interpolate", "invert", "train_progress"]
+    assert "no endpoint named 'invert'" in endpoints.missing["invert"]
+    assert "several" in endpoints.missing["interpolate"] and "/a_interpolate" in endpoints.missing["interpolate"]
+    with pytest.raises(MissingEndpoint, match="no endpoint named 'invert'.*/latent_sliders"):
+        endpoints.name("invert")  # the message lists what the app does describe
+
+
+def test_a_crowd_against_an_app_without_the_explore_endpoints_says_which_are_missing(monkeypatch, capsys):
+    from dcgan.tools import crowd as crowd_module
+
+    class App:  # stands in for gradio_client.Client: only the description is read before the crowd starts
+        def view_api(self, **_):
+            return described("/explore_samples", "/train_status")
+
+    monkeypatch.setattr(crowd_module, "client", lambda url, timeout, **_: App())
+    with pytest.raises(MissingEndpoint, match="cannot host a crowd: the app describes no endpoint named 'use_live'"):
+        crowd_module.crowd("http://127.0.0.1:1", users=1, seconds=1, baseline_s=0)
+    from dcgan.__main__ import main
+
+    assert main(["crowd", "--url", "http://127.0.0.1:1", "--users", "1"]) == 2
+    assert "error: http://127.0.0.1:1 cannot host a crowd" in capsys.readouterr().err
+
+
 # ---- the real app -----------------------------------------------------------------------------------
 
 
@@ -179,12 +235,23 @@ def client(url: str):
     return Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 120})
 
 
-def args(c, api_name: str, **by_label) -> list:
-    """The endpoint's defaults, with some inputs set by their (lower-case) label."""
+def endpoint(c, action: str) -> str:
+    """The app's endpoint for a crowd action, found in its API description as the crowd finds it."""
+    return Endpoints(c.view_api(return_format="dict", print_info=False)).name(action)
+
+
+def args(c, action: str, **by_label) -> list:
+    """The action's endpoint's defaults, with some inputs set by their (lower-case) label."""
+    api_name = endpoint(c, action)
     params = c.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["parameters"]
     values = [by_label.pop(p["label"].lower(), p.get("parameter_default")) for p in params]
     assert not by_label, f"{api_name} has no inputs labelled {list(by_label)}"
     return values
+
+
+def ask(c, action: str, **by_label):
+    """One request for a crowd action, its inputs the defaults except those given by label."""
+    return c.predict(*args(c, action, **by_label), api_name=endpoint(c, action))
 
 
 def pixels(gallery) -> list[np.ndarray]:
@@ -222,15 +289,15 @@ def test_a_visitor_taking_a_newer_snapshot_leaves_the_other_visitors_explore_alo
     samples and slider picture stay exactly what they were."""
     studio, url, _ = crowd_app
     alice, bob = client(url), client(url)
-    pinned = alice.predict(*args(alice, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])[0]
+    pinned = ask(alice, "use_live")[0]
 
     def samples(c) -> list[np.ndarray]:
-        return pixels(c.predict(*args(c, ENDPOINTS["samples"], **{"grid seed": 7}), api_name=ENDPOINTS["samples"]))
+        return pixels(ask(c, "samples", **{"grid seed": 7}))
 
     def moved(c) -> np.ndarray:
         from PIL import Image
 
-        path = c.predict(*args(c, ENDPOINTS["sliders"], **{"direction 1": 2.0}), api_name=ENDPOINTS["sliders"])
+        path = ask(c, "sliders", **{"direction 1": 2.0})
         return np.asarray(Image.open(path if isinstance(path, str) else path["value"]))
 
     alice_before, alice_moved = samples(alice), moved(alice)
@@ -238,7 +305,7 @@ def test_a_visitor_taking_a_newer_snapshot_leaves_the_other_visitors_explore_alo
     deadline = time.time() + 60
     while studio.live_model().key == first and time.time() < deadline:  # the run draws new pictures
         time.sleep(0.2)
-    newer = bob.predict(*args(bob, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])[0]
+    newer = ask(bob, "use_live")[0]
     assert newer != pinned, (pinned, newer)  # a later iteration
     assert not all(np.array_equal(x, y) for x, y in zip(alice_before, samples(bob), strict=True))
     assert all(np.array_equal(x, y) for x, y in zip(alice_before, samples(alice), strict=True))
@@ -250,18 +317,18 @@ def test_a_visitor_taking_a_newer_snapshot_leaves_the_other_visitors_explore_alo
 def test_a_second_heavy_job_from_one_visitor_is_refused_while_another_visitor_slides(crowd_app):
     from gradio_client import handle_file
 
-    from dcgan.crowd import ring_image
+    from dcgan.tools.crowd import ring_image
 
     _, url, _ = crowd_app
     alice, bob = client(url), client(url)
     for c in (alice, bob):
-        c.predict(*args(c, ENDPOINTS["use_live"]), api_name=ENDPOINTS["use_live"])
+        ask(c, "use_live")
     image = handle_file(ring_image())
     editor = {"background": image, "layers": [], "composite": image, "id": None}
-    invert = args(alice, ENDPOINTS["invert"], **{"your image: upload, paste or draw": editor,
-                                                 "optimisation steps": 600, "random restarts": 8})
-    jobs = [alice.submit(*invert, api_name=ENDPOINTS["invert"]) for _ in range(2)]
-    slid = bob.predict(*args(bob, ENDPOINTS["sliders"], **{"direction 1": 1.0}), api_name=ENDPOINTS["sliders"])
+    invert = args(alice, "invert", **{"your image: upload, paste or draw": editor,
+                                      "optimisation steps": 600, "random restarts": 8})
+    jobs = [alice.submit(*invert, api_name=endpoint(alice, "invert")) for _ in range(2)]
+    slid = ask(bob, "sliders", **{"direction 1": 1.0})
     assert slid  # bob's slider answers while alice's inversions are in the heavy lane
     answers, refusals = [], []
     for job in jobs:
@@ -277,7 +344,7 @@ def test_a_second_heavy_job_from_one_visitor_is_refused_while_another_visitor_sl
 def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monkeypatch):
     import ssl
 
-    from dcgan.crowd import crowd, table
+    from dcgan.tools.crowd import crowd, table
 
     studio, url, _ = crowd_app
     contexts = []
@@ -289,7 +356,7 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monke
     # default context reads the certificate bundle (~40 ms of CPU on the cores of the app under test)
     assert len(contexts) <= 1 and result["requests"] > 20, (len(contexts), result["requests"])
     assert result["failed"] == 0, result["errors"]
-    assert result["missing_endpoints"] == []
+    assert result["missing_endpoints"] == [] and set(result["endpoints"]) == set(ACTIONS)  # all from the description
     actions = result["actions"]
     assert actions["open"]["ok"] == 3 + 2 and actions["use_live"]["ok"] == 3  # every page opened; explorers pinned
     assert actions["sliders"]["ok"] >= 3 and actions["samples"]["ok"] >= 3  # each visitor's first moves
@@ -308,7 +375,7 @@ def test_the_cli_is_registered():
 
     parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
     assert parsed.users == 2 and parsed.json and callable(parsed.func)
-    assert Path(parsed.func.__code__.co_filename).name == "crowd.py"
+    assert Path(parsed.func.__code__.co_filename).parts[-2:] == ("tools", "crowd.py")
 
 
 def test_exported_files_share_one_folder_and_old_ones_are_swept(monkeypatch):

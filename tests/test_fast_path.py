@@ -11,9 +11,9 @@ from torch import nn
 
 from dcgan import train as train_module
 from dcgan.__main__ import main
-from dcgan.bench import count_flops, synthetic_data
 from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import to_float
+from dcgan.tools.bench import count_flops, synthetic_data
 from dcgan.train import GANTraining, resolve_precision
 from tests.conftest import tiny_config
 
@@ -112,12 +112,37 @@ def test_bench_command_writes_side_by_side_json(tmp_path, capsys):
     assert row["batch"] == 16 and row["plain"]["images_per_s"] > 0 and row["fast"]["images_per_s"] > 0
     assert row["fast_over_plain"] == pytest.approx(row["fast"]["images_per_s"] / row["plain"]["images_per_s"],
                                                    rel=0.02, abs=0.01)
-    assert row["trainer"]["images_per_s"] > 0 and "trainer_over_fast" in row
-    assert row["trainer_process"]["images_per_s"] > 0 and "trainer_process_over_fast" in row  # the app's trainer
+    # the app's trainer beside the bare loop it runs (a block before it and one after)
+    assert row["trainer"]["images_per_s"] > 0 and row["bare"]["images_per_s"] > 0
+    assert row["trainer_over_bare"] == pytest.approx(row["trainer"]["images_per_s"] / row["bare"]["images_per_s"],
+                                                     rel=0.02, abs=0.01)
     assert row["fast"]["peak_rss_mib"] > 50
     assert result["flops"]["train_per_image"] > 0
+    # the CPU's matmul rate, measured in this run in the precision training ran in, and training's share of it
+    peak = result["matmul_peak"]
+    assert peak["tflop_per_s"] > 0 and peak["precision"] == result["config"]["precision"]
+    assert row["fast"]["fraction_of_matmul_peak"] == pytest.approx(row["fast"]["tflop_per_s"] / peak["tflop_per_s"],
+                                                                   rel=0.05, abs=1e-4)
+    assert result["best_fast"]["fraction_of_matmul_peak"] > 0
     assert [g["batch"] for g in result["generate"]] == [1, 8]
+    for g in result["generate"]:  # fast generation picks its way by measurement, plain's way among the choices
+        fast = g["fast"]
+        assert "nchw+float32" in fast["chosen_from_ms"]
+        assert f"{fast['memory_format']}+{fast['precision']}" in fast["chosen_from_ms"]
     assert result["device"]["type"] == "cpu" and result["device"]["peak_bf16_tflops"] is None
+
+
+def test_bench_measures_the_matmul_peak_in_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeypatch):
+    """Never bf16 by assumption: a CPU without bf16 trains in fp32, so its peak is an fp32 matmul."""
+    monkeypatch.setattr(train_module, "bf16_supported", lambda device: False)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--mode", "fast", "--device", "cpu", "--image-size", "28", "--channels", "1",
+                 "--ngf", "8", "--ndf", "8", "--batch", "16", "--steps", "2", "--warmup", "1", "--images", "64",
+                 "--generate-batch", "8", "--generate-repeats", "2", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["precision"] == "float32" and result["matmul_peak"]["precision"] == "float32"
+    assert all(g["fast"]["precision"] == "float32" for g in result["generate"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

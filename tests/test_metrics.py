@@ -232,7 +232,7 @@ def test_presets_default_is_the_dataclass_and_classic_is_the_paper():
 
 
 def test_sweep_trains_a_packed_config_and_scores_it(tmp_path):
-    from dcgan import sweep
+    from dcgan.tools import sweep
 
     tiny = dict(ngf=8, ndf=8, nz=16, batch_size=16, precision="fp32", pack=2)
     record = sweep.train_and_score("tiny", 0, 3, n_eval=200, out_dir=tmp_path, changes=tiny)
@@ -244,3 +244,19 @@ def test_sweep_trains_a_packed_config_and_scores_it(tmp_path):
     assert run.D(torch.zeros(16, 1, 28, 28)).shape == (8,)  # one logit per pack of two images
     with pytest.raises(ValueError, match="multiple of pack"):
         sweep.split_config("tiny", {**tiny, "batch_size": 15})
+
+
+def test_the_sweep_is_a_dcgan_command_and_a_module(capsys):
+    """`dcgan sweep ...` and `python -m dcgan.tools.sweep ...` are one program."""
+    from dcgan.__main__ import main
+    from dcgan.tools import sweep
+
+    assert main(["sweep", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert sweep.main(["list"]) == 0
+    assert capsys.readouterr().out == listed and listed.split()[0] == "classic"
+    threads = torch.get_num_threads()
+    with pytest.raises(SystemExit):
+        main(["sweep", "speed", "--configs", "no-such-recipe", "--out", "unused.json"])
+    assert torch.get_num_threads() == threads  # refused before it set anything
+    assert "unknown configuration 'no-such-recipe'" in capsys.readouterr().err

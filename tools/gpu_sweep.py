@@ -3,7 +3,7 @@ one GPU, quality at fixed iterations.
 
     OUT=results/ python tools/gpu_sweep.py tools/gpu_sweep_call1.json WORKERS DEADLINE_S
 
-Each spec names changes to the paper's recipe (as `dcgan.sweep` does) and optional experimental `hacks`
+Each spec names changes to the paper's recipe (as `dcgan.tools.sweep` does) and optional experimental `hacks`
 that are not in the package (label smoothing, minibatch std, up-sampling + conv in G, a deeper G), to see
 whether they would be worth building. At each checkpoint iteration it scores EMA copies of G with several
 decays and the live G with `dcgan.metrics.evaluate` and appends JSON lines to $OUT/sweep.jsonl, so what
@@ -102,7 +102,7 @@ def job(spec: dict[str, Any]) -> str:
 
     from dcgan.cuda_graph import CudaGraphStep
     from dcgan.metrics import evaluate
-    from dcgan.sweep import build_run, split_config
+    from dcgan.tools.sweep import build_run, split_config
 
     torch.set_num_threads(1)
     name, seed, dataset = spec["name"], spec["seed"], spec.get("dataset", "digits")

@@ -10,10 +10,12 @@ time does. So the sweep has two parts that are run separately:
 * `train`: each configuration for a fixed number of iterations (or for what a budget buys, from a
   `speed` file), then the offline digit metrics of its sampling generator (EMA copy when kept).
 
-    python -m dcgan.sweep speed --configs classic,narrow,sn-hinge --threads 2 --out speed.json
-    python -m dcgan.sweep train --configs classic,narrow --seeds 0,1,2 --budget-s 150 \\
+    dcgan sweep speed --configs classic,narrow,sn-hinge --threads 2 --out speed.json
+    dcgan sweep train --configs classic,narrow --seeds 0,1,2 --budget-s 150 \\
         --speed speed.json --out sweep.json
-    python -m dcgan.sweep list
+    dcgan sweep list
+
+(`python -m dcgan.tools.sweep ...` is the same program.)
 
 Results are JSON: one record per (configuration, seed) with its settings, iterations, seconds,
 /proc/loadavg before and after, and the metrics.
@@ -32,10 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import PRESETS, TrainConfig
-from .models import Discriminator
-from .train import GANTraining
+from ..config import PRESETS, TrainConfig
+from ..models import Discriminator
+from ..train import GANTraining
 
+DESCRIPTION = __doc__.split("\n\n")[0]
 # every configuration starts from the paper's recipe (not from the dataclass defaults, which the sweep chose)
 BASE = dict(dataset="digits", image_size=28, channels=1, device="cpu", precision="auto", checkpoint_every=0,
             **PRESETS["classic"])
@@ -117,7 +120,7 @@ def build_run(cfg: TrainConfig, pack: int = 1, data=None) -> GANTraining:
 
 def measure_speed(names: list[str], rounds: int = 7, steps_per_turn: int = 10, warmup: int = 5) -> dict[str, Any]:
     """Iterations/s of each configuration, measured in turns within one process."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     data = None
     runs = {}
@@ -148,7 +151,7 @@ def train_and_score(name: str, seed: int, iterations: int, n_eval: int = 5000, o
                     changes: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """Train one configuration (extra: other settings, e.g. the data set) for `iterations` steps and
     score its sampling generator."""
-    from .metrics import evaluate
+    from ..metrics import evaluate
 
     cfg, pack = split_config(name, changes, seed=seed, steps=iterations, **extra)
     load_before, t0 = loadavg(), time.perf_counter()
@@ -185,8 +188,8 @@ def iterations_for_budget(name: str, budget_s: float, speed: dict[str, Any], ref
     return int((budget_s - overhead_s) * it_s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dcgan.sweep", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The sweep's sub-commands (list, speed, train) on p: `dcgan sweep` and `python -m dcgan.tools.sweep`."""
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the named configurations")
     sp = sub.add_parser("speed", help="iterations/s of configurations, side by side")
@@ -207,16 +210,34 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--n-eval", type=int, default=5000, help="samples scored (Stacked MNIST protocol: 26000)")
     tp.add_argument("--dataset", default="digits", help="digits or stacked-digits (colour, 3 channels)")
     tp.add_argument("--save", help="folder for the trained sampling generators (safetensors)")
-    args = p.parse_args(argv)
+    p.set_defaults(func=lambda args: run(args, p))
+    return p
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """`dcgan sweep ...`: the same sub-commands as `python -m dcgan.tools.sweep`."""
+    return add_arguments(sub.add_parser("sweep", description=DESCRIPTION,
+                                        help="recipe sweep: speed of named configurations side by side, quality "
+                                             "at fixed iterations (docs/QUALITY.md)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m dcgan.tools.sweep", description=DESCRIPTION))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    """One sub-command; p reports bad arguments (argparse's error and exit code)."""
     if args.cmd == "list":
         for name, changes in CONFIGS.items():
             print(f"{name:32s} {json.dumps(changes)}")
         return 0
-    torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
-        p.error(f"unknown configuration {unknown[0]!r}; see `python -m dcgan.sweep list`")
+        p.error(f"unknown configuration {unknown[0]!r}; see `dcgan sweep list`")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.cmd == "speed":
         result = measure_speed(names, rounds=args.rounds)

@@ -2,15 +2,23 @@
 as N real visitors and reports what they saw and what it cost the training run.
 
 Each visitor is one `gradio_client.Client`, so one browser session with its own Explore state. It
-opens the app, pins the live run's latest model (`explore_use_live`), moves the sliders
-(`explore_sliders`) and draws new samples (`explore_samples`) once each, then until the time is up,
-with a pause between actions like a person's, mostly moves sliders, sometimes draws new samples, now
-and then interpolates (`explore_interpolate`) or inverts an image (`explore_invert`). A page polls only
-for the tab it shows, so these explorers send no status polls; `--watchers W` adds W pages that keep the
-Train tab open and poll its status (`train_status`) every `--poll` seconds, as that tab's timer does.
-A separate observer reads the training run's iteration for `--baseline` seconds before the visitors
-arrive and during the crowd, so the images/s before and during are measured side by side in one
-run. Results are real app answers: an exception, an error toast or a timeout is a failed request;
+opens the app, pins the live run's latest model (`use_live`), moves the sliders (`sliders`) and draws
+new samples (`samples`) once each, then until the time is up, with a pause between actions like a
+person's, mostly moves sliders, sometimes draws new samples, now and then interpolates (`interpolate`)
+or inverts an image (`invert`). A page polls only for the tab it shows, so these explorers send no
+status polls; `--watchers W` adds W pages that keep the Train tab open and poll its status
+(`train_status`) every `--poll` seconds, as that tab's timer does. A separate observer reads the
+training run's iteration (`train_progress`, else `train_status`) for `--baseline` seconds before the
+visitors arrive and during the crowd, so the images/s before and during are measured side by side in
+one run.
+
+The endpoints come from the app's own API description (`Client.view_api`, the document at
+/gradio_api/info), not from a copy of the UI's names: an action is served by the one named endpoint
+whose name is the action or ends with `_` + the action (`/explore_sliders` serves `sliders`), and its
+parameters (labels, components, defaults) come from the same description. An action the app does not
+describe is left out and named in the result; without `use_live` and `sliders` there is no crowd.
+
+Results are real app answers: an exception, an error toast or a timeout is a failed request;
 a "Busy" refusal of a heavy job is counted apart.
 """
 
@@ -33,11 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# action name -> the app's api_name; the visitor's mix of actions (weights)
-ENDPOINTS = {"use_live": "/explore_use_live", "sliders": "/explore_sliders", "samples": "/explore_samples",
-             "interpolate": "/explore_interpolate", "invert": "/explore_invert", "train_status": "/train_status"}
-PROGRESS = "/train_progress"  # a cheap read of the run's iteration, if the app has one: the observer's choice
-MIX = {"sliders": 0.70, "samples": 0.20, "interpolate": 0.08, "invert": 0.02}
+# what the crowd does, in its own words; each action's endpoint is found in the app's API description
+ACTIONS = ("use_live", "sliders", "samples", "interpolate", "invert", "train_status", "train_progress")
+REQUIRED = ("use_live", "sliders")  # without these there is nothing to explore
+PROGRESS = "train_progress"  # a cheap read of the run's iteration, if the app has one: the observer's choice
+MIX = {"sliders": 0.70, "samples": 0.20, "interpolate": 0.08, "invert": 0.02}  # the visitor's mix (weights)
 SLIDER_RANGE = 3.0  # the app's sliders go from -3 to 3 standard deviations
 
 
@@ -112,23 +120,52 @@ def ring_image() -> str:
     return str(path)
 
 
+def serves(api_name: str, action: str) -> bool:
+    """Whether a named endpoint serves an action: its name is the action or ends with _action."""
+    name = api_name.lstrip("/")
+    return name == action or name.endswith("_" + action)
+
+
+class MissingEndpoint(LookupError):
+    """The app's API description has no (or no single) endpoint for an action."""
+
+
 class Endpoints:
-    """Per endpoint, its parameters as the app describes them (one view_api call per crowd)."""
+    """The app's named endpoints as its API description gives them (one view_api call per crowd): which one
+    serves each action, and its parameters."""
 
     def __init__(self, api: dict) -> None:
-        self.params = {name: info["parameters"] for name, info in api["named_endpoints"].items()}
+        named = api.get("named_endpoints", {})
+        self.params = {name: info.get("parameters", []) for name, info in named.items()}
         self.returns = {name: [str(r.get("label", "")) for r in info.get("returns", [])]
-                        for name, info in api["named_endpoints"].items()}
+                        for name, info in named.items()}
+        self.names: dict[str, str] = {}  # action -> the app's api_name
+        self.missing: dict[str, str] = {}  # action -> why it has no endpoint
+        for action in ACTIONS:
+            found = sorted(name for name in self.params if serves(name, action))
+            if len(found) == 1:
+                self.names[action] = found[0]
+            else:
+                self.missing[action] = (f"the app describes several endpoints for {action!r}: {', '.join(found)}"
+                                        if found else f"the app describes no endpoint named {action!r} or "
+                                                      f"ending in '_{action}'")
 
-    def has(self, api_name: str) -> bool:
-        return api_name in self.params
+    def has(self, action: str) -> bool:
+        return action in self.names
+
+    def name(self, action: str) -> str:
+        """The api_name that serves the action; MissingEndpoint says why there is none."""
+        if action not in self.names:
+            described = ", ".join(sorted(self.params)) or "none"
+            raise MissingEndpoint(f"{self.missing[action]} (its named endpoints: {described})")
+        return self.names[action]
 
     def args(self, action: str, rng: random.Random) -> list[Any]:
         """Defaults of the endpoint's inputs, with what a visitor would change in this action."""
         from gradio_client import handle_file
 
         args = []
-        for p in self.params[ENDPOINTS[action]]:
+        for p in self.params[self.name(action)]:
             label, component = str(p.get("label", "")).lower(), str(p.get("component", "")).lower()
             value = p.get("parameter_default")
             if action == "sliders" and component == "slider" and label.startswith("direction"):
@@ -156,7 +193,7 @@ def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally
     """One request, timed from sending to having the app's answer (its pictures are not downloaded)."""
     t0 = time.perf_counter()
     try:
-        page.submit(*endpoints.args(action, rng), api_name=ENDPOINTS[action]).result(timeout=timeout)
+        page.submit(*endpoints.args(action, rng), api_name=endpoints.name(action)).result(timeout=timeout)
     except Exception as exc:  # AppError (a gr.Error toast or an exception in the app), timeout, connection
         tally.fail(action, exc, refused=is_refusal(exc))
         return False
@@ -178,6 +215,11 @@ def open_page(url: str, tally: Tally, timeout: float) -> Any | None:
     return page
 
 
+def mix(endpoints: Endpoints) -> dict[str, float]:
+    """The visitor's mix of actions, less those the app does not describe."""
+    return {action: weight for action, weight in MIX.items() if endpoints.has(action)}
+
+
 def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float,
             tally: Tally, timeout: float, stop: threading.Event) -> None:
     """A student on the Explore tab (which sends no status polls)."""
@@ -187,7 +229,7 @@ def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: fl
         return
     if not call(page, endpoints, "use_live", rng, tally, timeout):
         return  # no model to explore: the failure is counted; nothing else this visitor could do
-    actions, weights = zip(*[(a, w) for a, w in MIX.items() if endpoints.has(ENDPOINTS[a])], strict=True)
+    actions, weights = zip(*mix(endpoints).items(), strict=True)
     first = ["sliders", "samples"]  # every visitor tries these at least once, however short the crowd
     while first or (time.time() < until and not stop.is_set()):
         stop.wait(rng.expovariate(1 / think_s) if think_s > 0 and not stop.is_set() else 0)
@@ -259,11 +301,11 @@ class TrainingWatch:
         """One reading: the cheap progress endpoint when there is one (the page's status poll may wait in
         its queue behind thirty pages), else the page's own status poll."""
         if self.endpoints.has(PROGRESS):
-            return parse_status(self.client.predict(api_name=PROGRESS))
-        if not self.endpoints.has(ENDPOINTS["train_status"]):
+            return parse_status(self.client.predict(api_name=self.endpoints.name(PROGRESS)))
+        if not self.endpoints.has("train_status"):
             return {}
         args = self.endpoints.args("train_status", random.Random(0))
-        name = ENDPOINTS["train_status"]
+        name = self.endpoints.name("train_status")
         return parse_status(self.client.predict(*args, api_name=name), self.endpoints.returns[name])
 
     def _loop(self) -> None:
@@ -313,16 +355,22 @@ def loadavg() -> list[float] | None:
         return None
 
 
+def describe(url: str, timeout: float) -> Endpoints:
+    """The app's endpoints from its API description; MissingEndpoint when it cannot host a crowd."""
+    endpoints = Endpoints(client(url, timeout).view_api(return_format="dict", print_info=False))
+    for action in REQUIRED:
+        try:
+            endpoints.name(action)
+        except MissingEndpoint as exc:
+            raise MissingEndpoint(f"{url} cannot host a crowd: {exc}. Is it DCGAN Studio?") from None
+    return endpoints
+
+
 def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0, poll_s: float = 1.0,
           baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
           seed: int = 0, watchers: int = 0) -> dict[str, Any]:
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
-    probe = client(url, timeout)
-    endpoints = Endpoints(probe.view_api(return_format="dict", print_info=False))
-    missing = [name for name in ENDPOINTS.values() if not endpoints.has(name)]
-    if not endpoints.has(ENDPOINTS["use_live"]) or not endpoints.has(ENDPOINTS["sliders"]):
-        raise RuntimeError(f"{url} has no {ENDPOINTS['use_live']} / {ENDPOINTS['sliders']} endpoint: "
-                           "is it DCGAN Studio?")
+    endpoints = describe(url, timeout)
     watch = TrainingWatch(url, endpoints, batch_size, timeout)
     load_before = loadavg()
     watch.start()
@@ -340,7 +388,7 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
             url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop)), daemon=True)
         th.start()
         threads.append(th)
-    if poll_s > 0 and endpoints.has(ENDPOINTS["train_status"]):
+    if poll_s > 0 and endpoints.has("train_status"):
         for i in range(watchers):
             th = threading.Thread(target=lambda d=ramp_s * i / max(watchers, 1): (stop.wait(d), watcher(
                 url, endpoints, until, poll_s, tally, timeout, stop)), daemon=True)
@@ -361,12 +409,13 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     return {
         "url": url, "users": users, "watchers": watchers, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s,
         "poll_s": poll_s,
-        "baseline_s": baseline_s, "seed": seed, "mix": MIX, "missing_endpoints": missing,
+        "baseline_s": baseline_s, "seed": seed, "mix": mix(endpoints), "endpoints": endpoints.names,
+        "missing_endpoints": sorted(endpoints.missing), "missing_why": endpoints.missing,
         "requests": sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values()),
         "failed": sum(a["failed"] for a in actions.values()),
         "refused": sum(a["refused"] for a in actions.values()),
         "actions": actions, "errors": tally.errors,
-        "training": {"read_from": PROGRESS if endpoints.has(PROGRESS) else ENDPOINTS["train_status"],
+        "training": {"read_from": endpoints.names.get(PROGRESS, endpoints.names.get("train_status")),
                      "before": before, "during": during,
                      "during_over_before": round(ratio, 3) if ratio is not None else None},
         "loadavg_before": load_before, "loadavg_after": loadavg(), "cpus": os.cpu_count(),
@@ -390,8 +439,8 @@ def table(result: dict[str, Any]) -> str:
                  f"load average before {result['loadavg_before']}, after {result['loadavg_after']}")
     for error in result["errors"][:5]:
         lines.append(f"  error: {error}")
-    if result["missing_endpoints"]:
-        lines.append(f"  (the app has no {', '.join(result['missing_endpoints'])}: those actions were left out)")
+    for action, why in result.get("missing_why", {}).items():
+        lines.append(f"  {action} left out: {why}")
     return "\n".join(lines)
 
 
@@ -421,8 +470,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_crowd(args: argparse.Namespace) -> int:
-    result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
-                   args.batch_size, args.timeout, args.seed, args.watchers)
+    try:
+        result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
+                       args.batch_size, args.timeout, args.seed, args.watchers)
+    except MissingEndpoint as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=2)
     print(table(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -433,4 +486,5 @@ def cmd_crowd(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
-__all__ = ["crowd", "add_parser", "parse_status", "percentile", "summary", "table"]
+__all__ = ["crowd", "describe", "Endpoints", "MissingEndpoint", "add_parser", "parse_status", "percentile", "summary",
+           "table"]

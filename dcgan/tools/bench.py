@@ -6,17 +6,21 @@ Two training loops run side by side on the same data and networks:
 - `fast`: `GANTraining.train_step`, the step `train.fit` runs for the CLI and the UI: uint8 data on
   the device, bf16 autocast where the hardware has it, channels_last, fused/foreach Adam, a host
   sync only every `log_interval` steps, and on a GPU the step replayed as a CUDA graph.
-Ratios (fast / plain, background Trainer / direct loop) are measured in the same process. FLOPs
-are counted with torch's FlopCounterMode on one real step (convolutions and matrix products, the
-forward and backward passes), not assumed.
+Ratios (fast / plain, the app's Trainer / the bare loop) are measured in the same run. FLOPs are
+counted with torch's FlopCounterMode on one real step (convolutions and matrix products, the forward
+and backward passes), not assumed. Training FLOP/s are reported as a fraction of this machine's
+matrix-multiply rate, measured in the same run in the precision training runs in (large square
+`torch.matmul`), and on a GPU also of the data-sheet bf16 peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
+import os
 import platform
 import resource
 import statistics
@@ -28,9 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainConfig
-from .data import ImageData, to_float
-from .models import Generator, build_models
+from ..config import TrainConfig
+from ..data import ImageData, to_float
+from ..models import Generator, build_models
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; matched
 # against torch.cuda.get_device_name() in this order (first match wins).
@@ -54,15 +58,47 @@ MODES = ("plain", "fast", "both", "latent")
 
 def device_info(device: torch.device) -> dict:
     info = {"type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": _cpu_name()}
+            "cpu": _cpu_name(), "cpus": os.cpu_count()}
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((p for key, p in PEAK_BF16_TFLOPS if key in name), None)
         info.update(name=name, peak_bf16_tflops=peak)
     else:
         info.update(name=_cpu_name(), peak_bf16_tflops=None,
-                    peak_note="no reliable CPU peak table: fraction of peak not reported")
+                    cpu_bf16=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                    peak_note="no data-sheet peak for CPUs: fractions are of the matmul rate measured in this run")
     return info
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...] = (),
+                seconds: float = 0.5) -> dict:
+    """This machine's dense matrix-multiply rate in `dtype`, measured: square torch.matmul at a few sizes,
+    the best timed block of each within `seconds`. The best size's rate is the peak training is held to:
+    what these threads can reach on the simplest dense work, in the precision training computes in."""
+    sizes = sizes or ((1024, 2048, 4096) if device.type == "cpu" else (4096, 8192, 16384))
+    g = torch.Generator(device=device).manual_seed(0)
+    rates = {}
+    for n in sizes:
+        a, b = (torch.randn(n, n, generator=g, device=device).to(dtype) for _ in range(2))
+        out = torch.matmul(a, b)  # the first call picks kernels and allocates
+        sync(device)
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        sync(device)
+        reps = max(1, math.ceil(0.01 / max(time.perf_counter() - t0, 1e-9)))  # blocks of >= 10 ms
+        best, deadline, blocks = 0.0, time.perf_counter() + seconds, 0
+        while blocks < 3 or time.perf_counter() < deadline:
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.matmul(a, b, out=out)
+            sync(device)
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+            blocks += 1
+        rates[str(n)] = round(best / 1e12, 4)
+        del a, b, out
+    return {"precision": str(dtype).replace("torch.", ""), "tflop_per_s": max(rates.values()),
+            "by_size": rates, "threads": torch.get_num_threads()}
 
 
 def _cpu_name() -> str:
@@ -74,8 +110,11 @@ def _cpu_name() -> str:
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer around it times the work (CUDA and MPS are asynchronous)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -116,7 +155,7 @@ def count_flops(cfg: TrainConfig) -> dict:
     R1 penalty (it rides on one step in R1_EVERY; FlopCounterMode cannot follow its double backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .train import GANTraining
+    from ..train import GANTraining
 
     small = cfg.replace(batch_size=8, device="cpu", precision="fp32", r1_gamma=0.0)
     run = GANTraining(small, synthetic_data(small, 16))
@@ -178,8 +217,8 @@ def plain_loop(cfg: TrainConfig, data: ImageData, device: torch.device):
 
 def fast_loop(cfg: TrainConfig, data: ImageData, graphs: bool = True):
     """The step fit() runs, with its host sync every log_interval steps; returns step()."""
-    from .cuda_graph import CudaGraphStep
-    from .train import GANTraining, log_interval
+    from ..cuda_graph import CudaGraphStep
+    from ..train import GANTraining, log_interval
 
     run = GANTraining(cfg, data)
     train_step = CudaGraphStep(run) if graphs and CudaGraphStep.supported(run) else run.train_step
@@ -241,17 +280,37 @@ def time_loops(loops: dict, steps: int, warmup: int, device: torch.device, batch
     return {name: summary(statistics.median(t)) | peak for name, t in times.items()}
 
 
-def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, process: bool = False) -> dict:
-    """The background Trainer (plots, grid snapshots every sample_every_s), timed from its own metric rows so
-    that start-up and the final checkpoint stay out of the numbers. process=True: the app's, training in a
-    child process (with this process's torch thread count) that sends every row and picture back."""
-    from .train import log_interval, resolve_device
-    from .trainer import Trainer
+def whole_logs(cfg: TrainConfig, steps: int, warmup: int) -> tuple[int, int]:
+    """(steps, warmup) rounded up to whole log intervals, so the Trainer's rows bound the timed steps."""
+    from ..train import log_interval, resolve_device
 
     every = log_interval(cfg, resolve_device(cfg.device))
-    warmup, steps = every * math.ceil(warmup / every), every * math.ceil(steps / every)
+    return every * math.ceil(steps / every), every * math.ceil(warmup / every)
+
+
+def time_bare(step, steps: int, device: torch.device, batch: int) -> dict:
+    """The bare loop (fast_loop's step) as one block of `steps`, timed like the Trainer: the whole block."""
+    step.flush()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    step.flush()
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    return {"steps": steps, "ms_per_iteration": round(1000 * elapsed / steps, 3),
+            "images_per_s": round(steps * batch / elapsed, 1)}
+
+
+def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int) -> dict:
+    """The app's Trainer (a training process with this process's torch thread count, every row and picture
+    sent back, plots and grid snapshots every sample_every_s), timed from its own metric rows so that
+    start-up and the final checkpoint stay out of the numbers."""
+    from ..trainer import Trainer
+
+    steps, warmup = whole_logs(cfg, steps, warmup)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(process=process, threads=torch.get_num_threads() if process else 0)
+        trainer = Trainer(threads=torch.get_num_threads())
         trainer.start(cfg.replace(steps=warmup + steps, checkpoint_every=0, out_dir=tmp, run_name="bench"),
                       data=data)
         state = trainer.wait()
@@ -266,58 +325,115 @@ def time_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, pro
             "images_per_s": round(done * cfg.batch_size / elapsed, 1)}
 
 
-def time_generate(cfg: TrainConfig, device: torch.device, batch: int, fast: bool, repeats: int) -> dict:
-    """Median time of G on one batch in eval mode; fast = channels_last + the run's autocast."""
-    from .train import resolve_precision
+def compare_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, graphs: bool) -> dict:
+    """The app's Trainer against the bare loop it runs, side by side: a block of the bare loop, the
+    Trainer, another block of the bare loop; the ratio is to the mean of the two blocks, so a load that
+    changes during the run weighs on both sides alike."""
+    device = torch.device(cfg.device)
+    steps, warmup = whole_logs(cfg, steps, warmup)
+    step = fast_loop(cfg, data, graphs=graphs)
+    for _ in range(warmup):
+        step()
+    before = time_bare(step, steps, device, cfg.batch_size)
+    trainer = time_trainer(cfg, data, steps, warmup)
+    after = time_bare(step, steps, device, cfg.batch_size)
+    bare = statistics.mean([before["images_per_s"], after["images_per_s"]])
+    return {"bare": {"before": before, "after": after, "images_per_s": round(bare, 1)}, "trainer": trainer,
+            "trainer_over_bare": round(trainer["images_per_s"] / bare, 3)}
+
+
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def generate_ways(dtype: torch.dtype) -> list[tuple[str, torch.dtype]]:
+    """The ways the fast path may run G: both memory layouts, in the run's precision and in fp32.
+    ("nchw", fp32) is the plain way, so the fast path's choice is never one the plain path beats."""
+    dtypes = [dtype] + ([torch.float32] if dtype != torch.float32 else [])
+    return [(layout, d) for d in dtypes for layout in LAYOUTS]
+
+
+def generate_once(G: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None, device: torch.device,
+                  dtype: torch.dtype) -> float:
+    """Seconds for one batch through G (eval, inference mode), to float images."""
+    cast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), cast:
+        G(z, labels).float()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def time_generate(cfg: TrainConfig, device: torch.device, batch: int, repeats: int, calibrate: int = 3) -> dict:
+    """G on one batch in eval mode: plain (fp32, NCHW) against fast, whose layout and precision are chosen
+    by measurement. channels_last and bf16 are usually faster but not everywhere (fp32 channels_last was
+    slower on an AVX2-only CPU; bf16 does not pay at batch 1 on a GPU), so every way in generate_ways is
+    timed for `calibrate` rounds and the fastest is kept; then plain and the chosen way are timed
+    interleaved for `repeats` rounds (fresh rounds: the choice's own timings are not reused)."""
+    from ..train import resolve_precision
 
     torch.manual_seed(0)
     G = Generator.from_config(cfg).to(device).eval()
-    dtype = resolve_precision(cfg.precision, device) if fast else torch.float32
-    if fast:
-        G = G.to(memory_format=torch.channels_last)
+    nets = {layout: copy.deepcopy(G).to(memory_format=fmt) for layout, fmt in LAYOUTS.items()}
     z = torch.randn(batch, cfg.nz, device=device)
     labels = torch.zeros(batch, dtype=torch.long, device=device) if cfg.num_classes else None
-    cast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-    times = []
-    with torch.inference_mode(), cast:
-        for i in range(repeats + 3):
-            sync(device)
-            t0 = time.perf_counter()
-            G(z, labels).float()
-            sync(device)
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-    ms = 1000 * statistics.median(times)
-    return {"batch": batch, "precision": str(dtype).replace("torch.", ""), "ms": round(ms, 3),
-            "images_per_s": round(batch * 1000 / ms, 1)}
+    ways = generate_ways(resolve_precision(cfg.precision, device))
+    name = lambda way: f"{way[0]}+{str(way[1]).replace('torch.', '')}"  # noqa: E731
+    trial: dict[str, list[float]] = {name(w): [] for w in ways}
+    for i in range(2 + calibrate):  # two warm-up rounds, then the choice
+        for way in ways:
+            seconds = generate_once(nets[way[0]], z, labels, device, way[1])
+            if i >= 2:
+                trial[name(way)].append(seconds)
+    chosen = min(ways, key=lambda w: statistics.median(trial[name(w)]))
+    plain_way = ("nchw", torch.float32)
+    times: dict[str, list[float]] = {"plain": [], "fast": []}
+    for _ in range(repeats):
+        for key, way in (("plain", plain_way), ("fast", chosen)):
+            times[key].append(generate_once(nets[way[0]], z, labels, device, way[1]))
+
+    def summary(way: tuple[str, torch.dtype], seconds: list[float]) -> dict:
+        ms = 1000 * statistics.median(seconds)
+        return {"batch": batch, "precision": str(way[1]).replace("torch.", ""), "memory_format": way[0],
+                "ms": round(ms, 3), "images_per_s": round(batch * 1000 / ms, 1)}
+
+    plain = summary(plain_way, times["plain"])
+    fast = summary(chosen, times["fast"]) | {
+        "chosen_from_ms": {k: round(1000 * statistics.median(v), 3) for k, v in trial.items()}}
+    return {"batch": batch, "plain": plain, "fast": fast,
+            "fast_over_plain": round(fast["images_per_s"] / plain["images_per_s"], 2)}
 
 
 # ---- the command ------------------------------------------------------------------------------
 
 
 def bench(args: argparse.Namespace) -> dict:
-    from .train import resolve_device, resolve_precision
+    from ..train import resolve_device, resolve_precision
 
     device = resolve_device(args.device)
     base = TrainConfig(dataset="digits", image_size=args.image_size, channels=args.channels,
                        ngf=args.ngf, ndf=args.ndf, nz=args.nz, device=str(device.type),
                        precision=args.precision, seed=0, r1_gamma=0.0)  # the same algorithm as the plain loop
+    dtype = resolve_precision(base.precision, device)  # bf16 only where the hardware says it has it
     batches = [int(b) for b in str(args.batch).split(",")]
     out: dict = {"device": device_info(device),
                  "config": {"image_size": base.image_size, "channels": base.channels, "ngf": base.ngf,
                             "ndf": base.ndf, "nz": base.nz,
                             "cuda_graphs": device.type == "cuda" and not args.no_graphs,
-                            "precision": str(resolve_precision(base.precision, device)).replace("torch.", ""),
+                            "precision": str(dtype).replace("torch.", ""),
                             "data": "random uint8 images (speed does not depend on content)"},
-                 "mode": args.mode, "train": [], "generate": []}
+                 "mode": args.mode, "loadavg_before": _loadavg(), "train": [], "generate": []}
     if args.mode == "latent":
-        from . import latent
+        from .. import latent
 
         out["latent"] = latent.benchmark_latency(image_size=args.image_size, ngf=args.ngf, nz=args.nz,
                                                  channels=args.channels)
         return out
     flops = count_flops(base)
     out["flops"] = flops
+    # the machine's matmul rate in the training precision, before and after the training loops (the same
+    # run, so the same threads and about the same load); the better of the two is the peak
+    matmul = {"before": matmul_peak(device, dtype)}
     peak = out["device"].get("peak_bf16_tflops")
     for batch in batches:
         cfg = base.replace(batch_size=batch)
@@ -335,36 +451,57 @@ def bench(args: argparse.Namespace) -> dict:
         if "plain" in row and "fast" in row:
             row["fast_over_plain"] = round(row["fast"]["images_per_s"] / row["plain"]["images_per_s"], 2)
         if args.trainer:
-            row["trainer"] = time_trainer(cfg, data, args.steps, args.warmup)
-            row["trainer_process"] = time_trainer(cfg, data, args.steps, args.warmup, process=True)
-            if "fast" in row:
-                for key in ("trainer", "trainer_process"):
-                    row[f"{key}_over_fast"] = round(row[key]["images_per_s"] / row["fast"]["images_per_s"], 3)
+            row.update(compare_trainer(cfg, data, args.steps, args.warmup, graphs=not args.no_graphs))
         out["train"].append(row)
         _report(row, file=sys.stderr)
         del data
-    gen_batches = [1, args.generate_batch]
-    for batch in gen_batches:
-        entry = {"batch": batch}
-        for fast in (False, True):
-            entry["fast" if fast else "plain"] = time_generate(base, device, batch, fast, args.generate_repeats)
+    for batch in (1, args.generate_batch):
+        entry = time_generate(base, device, batch, args.generate_repeats)
         out["generate"].append(entry)
         _report(entry, file=sys.stderr)
-    if peak and out["train"] and any("fast" in r for r in out["train"]):
-        best = max((r for r in out["train"] if "fast" in r), key=lambda r: r["fast"]["tflop_per_s"])
-        out["best_fast"] = {"batch": best["batch"], "tflop_per_s": best["fast"]["tflop_per_s"],
-                            "fraction_of_bf16_peak": best["fast"]["fraction_of_bf16_peak"]}
+    matmul["after"] = matmul_peak(device, dtype)
+    best = max(matmul.values(), key=lambda m: m["tflop_per_s"])
+    out["matmul_peak"] = {"precision": best["precision"], "tflop_per_s": best["tflop_per_s"],
+                          "threads": best["threads"], **{k: v["by_size"] for k, v in matmul.items()}}
+    for row in out["train"]:
+        for key in ("fast", "trainer"):
+            if key in row:
+                tflops = row[key].get("tflop_per_s") or row[key]["images_per_s"] * flops["train_per_image"] / 1e12
+                row[key]["tflop_per_s"] = round(tflops, 4)
+                row[key]["fraction_of_matmul_peak"] = round(tflops / best["tflop_per_s"], 4)
+    fast_rows = [r for r in out["train"] if "fast" in r]
+    if fast_rows:
+        top = max(fast_rows, key=lambda r: r["fast"]["tflop_per_s"])
+        out["best_fast"] = {"batch": top["batch"], "tflop_per_s": top["fast"]["tflop_per_s"],
+                            "fraction_of_matmul_peak": top["fast"]["fraction_of_matmul_peak"]}
+        if peak:
+            out["best_fast"]["fraction_of_bf16_peak"] = top["fast"]["fraction_of_bf16_peak"]
+        print(f"matmul peak {best['tflop_per_s']:.3f} TFLOP/s ({best['precision']}, {best['threads']} threads); "
+              f"fast training reaches {top['fast']['tflop_per_s']:.3f} TFLOP/s = "
+              f"{100 * top['fast']['fraction_of_matmul_peak']:.1f} % of it (batch {top['batch']})",
+              file=sys.stderr, flush=True)
+    out["loadavg_after"] = _loadavg()
     return out
+
+
+def _loadavg() -> list[float] | None:
+    with contextlib.suppress(OSError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
 
 
 def _report(row: dict, file) -> None:
     parts = [f"batch {row['batch']}"]
-    for key in ("plain", "fast", "trainer", "trainer_process"):
+    for key in ("plain", "fast", "trainer"):
         if key in row:
             r = row[key]
             ms = r.get("ms_per_iteration", r.get("ms"))
             parts.append(f"{key}: {r['images_per_s']:.0f} img/s, {ms:.2f} ms")
-    for key in ("fast_over_plain", "trainer_over_fast", "trainer_process_over_fast"):
+    if "bare" in row:
+        parts.append(f"bare loop beside it: {row['bare']['images_per_s']:.0f} img/s")
+    if "memory_format" in row.get("fast", {}):
+        parts.append(f"fast chose {row['fast']['memory_format']} {row['fast']['precision']}")
+    for key in ("fast_over_plain", "trainer_over_bare"):
         if key in row:
             parts.append(f"{key} {row[key]}")
     print(" | ".join(parts), file=file, flush=True)
@@ -387,8 +524,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="fast loop: auto, bf16 or fp32")
     p.add_argument("--no-graphs", action="store_true", help="fast loop: eager steps, no CUDA graph")
     p.add_argument("--trainer", action="store_true",
-                   help="also time the background Trainer, in a thread and in a child process (the app's), and "
-                        "their ratios to the direct loop")
+                   help="also time the app's Trainer (a training process) beside the bare loop it runs: bare, "
+                        "Trainer, bare; reports trainer_over_bare")
     p.add_argument("--images", type=int, default=2048, help="size of the random data set (default: 2048)")
     p.add_argument("--generate-batch", type=int, default=0,
                    help="large batch for generator inference (default: 1024 on a GPU, 64 on the CPU)")
