@@ -17,8 +17,9 @@ from torch import nn
 
 from dcgan import __main__ as cli
 from dcgan.checkpoint import CheckpointError, RunFolder, encode, load_generator, load_training, read, save_training
+from dcgan.models import sample
 from dcgan.pth_import import import_pth
-from dcgan.train import GANTraining, generate
+from dcgan.train import GANTraining
 from tests.conftest import tiny_config
 
 
@@ -161,7 +162,7 @@ def test_examples_state_dict_imports_and_gives_identical_images(examples_netg, t
     z = torch.randn(8, 100, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = net(z.view(8, 100, 1, 1))
-    ours = generate(G, z)
+    ours = sample(G, z=z)
     assert ours.shape == (8, 3, 64, 64)
     assert torch.equal(ours, expected)
 
@@ -182,7 +183,7 @@ def test_import_handles_dataparallel_prefix_and_old_files(examples_netg, tmp_pat
     dest, _ = import_pth(pth, tmp_path / "old.safetensors")
     z = torch.randn(4, 100)
     with torch.no_grad():
-        assert torch.equal(generate(load_generator(dest)[0], z), net(z.view(4, 100, 1, 1)))
+        assert torch.equal(sample(load_generator(dest)[0], z=z), net(z.view(4, 100, 1, 1)))
 
 
 class Payload:
