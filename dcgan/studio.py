@@ -9,7 +9,9 @@ Everything the app writes lives under one root folder (``--checkpoints``):
     root/.uploads/   uploaded zips kept so a run can be resumed (the last few)
 
 Each browser session holds the model it explores (a `LoadedModel`, kept in its gr.State); loaded
-models come from one small LRU cache, so thirty visitors on the same checkpoint share one copy.
+models come from one small LRU cache, so thirty visitors on the same checkpoint share one copy. What every
+page shares (D's-view hook and frames, picture files, curves, slider directions, exports) is an attribute of
+the Studio too: ui/ keeps no state of its own (tests/test_structure.py).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples w
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
                "nz", "seed", "device", "ngf", "ndf", "precision", "metric_every", "run_name")
 TEXT_FIELDS = ("dataset", "image_size", "channels", "loss", "device", "precision", "run_name")
-_DEFAULTS = TrainConfig()
+_TEXT_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type == "str")
 
 
 def preset_of(cfg: TrainConfig) -> str:
@@ -359,7 +361,8 @@ class Studio:
         self._dview: dview.DViewHook | None = None
         self._pictures: PictureFiles | None = None
         self._exports: Path | None = None
-        self._lock = threading.Lock()  # creates the hook and the folders above once
+        self._lock = threading.Lock()  # creates the hook and the picture files once
+        self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -467,7 +470,7 @@ class Studio:
             value = values[name]
             if value is None or (isinstance(value, str) and name != "run_name" and not value.strip()):
                 raise ConfigError(name, "is empty; fill it in")
-            if isinstance(value, str) and not isinstance(getattr(_DEFAULTS, name), str):
+            if isinstance(value, str) and name not in _TEXT_SETTINGS:
                 try:
                     value = float(value) if "." in value or "e" in value.lower() else int(value)
                 except ValueError:
@@ -589,7 +592,7 @@ class Studio:
         """A new path named `name` for a file the page hands out (GIF exports): one folder per studio with a
         subfolder per file, and subfolders older than EXPORT_KEEP_S removed on the way, so a class exporting all
         day leaves one folder of recent files instead of a temporary folder per click."""
-        with self._lock:
+        with self._exports_lock:
             if self._exports is None or not self._exports.is_dir():
                 self._exports = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
             cutoff = time.time() - EXPORT_KEEP_S
