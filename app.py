@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import inspect
 import logging
 import os
 import signal
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
 # Gradio and the tabs are imported inside the functions: the run's training process imports this file
 # again (as every multiprocessing child does with the main module) and needs none of them (2 s less per start).
 
-# (tab title, module with build(studio[, view])); a tab whose module is not there yet is left out.
+# (tab title, module with build(studio, view)): every tab gets the studio and this browser's view state
 TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Runs", "ui.runs_tab"), ("Hub", "ui.hub_tab"))
 HEADER = ("# DCGAN Studio\n"
           "Train a deep convolutional GAN on real images and watch it learn: the discriminator D learns to tell "
@@ -55,14 +53,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         view = gr.State(lambda: new_view(studio.default_model))  # a callable: each browser gets its own
         tabs = []
         for title, module_name in TABS:
-            if importlib.util.find_spec(module_name) is None:
-                continue
-            module = importlib.import_module(module_name)
             with gr.Tab(title) as tab:
-                if len(inspect.signature(module.build).parameters) > 1:
-                    module.build(studio, view)
-                else:
-                    module.build(studio)
+                importlib.import_module(module_name).build(studio, view)
             tabs.append(tab)
         poll_only_the_shown_tab(tabs)
     return demo

@@ -264,27 +264,47 @@ def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
     return path
 
 
-def is_checkpoint_file(path: Path) -> bool:
-    """True when the file's safetensors header says it is a DCGAN Studio checkpoint (reads the header only)."""
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata from its safetensors header alone (no tensors read), for listing many files
+    cheaply; safetensors checks that the header covers the whole file, so a truncated file fails here too."""
+    from safetensors import safe_open
+
+    path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if not 0 < n <= 16 * 2**20:
-                return False
-            header = json.loads(fh.read(n))
-        meta = json.loads((header.get("__metadata__") or {}).get("dcgan_studio") or "{}")
-    except (OSError, ValueError, AttributeError):
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("dcgan_studio")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} is damaged ({str(exc)[:120]})") from exc
+    try:
+        meta = json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name} has damaged metadata") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path.name} is not a DCGAN Studio checkpoint")
+    return meta
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """True when the file's header says it is a whole DCGAN Studio checkpoint (reads the header only)."""
+    try:
+        read_meta(path)
+    except CheckpointError:
         return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+    return True
+
+
+def is_hidden(relative: str | Path) -> bool:
+    """True when a part of a path below the root starts with ".": the app's own folders (.cache with metric
+    statistics, .uploads) are never runs or checkpoints."""
+    return any(part.startswith(".") for part in Path(relative).parts)
 
 
 def list_run_checkpoints(root: str | Path) -> list[Path]:
     """Every DCGAN Studio checkpoint under root (run folders, imports, pulls), newest first. Hidden
-    folders (.cache with metric statistics) and safetensors files that are not checkpoints are left out."""
+    folders and safetensors files that are not checkpoints are left out."""
     root = Path(root)
     if not root.is_dir():
         return []
     found = [p for p in root.rglob("*.safetensors")
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-             and is_checkpoint_file(p)]
+             if p.is_file() and not is_hidden(p.relative_to(root)) and is_checkpoint_file(p)]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -90,11 +90,9 @@ class Generator(
         return cls(cfg.nz, cfg.ngf, cfg.channels, cfg.image_size, cfg.num_classes)
 
     @classmethod
-    def from_state(cls, cfg, state: dict[str, torch.Tensor]) -> Generator:
-        """A CPU copy in eval mode from a config and a state dict (the one "state dict -> G" rule)."""
-        G = cls.from_config(cfg)
-        G.load_state_dict(state)
-        return G.eval()
+    def from_state(cls, cfg, state: Mapping[str, torch.Tensor]) -> Generator:
+        """A CPU copy in eval mode from a config and a state dict (strict): the one "state dict -> G" rule."""
+        return _from_state(cls.from_config(cfg), state)
 
     def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """z with the class appended: int ids [N] become one-hot rows, a float [N, C] is used as is,
@@ -150,11 +148,9 @@ class Discriminator(nn.Module):
         return cls(cfg.ndf, cfg.channels, cfg.image_size, cfg.num_classes, cfg.spectral_norm)
 
     @classmethod
-    def from_state(cls, cfg, state: dict[str, torch.Tensor]) -> Discriminator:
-        """A CPU copy in eval mode from a config and a state dict (the one "state dict -> D" rule)."""
-        D = cls.from_config(cfg)
-        D.load_state_dict(state)
-        return D.eval()
+    def from_state(cls, cfg, state: Mapping[str, torch.Tensor]) -> Discriminator:
+        """A CPU copy in eval mode from a config and a state dict (strict): the one "state dict -> D" rule."""
+        return _from_state(cls.from_config(cfg), state)
 
     def features_and_logit(self, x: torch.Tensor,
                            labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +174,11 @@ class Discriminator(nn.Module):
         w = self.head.weight.detach().flatten().clone()
         b = float(self.head.bias) if self.head.bias is not None else 0.0
         return w, b
+
+
+def _from_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    module.load_state_dict(state)  # strict: a key or shape that does not fit raises, never a half-loaded copy
+    return module.eval()
 
 
 def build_models(cfg) -> tuple[Generator, Discriminator]:

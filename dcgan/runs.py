@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import BEST_FILE, FORMAT_NAME, STEP_FILE, CheckpointError
+from .checkpoint import BEST_FILE, STEP_FILE, CheckpointError, is_hidden, read_meta
+from .metrics import METRIC_KEY
 from .tblog import GRID_TAG, GRIDS_SUFFIX, METRIC_PREFIX, SCALARS, event_files
 
-METRIC = "score"  # dcgan.metrics.METRIC_KEY: digit_fd or fid, lower is better
 TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
                   "num_classes": "classes", "seed": "seed"}  # config key -> column of the runs table
 RECORD_OVERHEAD = 16  # a TFRecord frames its payload with a length, two CRCs: 8 + 4 + 4 bytes
@@ -65,7 +65,7 @@ class RunInfo:
                "size": f"{c['image_size']}px" if "image_size" in c else "?"}
         row.update({column: _short(c.get(key, "")) for key, column in TABLE_SETTINGS.items()})
         row.update({"iterations": self.iterations, "wall time": _duration(self.wall_time_s),
-                    f"best {METRIC}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
+                    f"best {METRIC_KEY}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "",
                     "problems": "; ".join(self.problems)})
         return row
@@ -112,25 +112,8 @@ def _cached(kind: str, paths: list[Path], compute):
 
 
 def checkpoint_meta(path: Path) -> dict[str, Any]:
-    """A checkpoint's metadata from its safetensors header only (no tensors read); safetensors checks
-    that the header covers the whole file, so a truncated file is caught here too."""
-    from safetensors import SafetensorError, safe_open
-
-    def read() -> dict[str, Any]:
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                raw = (fh.metadata() or {}).get("dcgan_studio")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path.name} is damaged ({str(exc)[:120]})") from exc
-        try:
-            meta = json.loads(raw) if raw else None
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path.name} has damaged metadata") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise CheckpointError(f"{path.name} is not a DCGAN Studio checkpoint")
-        return meta
-
-    return _cached("meta", [path], read)
+    """A checkpoint's metadata (dcgan.checkpoint.read_meta), read again only when the file changes."""
+    return _cached("meta", [path], lambda: read_meta(path))
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
@@ -142,7 +125,7 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 def is_run_folder(path: Path) -> bool:
     """A real folder (not a link out of the root, not hidden like .cache) with a checkpoint or event file."""
-    if path.is_symlink() or not path.is_dir() or path.name.startswith("."):
+    if path.is_symlink() or not path.is_dir() or is_hidden(path.name):
         return False
     try:
         return any(p.suffix == ".safetensors" or p.name.startswith("events.out.tfevents.") for p in path.iterdir())
@@ -190,7 +173,7 @@ class _EventReader:
                     out.last_time = event.wall_time
                     out.last_step = max(out.last_step, event.step)
                     for value in event.summary.value:
-                        if value.tag == METRIC_PREFIX + METRIC and value.HasField("simple_value"):
+                        if value.tag == METRIC_PREFIX + METRIC_KEY and value.HasField("simple_value"):
                             v = value.simple_value
                             if math.isfinite(v) and (out.best_metric is None or v < out.best_metric):
                                 out.best_metric = v
@@ -288,7 +271,7 @@ def _read_run(run_dir: Path) -> RunInfo:
     info.started = min(starts) if starts else None
     if info.best_metric is None:
         scores = [s.best_metric for s in summaries if s.best_metric is not None] + [
-            float(h[METRIC]) for h in meta.get("history") or [] if isinstance(h.get(METRIC), (int, float))]
+            float(h[METRIC_KEY]) for h in meta.get("history") or [] if isinstance(h.get(METRIC_KEY), (int, float))]
         scores = [v for v in scores if math.isfinite(v)]
         info.best_metric = min(scores) if scores else None
     return info
@@ -465,7 +448,7 @@ def check_new_name(root: Path, name: str) -> str:
         raise RunsError("a run name cannot be empty")
     if "/" in name or "\\" in name:
         raise RunsError(f"{name!r}: a run name cannot contain / or \\ (runs live directly in {root})")
-    if ".." in name or name.startswith("."):
+    if ".." in name or is_hidden(name):
         raise RunsError(f"{name!r}: a run name cannot contain '..' or start with '.'")
     if len(name) > 100 or not name.isprintable():
         raise RunsError(f"{name!r}: use at most 100 printable characters")

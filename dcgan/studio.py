@@ -9,7 +9,9 @@ Everything the app writes lives under one root folder (``--checkpoints``):
     root/.uploads/   uploaded zips kept so a run can be resumed (the last few)
 
 Each browser session holds the model it explores (a `LoadedModel`, kept in its gr.State); loaded
-models come from one small LRU cache, so thirty visitors on the same checkpoint share one copy.
+models come from one small LRU cache, so thirty visitors on the same checkpoint share one copy. What every
+page shares (D's-view hook and frames, picture files, curves, slider directions, exports) is an attribute of
+the Studio too: ui/ keeps no state of its own (tests/test_structure.py).
 """
 
 from __future__ import annotations
@@ -19,23 +21,28 @@ import hashlib
 import math
 import os
 import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from . import checkpoint, latent
-from .checkpoint import CheckpointError
+from . import checkpoint, dview, hub, latent
+from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig
 from .data import DatasetError, ImageData, check_fits, load_dataset, to_float
+from .images import upscale
 from .metrics import METRIC_KEY, make_metric_fn, use_cache_dir
 from .models import Generator
-from .trainer import ACTIVE, Trainer, TrainerBusy
+from .trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING, Trainer, TrainerBusy
 
 MAX_STEPS = 1_000_000  # a form value above this is a typo, not a plan (1M steps is days on a GPU)
 MAX_KEPT_UPLOADS = 5
@@ -43,11 +50,18 @@ SPEED_WINDOW_S = 20.0  # images/s and ETA are averaged over this much training t
 MAX_MODELS = 6  # loaded models kept in memory for every visitor (LRU)
 CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversion verdict
 LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (directions, calibration) this long
+SHARED_S = 1.0  # pages polling within this long of one another share one computation (the Train tab's curves)
+MAX_CHECKPOINT_FRAMES = 4  # D's-view frames of saved runs kept for every visitor
+EXPORT_KEEP_S = 3600.0  # Gradio copies a handed-out file into its own cache at once; ours may go after this
+PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples with at least this share of them
 
-# form fields (what a person sets) -> TrainConfig; everything else keeps its config default
+# The Train tab's form: the settings a person sets (-> TrainConfig; everything else keeps its preset or config
+# default; the form adds the preset itself) and those it shows as text: choices and the run's name. A number
+# shown as text ("28") is read back as the number the config wants.
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
                "nz", "seed", "device", "ngf", "ndf", "precision", "metric_every", "run_name")
-TEXT_FIELDS = ("dataset", "loss", "device", "precision", "run_name")
+TEXT_FIELDS = ("dataset", "image_size", "channels", "loss", "device", "precision", "run_name")
+_TEXT_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type == "str")
 
 
 def preset_of(cfg: TrainConfig) -> str:
@@ -101,47 +115,118 @@ class ModelMemo:
         return value
 
 
-class ModelCache:
-    """An LRU of loaded models by key (checkpoint path + mtime, Hub repo + commit). Loads of the same key
-    at the same time wait for one another, so a crowd pressing Load costs one read."""
+class SharedCache:
+    """An LRU of values computed once per key for every visitor. Computations of the same key at the same time
+    wait for one another, so a crowd pressing one button costs one computation."""
 
-    def __init__(self, max_models: int = MAX_MODELS) -> None:
-        self.max_models = max_models
+    def __init__(self, size: int) -> None:
+        self.size = size
         self._lock = threading.Lock()
-        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._values: OrderedDict[tuple, Any] = OrderedDict()
         self._loading: dict[tuple, threading.Lock] = {}
-        self.loads = 0  # how many times a loader actually ran (tests and the load test read it)
+        self.loads = 0  # how many times a computation actually ran (tests and the load test read it)
 
-    def get(self, key: tuple, load: Callable[[], LoadedModel]) -> LoadedModel:
+    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
             gate = self._loading.setdefault(key, threading.Lock())
         with gate:
             with self._lock:
-                if key in self._models:
-                    return self._models[key]
-            model = dataclasses.replace(load(), key=key)
+                if key in self._values:
+                    return self._values[key]
+            value = load()
             with self._lock:
                 self.loads += 1
-                self._models[key] = model
-                self._models.move_to_end(key)
-                while len(self._models) > self.max_models:
-                    self._models.popitem(last=False)
+                self._values[key] = value
+                self._values.move_to_end(key)
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
                 self._loading.pop(key, None)
-            return model
+            return value
+
+    def peek(self, key: tuple) -> Any:
+        """The value of key if it is kept (None otherwise); computes nothing."""
+        with self._lock:
+            return self._values.get(key)
+
+    def latest(self) -> Any:
+        with self._lock:
+            return next(reversed(self._values.values()), None)
+
+
+class ModelCache(SharedCache):
+    """Loaded models by key (checkpoint path + mtime, Hub repo + commit): a crowd pressing Load costs one read."""
+
+    def __init__(self, max_models: int = MAX_MODELS) -> None:
+        super().__init__(max_models)
+
+    def get(self, key: tuple, load: Callable[[], LoadedModel]) -> LoadedModel:
+        return super().get(key, lambda: dataclasses.replace(load(), key=key))
 
     def put(self, model: LoadedModel) -> LoadedModel:
         return self.get(model.key, lambda: model)
 
-    def latest(self) -> LoadedModel | None:
-        with self._lock:
-            return next(reversed(self._models.values()), None)
-
     def labels(self) -> list[str]:
         with self._lock:
-            return [m.label for m in self._models.values()]
+            return [m.label for m in self._values.values()]
+
+
+class Shared:
+    """A value per key computed at most once every max_age_s for every page: thirty Train-tab pages polling every
+    second rebuild the curves from every record once, not thirty times. `keep(value)` False drops a value at once
+    (curves computed from more records than the run now has: it was reset)."""
+
+    def __init__(self, max_age_s: float = SHARED_S) -> None:
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._values: dict[tuple, tuple[float, Any]] = {}
+
+    def get(self, key: tuple, compute: Callable[[], Any], keep: Callable[[Any], bool] = lambda value: True) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._values.get(key)
+            if hit is not None and now - hit[0] < self.max_age_s and keep(hit[1]):
+                return hit[1]
+        value = compute()
+        with self._lock:
+            for old in [k for k, (t, _) in self._values.items() if now - t >= self.max_age_s]:
+                del self._values[old]
+            self._values[key] = (now, value)
+        return value
+
+
+class PictureFiles:
+    """PNG files of the run's pictures, each encoded once and shared by every browser.
+
+    Handing Gradio the same finished file from every poll costs a copy, not a PNG encode per viewer per
+    second, and a file is renamed into place whole, so a browser never downloads half of one.
+    """
+
+    def __init__(self, keep: int = 400) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dcgan-pictures-"))
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._files: OrderedDict[str, str] = OrderedDict()
+
+    def png(self, picture: np.ndarray, min_side: int = 0) -> str:
+        """The file of `picture` (upscaled to min_side), keyed by its content: a new run never gets stale files."""
+        key = f"{min_side}:{hashlib.sha1(np.ascontiguousarray(picture).tobytes()).hexdigest()}"
+        with self._lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        path = self.dir / f"{key.replace(':', '-')}.png"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".png")
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(upscale(picture, min_side) if min_side else picture).save(fh, format="PNG")
+        os.replace(tmp, path)
+        with self._lock:
+            self._files[key] = str(path)
+            while len(self._files) > self.keep:
+                Path(self._files.popitem(last=False)[1]).unlink(missing_ok=True)
+        return str(path)
 
 
 # ---- training speed ---------------------------------------------------------------------------
@@ -206,6 +291,12 @@ def diversity_verdict(ratio: float) -> str:
     return "low diversity: signs of mode collapse"
 
 
+def memorisation_ratio(nearest: float, yardstick: float) -> float:
+    """A sample's distance to its nearest training image over the distance held-out real images typically have
+    to theirs (latent.heldout_nn_distance): NaN without a yardstick."""
+    return nearest / yardstick if math.isfinite(yardstick) and yardstick > 0 else float("nan")
+
+
 def memorisation_verdict(ratio: float) -> str:
     if not math.isfinite(ratio):
         return "no held-out images to compare with"
@@ -214,6 +305,38 @@ def memorisation_verdict(ratio: float) -> str:
     if ratio < 0.7:
         return "closer than usual to a training image: look at the pictures"
     return "no closer to the training set than new real images are: not a copy"
+
+
+@dataclass(frozen=True)
+class DigitCoverage:
+    generated: list[int]  # samples per predicted digit
+    real: list[int]  # real images per digit, as the same classifier sees them
+    present: int  # digits with at least PRESENT_SHARE of the samples
+
+
+def digit_coverage(model: LoadedModel, real: torch.Tensor, n: int) -> DigitCoverage | None:
+    """Which digits the project's classifier sees in n samples and in n real images; None for a model not
+    trained on the bundled digits (the classifier knows nothing else)."""
+    if model.config.dataset != "digits":
+        return None
+    generated, seen = latent.digit_coverage(model.generator, real, n=n)
+    return DigitCoverage(generated, seen, sum(1 for c in generated if c >= PRESENT_SHARE * n))
+
+
+def health_hint(rows: list[dict], window: int = 50) -> str:
+    """A plain-language warning when the recent numbers look like a known failure."""
+    recent = [r for r in rows[-window:] if r.get("d_real") is not None and r.get("d_fake") is not None]
+    if len(recent) < window // 2:
+        return ""
+    d_real = float(np.nanmean([r["d_real"] for r in recent]))
+    d_fake = float(np.nanmean([r["d_fake"] for r in recent]))
+    if d_real > 0.97 and d_fake < 0.03:
+        return ("Hint: D wins every time (D(x) ≈ 1, D(G(z)) ≈ 0): G learns little from it. If this lasts, "
+                "lower `lr D` or try the hinge / wgan-gp loss.")
+    if abs(d_real - 0.5) < 0.02 and abs(d_fake - 0.5) < 0.02:
+        return ("Hint: D answers 0.5 for everything: either G is excellent or D stopped learning. Look at the "
+                "samples: if they are poor, D has died; raise `lr D` or restart.")
+    return ""
 
 
 # ---- the studio -------------------------------------------------------------------------------
@@ -232,6 +355,14 @@ class Studio:
         self.models = ModelCache()
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
         self.calibrations = ModelMemo(32)
+        self.directions = ModelMemo(64)
+        self.shared = Shared()  # the Train tab's curves, computed once for the pages polling together
+        self.dview_frames = SharedCache(MAX_CHECKPOINT_FRAMES)  # D's view of saved runs
+        self._dview: dview.DViewHook | None = None
+        self._pictures: PictureFiles | None = None
+        self._exports: Path | None = None
+        self._lock = threading.Lock()  # creates the hook and the picture files once
+        self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -251,7 +382,7 @@ class Studio:
         name = str(name or "").strip()
         refused = ValueError(f"{name!r} is not a checkpoint inside {self.root}/")
         path = (root / name).resolve()
-        if not name or root not in path.parents or any(p.startswith(".") for p in path.relative_to(root).parts):
+        if not name or root not in path.parents or is_hidden(path.relative_to(root)):
             raise refused
         if path.is_dir():
             try:
@@ -289,6 +420,13 @@ class Studio:
             return None
         return LoadedModel(f"live run, iteration {iteration:,}", G, cfg, "live",
                            ("live", self.trainer.status().run_dir, iteration))
+
+    def sampling_model(self, pinned: LoadedModel | None) -> LoadedModel | None:
+        """What a browser samples from: its pinned checkpoint or Hub model; else the live run's newest snapshot
+        (a pinned live snapshot only while there is no run)."""
+        if pinned is not None and pinned.source != "live":
+            return pinned
+        return self.live_model() or pinned
 
     def loaded_model(self) -> LoadedModel | None:
         """The start-up model, else the model loaded most recently by anyone (for logs and tests: a
@@ -332,7 +470,7 @@ class Studio:
             value = values[name]
             if value is None or (isinstance(value, str) and name != "run_name" and not value.strip()):
                 raise ConfigError(name, "is empty; fill it in")
-            if name not in TEXT_FIELDS and isinstance(value, str):
+            if isinstance(value, str) and name not in _TEXT_SETTINGS:
                 try:
                     value = float(value) if "." in value or "e" in value.lower() else int(value)
                 except ValueError:
@@ -389,6 +527,27 @@ class Studio:
         self.trainer.start(TrainConfig(steps=total, device=device or "auto"), resume_from=path, data=data)
         return done, total
 
+    def resume_pulled(self, state: str | Path | None, repo_id: str) -> int:
+        """Continue a training state pulled from the Hub (copied into a run folder under the root). Its data is
+        loaded first, as for any resume: data that cannot be loaded leaves the previous run on every page.
+        Returns the iteration it goes on from."""
+        local = hub.save_training_state(state, repo_id, self.root)
+        data = self._load_data(checkpoint.config_of(checkpoint.read(local)[1]))
+        self.trainer.start(resume_from=local, data=data)
+        return self.trainer.status().iteration
+
+    def require_owner(self, request: Any = None) -> None:
+        """Off a Space everyone who opens the page may steer the run (ui.state.Studio checks a Space's owner)."""
+
+    def checkpoint_to_download(self, request: Any = None) -> Path | None:
+        """The run's newest checkpoint. A paused run saves one first (the download is the run as it stands), and
+        so does an ended run that has none; saving is the owner's to do."""
+        state, path = self.trainer.status().state, self.trainer.last_checkpoint()
+        if state == PAUSED or (path is None and state not in (RUNNING, STARTING, IDLE)):
+            self.require_owner(request)
+            path = self.trainer.save_checkpoint()
+        return path
+
     def speed(self) -> tuple[float, float | None]:
         """(images/s averaged over the last SPEED_WINDOW_S s, ETA in seconds) of the live run."""
         cfg, st = self.trainer.config, self.trainer.status()
@@ -397,6 +556,54 @@ class Studio:
         rows = self.trainer.metrics.since(max(len(self.trainer.metrics) - 2000, 0))
         speed = smoothed_speed(rows, cfg.batch_size)
         return speed, eta_seconds(st.iteration, st.total, cfg.batch_size, speed)
+
+    # ---- what every page shares ----
+    def dview_hook(self) -> dview.DViewHook:
+        """D's view of the live run: one hook on the trainer, added on first use."""
+        with self._lock:
+            if self._dview is None:
+                self._dview = dview.DViewHook()
+                self.trainer.subscribe(self._dview, snapshots=True)
+            return self._dview
+
+    def dview_of_checkpoint(self, name: str) -> tuple[tuple, dview.Frame]:
+        """(key, frame): D's view of a saved run (its G, D and Adam state), drawn once per file version and shared;
+        `dview_frames.peek(key)` finds it again."""
+        path = self.resolve_checkpoint(name)
+        key = (str(path), path.stat().st_mtime_ns)
+        label = path.relative_to(self.root.resolve()).as_posix()
+        return key, self.dview_frames.get(key, lambda: dview.frame_of_checkpoint(path, label=label))
+
+    @property
+    def pictures(self) -> PictureFiles:
+        """The run's pictures as PNG files, created on first use (a studio writes nothing until a page asks)."""
+        with self._lock:
+            if self._pictures is None:
+                self._pictures = PictureFiles()
+            return self._pictures
+
+    def export_path(self, name: str) -> Path:
+        """A new path named `name` for a file the page hands out (GIF exports): one folder per studio with a
+        subfolder per file, and subfolders older than EXPORT_KEEP_S removed on the way, so a class exporting all
+        day leaves one folder of recent files instead of a temporary folder per click."""
+        with self._exports_lock:
+            if self._exports is None or not self._exports.is_dir():
+                self._exports = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
+            cutoff = time.time() - EXPORT_KEEP_S
+            for old in self._exports.iterdir():
+                try:
+                    if old.stat().st_mtime < cutoff:
+                        shutil.rmtree(old)
+                except OSError:  # gone already
+                    pass
+            folder = self._exports / uuid.uuid4().hex[:12]
+            folder.mkdir()
+        return folder / name
+
+    def principal_directions(self, model: LoadedModel, k: int) -> latent.Directions:
+        """GANSpace directions of a model, shared by every visitor on it: a pinned model keeps the same sliders,
+        and thirty visitors pinning live snapshots seconds apart cost one computation."""
+        return self.directions.get(model, (k,), lambda: latent.principal_directions(model.generator, k=k))
 
     # ---- verdict calibration ----
     def inversion_reference(self, model: LoadedModel, restarts: int, steps: int,
@@ -417,5 +624,7 @@ class Studio:
         return self.calibrations.get(model, (int(restarts), int(steps), n), calibrate)
 
 
-__all__ = ["Studio", "LoadedModel", "ModelCache", "ModelMemo", "smoothed_speed", "inversion_verdict",
-           "diversity_verdict", "memorisation_verdict", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS", "MAX_STEPS"]
+__all__ = ["Studio", "LoadedModel", "ModelCache", "ModelMemo", "SharedCache", "Shared", "PictureFiles",
+           "smoothed_speed", "inversion_verdict", "diversity_verdict", "memorisation_ratio", "memorisation_verdict",
+           "digit_coverage", "health_hint", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS", "TEXT_FIELDS",
+           "MAX_STEPS"]

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import app
+from dcgan import studio as studio_module
 from dcgan.studio import MAX_KEPT_UPLOADS
 from dcgan.trainer import Status
 from ui import plots
@@ -200,20 +201,20 @@ def test_failures_and_events_are_shown_with_what_to_do():
     assert tv.controls("failed")["start"] and not tv.controls("failed")["stop"]
     assert tv.controls("idle") == {"start": True, "pause": False, "resume": False, "step": False,
                                    "stop": False, "reset": False}
-    assert "loading the data" in tv.status_line(Status(state="starting"))
-    line = tv.status_line(Status(state="running", iteration=500, total=2000, epoch=3.25, images_per_s=1234.0,
-                                 device="cuda:0", precision="bfloat16"), speed=1234.0, eta=125)
+    assert "loading the data" in tv.status_line(Status(state="starting"), 0.0, None)
+    line = tv.status_line(Status(state="running", iteration=500, total=2000, epoch=3.25, device="cuda:0",
+                                 precision="bfloat16"), 1234.0, 125)
     assert line == ("**running** · iteration 500 / 2,000 (25%) · epoch 3.25 · 1,234 images/s · ETA 2m 05s · "
                     "cuda:0 · bfloat16")
 
 
 def test_health_hints():
     winning = [{"iteration": i, "d_real": 0.995, "d_fake": 0.004} for i in range(60)]
-    assert "D wins every time" in tv.health_hint(winning)
+    assert "D wins every time" in studio_module.health_hint(winning)
     confused = [{"iteration": i, "d_real": 0.5, "d_fake": 0.49} for i in range(60)]
-    assert "0.5 for everything" in tv.health_hint(confused)
+    assert "0.5 for everything" in studio_module.health_hint(confused)
     healthy = [{"iteration": i, "d_real": 0.7, "d_fake": 0.3} for i in range(60)]
-    assert tv.health_hint(healthy) == "" and tv.health_hint(winning[:10]) == ""
+    assert studio_module.health_hint(healthy) == "" and studio_module.health_hint(winning[:10]) == ""
 
 
 def test_long_runs_plot_at_most_500_smoothed_points():
@@ -285,7 +286,7 @@ def test_pages_polling_together_share_one_computation_of_the_curves(studio, monk
     seen, again = tv.live_view(studio, pages[0][0])
     assert again["loss_plot"] == {"__type__": "update"} and calls == [300]  # nothing new: nothing sent
     studio.trainer.metrics.append({"iteration": 301, **row})
-    monkeypatch.setattr(tv, "SHARED_CURVES_S", 0.0)  # the shared copy has aged: the next poll recomputes
+    monkeypatch.setattr(studio.shared, "max_age_s", 0.0)  # the shared copy has aged: the next poll recomputes
     seen, out = tv.live_view(studio, seen)
     assert calls == [300, 301] and "301 records" in out["loss_plot"].caption and seen["rows"] == 301
 
@@ -363,7 +364,7 @@ def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
 
 
 def test_pictures_are_encoded_once_and_never_stale(tmp_path):
-    files = tv.PictureFiles(keep=2)
+    files = studio_module.PictureFiles(keep=2)
     a = np.zeros((8, 8, 3), np.uint8)
     b = np.full((8, 8, 3), 255, np.uint8)
     path_a = files.png(a, 32)
@@ -446,20 +447,20 @@ def test_explore_tools_on_a_checkpoint(studio, explored, monkeypatch):
     picked_in_train = dict(new_view(), model=session["model"])
     assert tools.on_open(studio, picked_in_train, kind, 0)["session"]["drawn"] == session["model"].key
 
-    picked = tools.on_pick(session, "sliders", "", "", "", kind, 0, _Click(5))
+    picked = tools.on_pick(studio, session, "sliders", "", "", "", kind, 0, _Click(5))
     z, labels = tools.grid_latents(session)
     assert np.array_equal(picked["start"], tools.picture(tools.render(session["model"], z[5:6], labels[5:6])))
-    assert tools.on_pick(session, "arithmetic B (-)", "0", "3", "", kind, 0, _Click(7)) == {"term_b": "3 7"}
+    assert tools.on_pick(studio, session, "arithmetic B (-)", "0", "3", "", kind, 0, _Click(7)) == {"term_b": "3 7"}
     session = picked["session"]
 
-    interp = tools.run_interpolation(session, 2, 9, 6, "slerp")
+    interp = tools.run_interpolation(studio, session, 2, 9, 6, "slerp")
     assert interp["strip"].shape[1] > 5 * interp["strip"].shape[0] and Path(interp["gif"]).stat().st_size > 0
     arith = tools.run_arithmetic(session, "0 1 2", "3 4 5", "6 7 8")
     assert arith["equation"].shape[1] > 4 * arith["equation"].shape[0]
     with pytest.raises(gr.Error, match="sample 99 does not exist"):
         tools.run_arithmetic(session, "0 99", "1", "2")
     with pytest.raises(gr.Error, match="unconditional"):
-        tools.run_class_control(session, "0", "1", 5)
+        tools.run_class_control(studio, session, "0", "1", 5)
     memo = tools.run_memorisation(session, 3, False)
     assert len(memo["memo_gallery"]) == 9 and "held-out real images" in memo["memo_text"]
     monkeypatch.setattr(latent, "digit_coverage", lambda G, real, n: ([n // 10] * 10, [n // 10] * 10))

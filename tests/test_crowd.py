@@ -117,7 +117,7 @@ def test_heavy_wrapper_keeps_the_signature_gradio_reads():
 
     import inspect
 
-    wrapped = queues.heavy(run_inversion)
+    wrapped = queues.HeavyLane().wrap(run_inversion)
     assert list(inspect.signature(wrapped).parameters) == ["session", "editor", "steps", "progress"]
     assert as_visitor("dave", wrapped, None, None, 3) == 3
 
@@ -376,18 +376,3 @@ def test_the_cli_is_registered():
     parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
     assert parsed.users == 2 and parsed.json and callable(parsed.func)
     assert Path(parsed.func.__code__.co_filename).parts[-2:] == ("tools", "crowd.py")
-
-
-def test_exported_files_share_one_folder_and_old_ones_are_swept(monkeypatch):
-    """A class exporting GIFs all day leaves one folder of recent files, not a temporary folder per click."""
-    import os
-
-    from ui import common
-
-    a, b = common.export_path("interpolation.gif"), common.export_path("interpolation.gif")
-    assert a != b and a.name == b.name == "interpolation.gif" and a.parent.parent == b.parent.parent
-    a.write_bytes(b"GIF89a")
-    old = time.time() - common.EXPORT_KEEP_S - 60
-    os.utime(a.parent, (old, old))
-    c = common.export_path("evolution.gif")
-    assert not a.parent.exists() and b.parent.exists() and c.parent.parent == a.parent.parent

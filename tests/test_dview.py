@@ -231,7 +231,7 @@ def test_panel_shows_new_frames_clicks_and_checkpoints(digits, tmp_path, monkeyp
 
     studio = Studio(tmp_path / "checkpoints")
     hook = dview.DViewHook(budget=1.0)
-    monkeypatch.setitem(dview_panel._hooks, studio.trainer, hook)
+    monkeypatch.setattr(studio, "dview_hook", lambda: hook)
     try:
         seen, plot, text = dview_panel.refresh(studio, {})
         assert plot.value is None and "appears a few seconds" in text  # nothing trains yet

@@ -295,3 +295,27 @@ def test_a_renamed_or_moved_run_resumes_in_its_own_folder(root, two_runs):
     assert (new / "step_00000010.safetensors").exists()
     assert not (two_runs / "bce-run" / "step_00000010.safetensors").exists()
     assert not (root / "bce-run").exists()
+
+
+def test_one_header_reader_and_one_hidden_rule(root, tmp_path):
+    """dcgan.checkpoint.read_meta reads every checkpoint header (the runs table, the checkpoint lists);
+    is_hidden is the one rule that keeps the app's own folders out of both."""
+    from dcgan.checkpoint import CheckpointError, is_checkpoint_file, is_hidden, read_meta
+
+    good = root / "bce-run" / "step_00000008.safetensors"
+    assert read_meta(good)["iteration"] == 8 and is_checkpoint_file(good)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    other = tmp_path / "weights.safetensors"
+    save_file({"x": torch.zeros(1)}, other)
+    for path, why in ((truncated, "damaged"), (other, "not a DCGAN Studio checkpoint"),
+                      (tmp_path / "missing.safetensors", "damaged")):
+        with pytest.raises(CheckpointError, match=why):
+            read_meta(path)
+        assert not is_checkpoint_file(path)
+    assert is_hidden(".cache/x.safetensors") and is_hidden("run/.tmp/x") and not is_hidden("run/step.safetensors")
+    (root / ".cache").mkdir()
+    shutil.copy(good, root / ".cache" / "step_00000008.safetensors")
+    assert ".cache" not in [r.name for r in runs.list_runs(root)]
+    with pytest.raises(runs.RunsError, match="start with"):
+        runs.check_new_name(root, ".hidden")

@@ -143,12 +143,13 @@ def test_a_second_start_is_refused_and_leaves_the_first_run_alone(tmp_path, digi
 
 
 def test_app_form_errors_name_the_field(tmp_path):
-    from ui import train_actions, train_tab
+    from dcgan.studio import FORM_FIELDS
+    from ui import train_actions
     from ui.state import Studio
 
     studio = Studio(tmp_path / "checkpoints")
     good = tiny_config(steps=10)
-    form = {name: getattr(good, name, "default") for name in train_tab.FORM_FIELDS}  # the whole form, preset too
+    form = {name: getattr(good, name, "default") for name in ("preset", *FORM_FIELDS)}  # the whole form, preset too
     form.update(image_size=str(good.image_size), channels=str(good.channels), lr_g=-1)
     message = train_actions.start(studio, form)
     assert "lr_g" in message

@@ -26,8 +26,6 @@ def space(monkeypatch):
     monkeypatch.setenv("SPACE_AUTHOR_NAME", "alice")
     monkeypatch.setenv(access.PASSWORD_ENV, PASSWORD)
     monkeypatch.delenv(access.OWNER_ENV, raising=False)
-    yield
-    access._unlocked.clear()
 
 
 def visitor(session: str, username: str | None = None, oauth_user: str | None = None):
@@ -50,8 +48,8 @@ def test_public_space_refuses_training_without_password_or_login(space, tmp_path
     assert isinstance(info.value, gr.Error) and "only the owner" in str(info.value)
     assert "owner password" in str(info.value)
 
-    assert not access.unlock(anonymous, "wrong")
-    assert not access.unlock(anonymous, "")
+    assert not studio.access.unlock(anonymous, "wrong")
+    assert not studio.access.unlock(anonymous, "")
     with pytest.raises(PermissionError):
         studio.require_owner(anonymous)
     with pytest.raises(PermissionError):  # someone else's login is not the owner's
@@ -62,11 +60,11 @@ def test_public_space_refuses_training_without_password_or_login(space, tmp_path
 
 def test_password_unlocks_only_that_session_and_owner_login_always_works(space, tmp_path):
     studio = Studio(tmp_path)
-    assert access.unlock(visitor("s1"), PASSWORD)
+    assert studio.access.unlock(visitor("s1"), PASSWORD)
     studio.require_owner(visitor("s1"))
     with pytest.raises(PermissionError):
         studio.require_owner(visitor("s2"))  # another browser is still locked
-    access.lock(visitor("s1"))
+    studio.access.lock(visitor("s1"))
     with pytest.raises(PermissionError):
         studio.require_owner(visitor("s1"))
     studio.require_owner(visitor("s3", oauth_user="alice"))  # HF OAuth login as the owner
@@ -82,10 +80,11 @@ def test_password_unlocks_only_that_session_and_owner_login_always_works(space, 
 
 def test_without_a_password_secret_only_the_owner_login_works(space, monkeypatch, tmp_path):
     monkeypatch.delenv(access.PASSWORD_ENV)
-    assert not access.unlock(visitor("s1"), "")
-    assert not access.unlock(visitor("s1"), "anything")
+    studio = Studio(tmp_path)
+    assert not studio.access.unlock(visitor("s1"), "")
+    assert not studio.access.unlock(visitor("s1"), "anything")
     with pytest.raises(PermissionError) as info:
-        Studio(tmp_path).require_owner(visitor("s1"))
+        studio.require_owner(visitor("s1"))
     assert "password" not in str(info.value)
     monkeypatch.setenv(access.OWNER_ENV, "carol")  # extra owners by name
     Studio(tmp_path).require_owner(visitor("s2", oauth_user="carol"))

@@ -4,6 +4,8 @@ in this layer has its test here (named after it)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import shutil
 import sys
@@ -333,3 +335,182 @@ def test_the_form_preset_chooses_the_recipe_and_a_run_shows_its_preset(studio):
     fields = {name: None for name in ("preset", "ngf", "lr_g", "seed", "loss")}
     updates = train_tab.preset_fields("classic", fields)
     assert [u.get("value") if isinstance(u, dict) else None for u in updates] == [None, 64, 2e-4, None, "bce"]
+
+
+# ---- what every page shares: the studio holds it, ui/ holds no state (issue 28) ---------------------------
+
+
+def test_exported_files_share_one_folder_and_old_ones_are_swept(studio):
+    """A class exporting GIFs all day leaves one folder of recent files, not a temporary folder per click."""
+    a, b = studio.export_path("interpolation.gif"), studio.export_path("interpolation.gif")
+    assert a != b and a.name == b.name == "interpolation.gif" and a.parent.parent == b.parent.parent
+    a.write_bytes(b"GIF89a")
+    old = time.time() - studio_module.EXPORT_KEEP_S - 60
+    os.utime(a.parent, (old, old))
+    c = studio.export_path("evolution.gif")
+    assert not a.parent.exists() and b.parent.exists() and c.parent.parent == a.parent.parent
+
+
+def test_a_studio_writes_nothing_until_a_page_asks_and_keeps_one_of_each(tmp_path, monkeypatch):
+    created = []
+    real_mkdtemp = studio_module.tempfile.mkdtemp
+    monkeypatch.setattr(studio_module.tempfile, "mkdtemp", lambda **kw: created.append(kw) or real_mkdtemp(**kw))
+    studio = Studio(tmp_path / "checkpoints")
+    assert created == [] and not (tmp_path / "checkpoints").exists()
+    assert studio.pictures is studio.pictures and len(created) == 1
+    picture = np.zeros((4, 4, 3), np.uint8)
+    assert studio.pictures.png(picture) == studio.pictures.png(picture.copy())
+    assert Studio(tmp_path / "other").pictures is not studio.pictures  # another app, its own files
+
+
+def test_the_dview_hook_is_added_to_the_trainer_once(studio, monkeypatch):
+    added = []
+    monkeypatch.setattr(studio.trainer, "subscribe", lambda hook, snapshots=False: added.append((hook, snapshots)))
+    hooks = []
+    barrier = threading.Barrier(8)
+
+    def page():
+        barrier.wait()
+        hooks.append(studio.dview_hook())
+
+    threads = [threading.Thread(target=page) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(h) for h in hooks}) == 1 and added == [(hooks[0], True)]
+    hooks[0].close()
+
+
+def test_a_saved_runs_dview_is_drawn_once_for_every_browser(studio, trained_checkpoint, monkeypatch):
+    from dcgan import dview
+
+    run_checkpoint(studio, trained_checkpoint)
+    drawn = []
+    monkeypatch.setattr(dview, "frame_of_checkpoint", lambda path, label="": drawn.append(label) or object())
+    key, frame = studio.dview_of_checkpoint("run")
+    assert studio.dview_of_checkpoint("run/step_00000300.safetensors") == (key, frame)
+    assert drawn == ["run/step_00000300.safetensors"] and studio.dview_frames.peek(key) is frame
+    assert studio.dview_frames.peek(("elsewhere", 0)) is None
+    with pytest.raises(ValueError, match="not a checkpoint inside"):
+        studio.dview_of_checkpoint("../../etc")
+    for step in range(1, studio_module.MAX_CHECKPOINT_FRAMES + 1):  # the oldest frame makes room
+        run_checkpoint(studio, trained_checkpoint, run=f"r{step}")
+        studio.dview_of_checkpoint(f"r{step}")
+    assert studio.dview_frames.peek(key) is None and len(drawn) == 1 + studio_module.MAX_CHECKPOINT_FRAMES
+
+
+def test_the_shared_value_lasts_max_age_and_a_reset_drops_it():
+    shared = studio_module.Shared(max_age_s=60)
+    calls = []
+
+    def compute(rows):
+        return lambda: calls.append(rows) or rows
+
+    assert shared.get(("curves",), compute(300)) == 300
+    assert shared.get(("curves",), compute(301)) == 300 and calls == [300]  # a page polling together
+    assert shared.get(("curves",), compute(5), keep=lambda rows: rows <= 5) == 5  # the run was reset
+    assert shared.get(("other",), compute(7)) == 7 and calls == [300, 5, 7]
+    shared.max_age_s = 0.0
+    assert shared.get(("curves",), compute(9)) == 9
+
+
+def test_slider_directions_are_shared_per_model_and_count(studio, trained_checkpoint):
+    run_checkpoint(studio, trained_checkpoint)
+    model = studio.load_checkpoint("run")
+    six = studio.principal_directions(model, 6)
+    assert six.vectors.shape == (6, model.config.nz) and studio.principal_directions(model, 6) is six
+    assert studio.principal_directions(model, 3).vectors.shape[0] == 3
+
+
+def test_a_browser_samples_its_pinned_model_else_the_live_run(studio, monkeypatch):
+    pinned = studio_module.LoadedModel("run/x", torch.nn.Linear(1, 1), tiny_config(), "checkpoint")
+    snapshot = dataclasses.replace(pinned, label="live run, iteration 4", source="live")
+    newer = dataclasses.replace(snapshot, label="live run, iteration 9")
+    assert studio.sampling_model(None) is None
+    assert studio.sampling_model(snapshot) is snapshot  # no run any more: the snapshot it pinned
+    monkeypatch.setattr(studio, "live_model", lambda: newer)
+    assert studio.sampling_model(pinned) is pinned and studio.sampling_model(None) is newer
+    assert studio.sampling_model(snapshot) is newer
+
+
+def test_a_download_saves_first_only_when_the_run_is_paused_or_ended_without_one(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from dcgan.trainer import Status
+
+    studio = Studio(tmp_path / "checkpoints")
+    saved, last = [], {"path": None}
+    monkeypatch.setattr(studio.trainer, "save_checkpoint", lambda: saved.append(1) or Path("new.safetensors"))
+    monkeypatch.setattr(studio.trainer, "last_checkpoint", lambda: last["path"])
+
+    def download(state: str):
+        monkeypatch.setattr(studio.trainer, "status", lambda: Status(state=state))
+        return studio.checkpoint_to_download()
+
+    assert download("idle") is None and download("running") is None and download("starting") is None
+    assert saved == []
+    assert download("paused") == Path("new.safetensors") and download("stopped") == Path("new.safetensors")
+    assert len(saved) == 2
+    last["path"] = Path("step_00000010.safetensors")
+    assert download("stopped") == download("running") == last["path"] and len(saved) == 2
+    assert download("paused") == Path("new.safetensors") and len(saved) == 3  # the run as it stands now
+
+    def refuse(request=None):
+        raise PermissionError("owner only")
+
+    monkeypatch.setattr(studio, "require_owner", refuse)
+    with pytest.raises(PermissionError):
+        download("paused")
+    assert download("running") == last["path"] and len(saved) == 3  # reading the newest file is for anyone
+
+
+def test_a_hub_resume_loads_the_data_first_and_a_failure_keeps_the_previous_run(studio, trained_checkpoint,
+                                                                                 tmp_path):
+    from dcgan.checkpoint import encode, read, write_atomic
+
+    studio.start(studio.build_config(form(steps=5)))
+    assert studio.trainer.wait(60) == "finished"
+    before = studio.trainer.status()
+    rows = len(studio.trainer.metrics)
+    tensors, meta = read(trained_checkpoint)
+    meta["config"].update(dataset="folder", data_path=str(tmp_path / "gone.zip"))  # the pusher's own images
+    pulled = tmp_path / "hub-cache" / "training_state.safetensors"
+    write_atomic(pulled, encode(tensors, meta))
+    with pytest.raises(DatasetError):
+        studio.resume_pulled(pulled, "alice/her-photos")
+    after = studio.trainer.status()
+    assert (after.state, after.iteration, after.run_dir) == ("finished", 5, before.run_dir)
+    assert len(studio.trainer.metrics) == rows and studio.trainer.grid()[1] is not None
+
+    assert studio.resume_pulled(trained_checkpoint, "alice/digits") == 300
+    assert studio.trainer.status().run_dir.endswith("hub-alice--digits")
+    studio.trainer.wait(60)
+
+
+def test_memorisation_ratio_and_digit_coverage(studio, trained_checkpoint, monkeypatch):
+    from dcgan import latent
+
+    assert studio_module.memorisation_ratio(0.2, 0.4) == 0.5
+    assert math.isnan(studio_module.memorisation_ratio(0.2, float("nan")))
+    assert math.isnan(studio_module.memorisation_ratio(0.2, 0.0))
+    run_checkpoint(studio, trained_checkpoint)
+    model = studio.load_checkpoint("run")
+    monkeypatch.setattr(latent, "digit_coverage", lambda G, real, n: ([30, 2, 1, 31, 0, 0, 0, 0, 0, 36], [10] * 10))
+    coverage = studio_module.digit_coverage(model, torch.zeros(1), 100)
+    assert coverage.present == 4 and coverage.generated[0] == 30 and coverage.real == [10] * 10  # 2 of 100 counts
+    other = dataclasses.replace(model, config=model.config.replace(dataset="cifar10", channels=3))
+    assert studio_module.digit_coverage(other, torch.zeros(1), 100) is None  # the classifier knows digits only
+
+
+def test_the_form_reads_numbers_shown_as_text(studio):
+    from dcgan.studio import FORM_FIELDS, TEXT_FIELDS
+    from ui.train_view import form_values
+
+    assert set(TEXT_FIELDS) <= set(FORM_FIELDS)
+    cfg = studio.build_config(form(image_size="28", channels="1", batch_size="16", lr_g="3e-4"))
+    assert (cfg.image_size, cfg.channels, cfg.batch_size, cfg.lr_g) == (28, 1, 16, 3e-4)
+    assert cfg.dataset == "digits" and cfg.loss == "bce"
+    values = form_values(cfg)
+    assert all(isinstance(values[name], str) for name in TEXT_FIELDS) and values["image_size"] == "28"
+    assert values["batch_size"] == 16 and set(values) == {"preset", *FORM_FIELDS}

@@ -31,10 +31,6 @@ class AccessDenied(gr.Error, PermissionError):
         return str(self.message)
 
 
-_unlocked: set[str] = set()
-_unlocked_lock = threading.Lock()
-
-
 def on_space() -> bool:
     """True on a Hugging Face Space: the Spaces runtime always sets SPACE_ID."""
     return bool(os.environ.get("SPACE_ID"))
@@ -78,57 +74,61 @@ def password_configured() -> bool:
     return bool(os.environ.get(PASSWORD_ENV))
 
 
-def unlock(request: Any, password: str) -> bool:
-    """Unlock this browser session when the owner password is right (constant-time compare)."""
-    expected = os.environ.get(PASSWORD_ENV, "")
-    session = _session(request)
-    if not expected or not session or not password:
-        return False
-    if not hmac.compare_digest(password.encode(), expected.encode()):
-        return False
-    with _unlocked_lock:
-        if len(_unlocked) >= MAX_UNLOCKED:
-            _unlocked.clear()
-        _unlocked.add(session)
-    return True
+class Access:
+    """Who may steer training in one app (its Studio holds one): the owner's login, and the browser sessions
+    the owner password unlocked."""
 
+    def __init__(self) -> None:
+        self._unlocked: set[str] = set()
+        self._lock = threading.Lock()
 
-def lock(request: Any) -> None:
-    session = _session(request)
-    with _unlocked_lock:
-        _unlocked.discard(session)
-
-
-def is_owner(request: Any, profile: Any = None) -> bool:
-    """May this visitor use training controls? Always yes off a Space."""
-    if not on_space():
+    def unlock(self, request: Any, password: str) -> bool:
+        """Unlock this browser session when the owner password is right (constant-time compare)."""
+        expected = os.environ.get(PASSWORD_ENV, "")
+        session = _session(request)
+        if not expected or not session or not password:
+            return False
+        if not hmac.compare_digest(password.encode(), expected.encode()):
+            return False
+        with self._lock:
+            if len(self._unlocked) >= MAX_UNLOCKED:
+                self._unlocked.clear()
+            self._unlocked.add(session)
         return True
-    name = visitor_name(request, profile)
-    if name and name.lower() in owners():
-        return True
-    session = _session(request)
-    with _unlocked_lock:
-        return session is not None and session in _unlocked
 
+    def lock(self, request: Any) -> None:
+        session = _session(request)
+        with self._lock:
+            self._unlocked.discard(session)
 
-def require_owner(request: Any, profile: Any = None) -> None:
-    """Raise AccessDenied (a gr.Error and a PermissionError) unless is_owner."""
-    if is_owner(request, profile):
-        return
-    how = "log in with Hugging Face as the Space's owner"
-    if password_configured():
-        how += " or enter the owner password (Hub tab, 'Owner access')"
-    raise AccessDenied(f"On this public Space only the owner can control training: {how}. "
-                       f"Sampling and exploring stay open to everyone.", title="Owner only")
+    def is_owner(self, request: Any, profile: Any = None) -> bool:
+        """May this visitor use training controls? Always yes off a Space."""
+        if not on_space():
+            return True
+        name = visitor_name(request, profile)
+        if name and name.lower() in owners():
+            return True
+        session = _session(request)
+        with self._lock:
+            return session is not None and session in self._unlocked
 
+    def require_owner(self, request: Any, profile: Any = None) -> None:
+        """Raise AccessDenied (a gr.Error and a PermissionError) unless is_owner."""
+        if self.is_owner(request, profile):
+            return
+        how = "log in with Hugging Face as the Space's owner"
+        if password_configured():
+            how += " or enter the owner password (Hub tab, 'Owner access')"
+        raise AccessDenied(f"On this public Space only the owner can control training: {how}. "
+                           f"Sampling and exploring stay open to everyone.", title="Owner only")
 
-def describe(request: Any, profile: Any = None) -> str:
-    """One line for the UI saying whether this session may train."""
-    if not on_space():
-        return "Running locally: every control is available."
-    if is_owner(request, profile):
-        return "Owner access: training controls are unlocked for this session."
-    how = "log in with Hugging Face as the owner"
-    if password_configured():
-        how += " or enter the owner password"
-    return f"Public Space: sampling and exploring are open; to train, {how}."
+    def describe(self, request: Any, profile: Any = None) -> str:
+        """One line for the UI saying whether this session may train."""
+        if not on_space():
+            return "Running locally: every control is available."
+        if self.is_owner(request, profile):
+            return "Owner access: training controls are unlocked for this session."
+        how = "log in with Hugging Face as the owner"
+        if password_configured():
+            how += " or enter the owner password"
+        return f"Public Space: sampling and exploring are open; to train, {how}."

@@ -7,12 +7,7 @@ boxes where no emoji font is installed.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import threading
-import time
-import uuid
-from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -21,7 +16,7 @@ from dcgan.checkpoint import CheckpointError
 from dcgan.config import ConfigError
 from dcgan.data import DatasetError
 from dcgan.trainer import TrainerBusy
-from ui.queues import FAST, HEAVY, POLL, SLIDE, fast, heavy  # noqa: F401  (the tabs import the groups from here)
+from ui.queues import FAST, HEAVY, POLL, SLIDE, fast  # noqa: F401  (the tabs import the groups from here)
 
 OK, WARN, FAIL, REFRESH = "✓", "⚠", "✗", "↻"
 log = logging.getLogger("dcgan.app")
@@ -59,30 +54,5 @@ def new_view(default: Any = None) -> dict[str, Any]:
     return {"model": default, "drawn": None, "seed": 0, "psi": 1.0, "z": None, "label": 0}
 
 
-EXPORT_KEEP_S = 3600.0  # Gradio copies a returned file into its own cache at once; ours may go after this
-_exports_dir: Path | None = None
-_exports_lock = threading.Lock()
-
-
-def export_path(name: str) -> Path:
-    """A new path named `name` for a file the page hands out (GIF exports): one folder per process with a
-    subfolder per file, and subfolders older than EXPORT_KEEP_S removed on the way, so a class exporting all
-    day leaves one folder of recent files instead of a temporary folder per click."""
-    global _exports_dir
-    with _exports_lock:
-        if _exports_dir is None or not _exports_dir.is_dir():
-            _exports_dir = Path(tempfile.mkdtemp(prefix="dcgan-exports-"))
-        root = _exports_dir
-        cutoff = time.time() - EXPORT_KEEP_S
-        for old in root.iterdir():
-            try:
-                if old.stat().st_mtime < cutoff:
-                    shutil.rmtree(old)
-            except OSError:  # gone already
-                pass
-        folder = root / uuid.uuid4().hex[:12]
-        folder.mkdir()
-    return folder / name
-
-
-PRIVATE = {"api_visibility": "private"}  # an event only the page itself triggers: not in the API, not callable
+# an event only the page itself triggers: not in the API, not callable
+PRIVATE = MappingProxyType({"api_visibility": "private"})

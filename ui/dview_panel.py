@@ -1,43 +1,24 @@
 """The "D's view" panel of the Train tab: dcgan/dview.py's picture of the game, live or for a checkpoint.
 
-One `DViewHook` per trainer computes the frames in its own thread; this module only shows the newest one,
-answers a click on a dot with its image, draws a saved run on request and exports the frames as a GIF.
+The studio's one `DViewHook` computes the frames in its own thread, and the studio draws saved runs once for
+every browser; this module only shows the newest frame, answers a click on a dot with its image, asks for a
+saved run's frame and exports the frames as a GIF.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import gradio as gr
 
 from dcgan import dview
 from dcgan.images import upscale
-from dcgan.trainer import Trainer
-from ui.common import HEAVY, PRIVATE, REFRESH, WARN, export_path, heavy, problem
+from ui.common import HEAVY, PRIVATE, REFRESH, WARN, problem
 from ui.state import Studio
 
 POLL_S = 2.0  # the hook draws a frame every few seconds at most; polling faster shows nothing new
-MAX_CHECKPOINT_FRAMES = 4
 WAITING = "D's view appears a few seconds after a run starts (it is drawn for the live run, or for a saved run below)."
-
-_hooks: weakref.WeakKeyDictionary[Trainer, dview.DViewHook] = weakref.WeakKeyDictionary()
-_hooks_lock = threading.Lock()
-_saved: OrderedDict[tuple, dview.Frame] = OrderedDict()  # checkpoint frames, shared by every browser
-_saved_lock = threading.Lock()
-
-
-def hook_for(trainer: Trainer) -> dview.DViewHook | None:
-    """The trainer's D's-view hook, added on first use (None while the trainer cannot take hooks)."""
-    with _hooks_lock:
-        hook = _hooks.get(trainer)
-        if hook is None and hasattr(trainer, "subscribe"):
-            hook = _hooks[trainer] = dview.DViewHook()
-            trainer.subscribe(hook, snapshots=True)
-        return hook
 
 
 def caption(frame: dview.Frame) -> str:
@@ -53,10 +34,9 @@ def note_text() -> str:
 
 
 def live_frame(studio: Studio) -> dview.Frame | None:
-    hook = hook_for(studio.trainer)
-    if hook is None or studio.trainer.status().state == "idle":
+    if studio.trainer.status().state == "idle":
         return None
-    return hook.latest()
+    return studio.dview_hook().latest()
 
 
 def shown_frame(studio: Studio, seen: dict) -> dview.Frame | None:
@@ -66,11 +46,8 @@ def shown_frame(studio: Studio, seen: dict) -> dview.Frame | None:
         return None
     source, ident = key
     if source == "checkpoint":
-        with _saved_lock:
-            return _saved.get(ident)
-    hook = hook_for(studio.trainer)
-    if hook is None:
-        return None
+        return studio.dview_frames.peek(ident)
+    hook = studio.dview_hook()
     return next((f for f in reversed(hook.frames()) if f.iteration == ident), hook.latest())
 
 
@@ -97,16 +74,7 @@ def show_checkpoint(studio: Studio, name: str, seen: dict) -> tuple[dict, Any, s
     """D's view of a saved run (its G, D and Adam state), drawn once per file version and shared."""
     seen = dict(seen or {})
     try:
-        path = studio.resolve_checkpoint(name)
-        key = (str(path), path.stat().st_mtime_ns)
-        with _saved_lock:
-            frame = _saved.get(key)
-        if frame is None:
-            frame = dview.frame_of_checkpoint(path, label=path.relative_to(studio.checkpoints_dir.resolve()).as_posix())
-            with _saved_lock:
-                _saved[key] = frame
-                while len(_saved) > MAX_CHECKPOINT_FRAMES:
-                    _saved.popitem(last=False)
+        key, frame = studio.dview_of_checkpoint(name)
     except Exception as exc:  # a bad or vanished file, data that cannot be loaded: say so, keep the view
         return seen, gr.skip(), problem(exc)
     seen.update(source="checkpoint", shown=("checkpoint", key))
@@ -132,18 +100,17 @@ def click(studio: Studio, seen: dict, x: float, y: float) -> tuple[Any, str]:
 
 
 def export_gif(studio: Studio) -> tuple[str | None, str]:
-    hook = hook_for(studio.trainer)
-    frames = hook.frames() if hook is not None else []
+    frames = studio.dview_hook().frames()
     if len(frames) < 2:
         return None, f"{WARN} Not enough frames yet: D's view is drawn every few seconds while a run trains."
-    out = export_path(f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif")
+    out = studio.export_path(f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif")
     dview.save_frames_gif(frames, out)
     return str(out), f"GIF of {len(frames)} frames, iterations {frames[0].iteration:,} to {frames[-1].iteration:,}."
 
 
 def build(studio: Studio) -> None:
     """The panel's components and events (inside the Train tab's layout; it polls with its own timer)."""
-    hook_for(studio.trainer)
+    studio.dview_hook()
     seen = gr.State({})
     with gr.Column(elem_id="dview-panel"):
         _layout(studio, seen)
@@ -176,7 +143,7 @@ def _layout(studio: Studio, seen: gr.State) -> None:
         x, y = evt.index if isinstance(evt.index, (list, tuple)) else (-1e9, -1e9)
         return click(studio, seen_value, float(x), float(y))
 
-    @heavy
+    @studio.lane.wrap
     def run_dview_checkpoint(name: str, seen_value: dict):
         return show_checkpoint(studio, name, seen_value)
 

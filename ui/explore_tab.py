@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from ui import explore_tools as tools
-from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, heavy, new_view
+from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, new_view
 from ui.state import Studio
 
 NOTE_SLIDERS = """**Latent sliders.** Each slider moves z along one direction, in standard deviations of the prior.
@@ -46,10 +46,10 @@ real images. Near 1: G varies as much as the data. Towards 0: mode collapse, man
 the bar chart shows which digits a classifier sees in the samples: a collapsed generator piles up on a few."""
 
 
-def build(studio: Studio, session: gr.State | None = None) -> None:
-    """The Explore tab's components and events; call inside `with gr.Tab("Explore")`. `session` is the
-    browser's view state shared with the other tabs (a private one when none is given)."""
-    session = session if session is not None else gr.State(new_view())
+def build(studio: Studio, view: gr.State | None = None) -> None:
+    """The Explore tab's components and events; call inside `with gr.Tab("Explore")`. `view` is the browser's
+    view state shared with the other tabs (a private one when none is given)."""
+    session = view if view is not None else gr.State(new_view())
     C: dict[str, Any] = {"session": session}
     gr.Markdown("Explore what the generator learned. Choose a model, then use the tools below. Everything runs on "
                 "a CPU copy of G, so it works while a run trains, and what you pick here is yours alone.")
@@ -181,6 +181,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     def ins(*names: str) -> list:
         return [C[n] for n in names]
 
+    heavy = studio.lane.wrap
     sliders = ins(*tools.SLIDERS)
     model_out = ins("session", "summary", "gallery", "start", "moved", *tools.SLIDERS, "note", "class_a", "class_b",
                     "class_btn", "class_frames", "cond_note")
@@ -204,6 +205,22 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     def diversity(s, n, progress=gr.Progress()):
         return tools.run_diversity(s, n, progress)
 
+    # the tools that draw with the shared slider directions or write a GIF take the studio
+    def slide(session, kind, first, *amounts):  # the names of the public explore_sliders endpoint
+        return tools.slide(studio, session, kind, first, *amounts)
+
+    def random_start(s, k, f):
+        return tools.random_start(studio, s, k, f)
+
+    def on_pick(s, mode, ta, tb, tc, k, f, evt: gr.SelectData):
+        return tools.on_pick(studio, s, mode, ta, tb, tc, k, f, evt)
+
+    def run_interpolation(session, a, b, frames, mode):
+        return tools.run_interpolation(studio, session, a, b, frames, mode)
+
+    def run_class_control(s, class_a, class_b, frames):
+        return tools.run_class_control(studio, s, class_a, class_b, frames)
+
     C["use_btn"].click(fast(named(use_live)), ins("session", "kind", "first"), model_out,
                        api_name="explore_use_live", **FAST)
     C["load_btn"].click(fast(named(load)), ins("checkpoint", "session", "kind", "first"), model_out,
@@ -221,7 +238,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
                            api_name="explore_samples", **FAST)
     C["psi"].release(samples, ins("session", "seed", "psi"), ins("session", "gallery"), **PRIVATE, **FAST)
     for j, sl in enumerate(sliders):
-        sl.input(fast(tools.slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
+        sl.input(fast(slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
                  trigger_mode="always_last", show_progress="hidden",
                  api_name="explore_sliders" if j == 0 else None,
                  api_visibility="public" if j == 0 else "private", **SLIDE)
@@ -229,26 +246,26 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     def redraw(s, k, f, *amounts):
         if s.get("model") is None:
             return gr.skip(), ""
-        return tools.slide(s, k, f, *amounts), tools.directions_note(s, k)
+        return slide(s, k, f, *amounts), tools.directions_note(studio, s, k)
 
     C["kind"].change(fast(redraw), [C["session"], C["kind"], C["first"], *sliders], ins("moved", "note"),
                      **PRIVATE, **FAST)
-    C["first"].submit(fast(tools.slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
+    C["first"].submit(fast(slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
                       **PRIVATE, **FAST)
-    C["reset_btn"].click(fast(lambda s, k, f: (tools.slide(s, k, f), *[0.0] * tools.NUM_SLIDERS)),
+    C["reset_btn"].click(fast(lambda s, k, f: (slide(s, k, f), *[0.0] * tools.NUM_SLIDERS)),
                          ins("session", "kind", "first"), [C["moved"], *sliders], **PRIVATE, **FAST)
-    C["random_btn"].click(fast(named(tools.random_start)), ins("session", "kind", "first"),
+    C["random_btn"].click(fast(named(random_start)), ins("session", "kind", "first"),
                           ins("session", "start", "moved", *tools.SLIDERS), **PRIVATE, **FAST)
-    C["gallery"].select(fast(named(tools.on_pick)), ins("session", "pick_mode", "term_a", "term_b", "term_c",
+    C["gallery"].select(fast(named(on_pick)), ins("session", "pick_mode", "term_a", "term_b", "term_c",
                                                          "kind", "first"),
                         ins("session", "start", "moved", *tools.SLIDERS, "a_num", "b_num", "term_a", "term_b",
                             "term_c", "memo_num"), **PRIVATE, **FAST)
 
-    C["interp_btn"].click(heavy(named(tools.run_interpolation)), ins("session", "a_num", "b_num", "frames", "mode"),
+    C["interp_btn"].click(heavy(named(run_interpolation)), ins("session", "a_num", "b_num", "frames", "mode"),
                           ins("strip", "gif"), api_name="explore_interpolate", **HEAVY)
     C["arith_btn"].click(fast(named(tools.run_arithmetic)), ins("session", "term_a", "term_b", "term_c"),
                          ins("equation", "variants"), **PRIVATE, **FAST)
-    C["class_btn"].click(heavy(named(tools.run_class_control)), ins("session", "class_a", "class_b", "class_frames"),
+    C["class_btn"].click(heavy(named(run_class_control)), ins("session", "class_a", "class_b", "class_frames"),
                          ins("every_class", "class_strip", "class_gif"), **PRIVATE, **HEAVY)
     C["invert_btn"].click(heavy(named(invert)), ins("session", "editor", "restarts", "steps", "kind", "first"),
                           ins("session", "target_img", "recon_img", "error_img", "invert_text", "start", "moved",

@@ -16,27 +16,27 @@ import torch
 
 from dcgan import latent
 from dcgan.images import grid_array, image_array, save_gif, upscale
-from dcgan.models import sample
-from dcgan.studio import LoadedModel, ModelMemo, Studio, diversity_verdict, inversion_verdict, memorisation_verdict
-from ui.common import export_path, user_error
+from dcgan.models import sample, seeded_latents
+from dcgan.studio import (
+    PRESENT_SHARE,
+    LoadedModel,
+    Studio,
+    digit_coverage,
+    diversity_verdict,
+    inversion_verdict,
+    memorisation_ratio,
+    memorisation_verdict,
+)
+from ui.common import user_error
 
 NUM_SLIDERS = 6
 GRID = 16  # samples in the pick-from grid
-SLIDERS = [f"slider{j + 1}" for j in range(NUM_SLIDERS)]
+SLIDERS = tuple(f"slider{j + 1}" for j in range(NUM_SLIDERS))
 PICK_MODES = ("sliders", "interpolation start", "interpolation end", "arithmetic A (+)", "arithmetic B (-)",
               "arithmetic C (+)", "memorisation check")
 DIRECTION_KINDS = ("principal directions", "raw z dimensions")
 UNCONDITIONAL = ("*This model is unconditional (trained with 0 classes): set **Classes** to 10 in the Train tab "
                  "on digits to get class control.*")
-
-_directions = ModelMemo(64)
-
-
-def principal_directions_of(model: LoadedModel) -> latent.Directions:
-    """GANSpace directions of a model, shared by every visitor on it (a ModelMemo): a pinned model keeps the
-    same sliders, and thirty visitors pinning live snapshots seconds apart cost one computation."""
-    return _directions.get(model, (), lambda: latent.principal_directions(model.generator, k=NUM_SLIDERS))
-
 
 def session_model(session: dict[str, Any]) -> LoadedModel:
     if session.get("model") is None:
@@ -67,9 +67,10 @@ def render(model: LoadedModel, z: torch.Tensor, labels: torch.Tensor | None = No
 
 
 def grid_latents(session: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid's z (scaled by the truncation ψ) and classes (0 for an unconditional model)."""
     model = session_model(session)
-    z = latent.sample_latents(model.config.nz, GRID, session["seed"], session["psi"])
-    return z, torch.arange(GRID) % max(model.config.num_classes, 1)
+    z, labels = seeded_latents(model.config.nz, GRID, session["seed"], model.config.num_classes)
+    return z * float(session["psi"]), labels if labels is not None else torch.zeros(GRID, dtype=torch.long)
 
 
 def grid_gallery(session: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
@@ -78,26 +79,28 @@ def grid_gallery(session: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
     return [(picture(images, i, 96), f"#{i}") for i in range(GRID)]
 
 
-def moved_image(session: dict[str, Any], kind: str, first: float, amounts: list[float]) -> np.ndarray:
+def moved_image(studio: Studio, session: dict[str, Any], kind: str, first: float,
+                amounts: list[float]) -> np.ndarray:
     """The session's z moved by the slider values along the chosen directions (what a slider move redraws)."""
     model = session_model(session)
-    dirs = (principal_directions_of(model) if kind == DIRECTION_KINDS[0]
+    dirs = (studio.principal_directions(model, NUM_SLIDERS) if kind == DIRECTION_KINDS[0]
             else latent.raw_directions(model.config.nz, NUM_SLIDERS, int(first or 0)))
     z = latent.move(session["z"], dirs, [float(a or 0) for a in amounts])
     return picture(render(model, z, torch.tensor([session["label"]])))
 
 
-def slider_images(session: dict[str, Any], kind: str, first: float,
+def slider_images(studio: Studio, session: dict[str, Any], kind: str, first: float,
                   amounts: list[float]) -> tuple[np.ndarray, np.ndarray]:
     """(start image, moved image) for the session's z and the slider values."""
     start = render(session_model(session), session["z"], torch.tensor([session["label"]]))
-    return picture(start), moved_image(session, kind, first, amounts)
+    return picture(start), moved_image(studio, session, kind, first, amounts)
 
 
-def directions_note(session: dict[str, Any], kind: str) -> str:
+def directions_note(studio: Studio, session: dict[str, Any], kind: str) -> str:
     if session.get("model") is None or kind != DIRECTION_KINDS[0]:
         return ""
-    shares = ", ".join(f"{100 * e:.1f}%" for e in principal_directions_of(session["model"]).explained)
+    directions = studio.principal_directions(session["model"], NUM_SLIDERS)
+    shares = ", ".join(f"{100 * e:.1f}%" for e in directions.explained)
     return f"Share of G's feature variance along slider 1..{NUM_SLIDERS}: {shares}"
 
 
@@ -108,15 +111,16 @@ def zero_sliders() -> dict[str, float]:
 # ---- choosing the model ------------------------------------------------------------------------
 
 
-def show_model(model: LoadedModel, session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:
+def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind: str,
+               first: float) -> dict[str, Any]:
     """Pin `model` in this browser and redraw everything that depends on it."""
     session = dict(session, model=model, drawn=model.key, label=0,
                    z=latent.sample_latents(model.config.nz, 1, session.get("seed", 0) + 1000))
-    start, moved = slider_images(session, kind, first, [0.0] * NUM_SLIDERS)
+    start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
     names = [str(c) for c in range(model.config.num_classes)]
     cond = bool(names)
     return {"session": session, "summary": model_summary(model), "gallery": grid_gallery(session),
-            "start": start, "moved": moved, **zero_sliders(), "note": directions_note(session, kind),
+            "start": start, "moved": moved, **zero_sliders(), "note": directions_note(studio, session, kind),
             "class_a": gr.Dropdown(choices=names, value=names[0] if cond else None, interactive=cond),
             "class_b": gr.Dropdown(choices=names, value=names[-1] if cond else None, interactive=cond),
             "class_btn": gr.Button(interactive=cond), "class_frames": gr.Slider(interactive=cond),
@@ -127,7 +131,7 @@ def use_live(studio: Studio, session: dict[str, Any], kind: str, first: float) -
     model = studio.live_model()
     if model is None:
         raise user_error("No live run yet: start one in the Train tab, or load a checkpoint here.")
-    return show_model(model, session, kind, first)
+    return show_model(studio, model, session, kind, first)
 
 
 def load_checkpoint(studio: Studio, name: str | None, session: dict[str, Any], kind: str,
@@ -138,7 +142,7 @@ def load_checkpoint(studio: Studio, name: str | None, session: dict[str, Any], k
         model = studio.load_checkpoint(name)
     except Exception as exc:  # CheckpointError, ValueError (outside the folder), OSError: all the user's to fix
         raise user_error(f"Could not load {name}: {exc}") from None
-    return show_model(model, session, kind, first)
+    return show_model(studio, model, session, kind, first)
 
 
 def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:
@@ -147,7 +151,7 @@ def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) ->
     model = session.get("model") or studio.default_model or studio.live_model()
     if model is None or (session.get("model") is model and session.get("drawn") == model.key):
         return {}
-    return show_model(model, session, kind, first)
+    return show_model(studio, model, session, kind, first)
 
 
 # ---- tools -----------------------------------------------------------------------------------
@@ -158,26 +162,26 @@ def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, A
     return {"session": session, "gallery": grid_gallery(session)}
 
 
-def slide(session: dict[str, Any], kind: str, first: float, *amounts: float) -> np.ndarray:
-    return moved_image(session, kind, first, list(amounts))
+def slide(studio: Studio, session: dict[str, Any], kind: str, first: float, *amounts: float) -> np.ndarray:
+    return moved_image(studio, session, kind, first, list(amounts))
 
 
-def random_start(session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:
+def random_start(studio: Studio, session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:
     model = session_model(session)
     seed = int(np.random.default_rng().integers(0, 2**31 - 1))
     session = dict(session, z=latent.sample_latents(model.config.nz, 1, seed))
-    start, moved = slider_images(session, kind, first, [0.0] * NUM_SLIDERS)
+    start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
     return {"session": session, "start": start, "moved": moved, **zero_sliders()}
 
 
-def on_pick(session: dict[str, Any], mode: str, ta: str, tb: str, tc: str, kind: str, first: float,
+def on_pick(studio: Studio, session: dict[str, Any], mode: str, ta: str, tb: str, tc: str, kind: str, first: float,
             evt: gr.SelectData) -> dict[str, Any]:
     """A click on a grid sample: hand its number to the tool chosen in `mode`."""
     i = int(evt.index)
     if mode == "sliders":
         z, labels = grid_latents(session)
         session = dict(session, z=z[i:i + 1].clone(), label=int(labels[i]))
-        start, moved = slider_images(session, kind, first, [0.0] * NUM_SLIDERS)
+        start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
         return {"session": session, "start": start, "moved": moved, **zero_sliders()}
     if mode.startswith("interpolation"):
         return {"a_num" if mode.endswith("start") else "b_num": i}
@@ -195,15 +199,16 @@ def strip_picture(images: torch.Tensor, side: int = 112) -> np.ndarray:
     return grid_array(big, nrow=images.shape[0], padding=4)
 
 
-def write_gif(images: torch.Tensor) -> str:
+def write_gif(studio: Studio, images: torch.Tensor) -> str:
     frames = [picture(images, i, 192) for i in range(images.shape[0])]
     frames = frames + frames[-2:0:-1]  # there and back, so the loop has no jump
     if frames[0].ndim == 2:
         frames = [np.stack([f] * 3, axis=-1) for f in frames]
-    return str(save_gif(frames, export_path("interpolation.gif"), 90))
+    return str(save_gif(frames, studio.export_path("interpolation.gif"), 90))
 
 
-def run_interpolation(session: dict[str, Any], a: float, b: float, frames: float, mode: str) -> dict[str, Any]:
+def run_interpolation(studio: Studio, session: dict[str, Any], a: float, b: float, frames: float,
+                      mode: str) -> dict[str, Any]:
     model = session_model(session)
     z, labels = grid_latents(session)
     try:
@@ -215,7 +220,7 @@ def run_interpolation(session: dict[str, Any], a: float, b: float, frames: float
     t = torch.linspace(0, 1, path.shape[0]).view(-1, 1)
     onehot = torch.nn.functional.one_hot(labels[[ia, ib]], max(model.config.num_classes, 1)).float()
     images = render(model, path, (1 - t) * onehot[0] + t * onehot[1])
-    return {"strip": strip_picture(images), "gif": write_gif(images)}
+    return {"strip": strip_picture(images), "gif": write_gif(studio, images)}
 
 
 def equation_image(images: list[np.ndarray], signs: list[str]) -> np.ndarray:
@@ -248,12 +253,12 @@ def run_arithmetic(session: dict[str, Any], ta: str, tb: str, tc: str) -> dict[s
     images = render(model, torch.cat([res.terms, res.result[None]]), label.expand(4))
     pics = [picture(images, i, 160) for i in range(4)]
     # the paper shows the result with a little noise added: is the effect robust?
-    jitter = res.result[None] + 0.25 * torch.randn(8, model.config.nz, generator=torch.Generator().manual_seed(0))
+    jitter = res.result[None] + 0.25 * seeded_latents(model.config.nz, 8)[0]
     variants = render(model, jitter, label.expand(8))
     return {"equation": equation_image(pics, ["-", "+", "="]), "variants": strip_picture(variants, 96)}
 
 
-def run_class_control(session: dict[str, Any], class_a: str | None, class_b: str | None,
+def run_class_control(studio: Studio, session: dict[str, Any], class_a: str | None, class_b: str | None,
                       frames: float) -> dict[str, Any]:
     model = session_model(session)
     n = model.config.num_classes
@@ -264,7 +269,8 @@ def run_class_control(session: dict[str, Any], class_a: str | None, class_b: str
     t = torch.linspace(0, 1, int(frames)).view(-1, 1)
     onehots = torch.nn.functional.one_hot(torch.tensor([int(class_a or 0), int(class_b or 0)]), n).float()
     path = render(model, z.expand(t.shape[0], -1), (1 - t) * onehots[0] + t * onehots[1])
-    return {"every_class": strip_picture(every), "class_strip": strip_picture(path), "class_gif": write_gif(path)}
+    return {"every_class": strip_picture(every), "class_strip": strip_picture(path),
+            "class_gif": write_gif(studio, path)}
 
 
 def editor_array(value: Any) -> np.ndarray | None:
@@ -295,7 +301,7 @@ def run_inversion(studio: Studio, session: dict[str, Any], editor: Any, restarts
         reference = []
     verdict = inversion_verdict(inv.mse, reference, float(target.var()))
     session = dict(session, z=inv.z[None].clone(), label=inv.label or 0)
-    start, moved = slider_images(session, kind, first, [0.0] * NUM_SLIDERS)
+    start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
     cls = f" · best class {inv.label}" if inv.label is not None else ""
     text = (f"Reconstruction error: MSE {inv.mse:.4f} on the [−1, 1] scale · PSNR {inv.psnr:.1f} dB{cls}. "
             f"**{verdict.word}**: {verdict.text}. It is now the slider start: open *Sliders* to edit it.")
@@ -327,7 +333,7 @@ def run_memorisation(session: dict[str, Any], index: float, use_slider_start: bo
     gallery += [(upscale(image_array(data.train[j].float() / 127.5 - 1), 128), f"#{j}: {dist:.3f}")
                 for j, dist in zip(idx[0].tolist(), d[0].tolist(), strict=True)]
     nearest = float(d[0, 0])
-    ratio = nearest / yardstick if yardstick == yardstick and yardstick > 0 else float("nan")
+    ratio = memorisation_ratio(nearest, yardstick)
     text = (f"Nearest training image at distance **{nearest:.3f}**; held-out real images are typically "
             f"**{yardstick:.3f}** from theirs (ratio {ratio:.2f}): {memorisation_verdict(ratio)}. "
             f"Searched {data.train.shape[0]} training images of '{data.name}'.")
@@ -352,15 +358,15 @@ def run_diversity(session: dict[str, Any], n: float, progress: Any = None) -> di
             f"versus **{div.real:.3f}** for real images ({diversity_verdict(div.ratio)}).")
     classes = pd.DataFrame({"digit": pd.Series(dtype="str"), "share of images": pd.Series(dtype="float"),
                             "images": pd.Series(dtype="str")})
-    if model.config.dataset == "digits":
-        progress(0.6, desc="classifying digits (the classifier trains once, ~20 s, on first use)")
-        fake_counts, real_counts = latent.digit_coverage(model.generator, real, n=int(n))
+    progress(0.6, desc="classifying digits (the classifier trains once, ~20 s, on first use)")
+    coverage = digit_coverage(model, real, int(n))
+    if coverage is not None:
         # one bar per digit and kind, side by side (a bar plot stacks bars that share an x)
         classes = pd.DataFrame([{"digit": f"{d} {name[:3] if name == 'generated' else name}",
                                  "share of images": c / max(sum(counts), 1),
                                  "images": name}
-                                for name, counts in (("generated", fake_counts), ("real", real_counts))
+                                for name, counts in (("generated", coverage.generated), ("real", coverage.real))
                                 for d, c in enumerate(counts)])
-        covered = sum(1 for c in fake_counts if c >= 0.02 * int(n))
-        text += f"\n\nDigits present in the samples (≥ 2% each): **{covered} of 10**."
+        text += (f"\n\nDigits present in the samples (≥ {PRESENT_SHARE:.0%} each): "
+                 f"**{coverage.present} of 10**.")
     return {"div_text": text, "div_plot": pd.DataFrame(rows), "class_plot": classes}

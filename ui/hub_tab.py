@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -28,16 +29,16 @@ from ui.state import Studio
 
 # Events whose inputs hold a token or password stay out of the API docs and out of Gradio's run history
 # (which saves the inputs of public endpoints and shows them again at /gradio_api/runs).
-SECRET = {"api_visibility": "undocumented"}
-LICENSES = ["mit", "apache-2.0", "cc-by-4.0", "cc-by-nc-4.0", "openrail", "other"]
+SECRET = MappingProxyType({"api_visibility": "undocumented"})
+LICENSES = ("mit", "apache-2.0", "cc-by-4.0", "cc-by-nc-4.0", "openrail", "other")
 
 
-def _token_for(typed: str | None, request: Any) -> str | bool | None:
+def _token_for(studio: Studio, typed: str | None, request: Any) -> str | bool | None:
     """The typed token; else, for the owner, HF_TOKEN / the cached login (None); else anonymous (False)."""
     typed = (typed or "").strip()
     if typed:
         return typed
-    return None if access.is_owner(request) else False
+    return None if studio.access.is_owner(request) else False
 
 
 def problem(message: str) -> str:
@@ -60,14 +61,14 @@ def push_action(studio: Studio, checkpoint: str, repo_id: str, private: bool, br
                 include_state: bool, license: str, token: str | None, request: Any = None) -> str:
     """Push one checkpoint; owner-only on a Space (it publishes under the owner's name)."""
     try:
-        access.require_owner(request)
+        studio.require_owner(request)
     except access.AccessDenied as exc:
         return problem(exc.message)
     if not checkpoint:
         return problem("Choose a checkpoint to push (train a run first, or press ↻ to refresh the list).")
     try:
         path = studio.resolve_checkpoint(checkpoint)
-        result = hub.push(path, repo_id, token=_token_for(token, request), private=private, revision=branch,
+        result = hub.push(path, repo_id, token=_token_for(studio, token, request), private=private, revision=branch,
                           commit_message=message or None, include_training_state=include_state,
                           loss_rows=_loss_rows(studio, path), license=license or "mit")
     except (hub.HubError, ValueError) as exc:
@@ -83,7 +84,7 @@ def pull_action(studio: Studio, repo_id: str, revision: str, token: str | None, 
     """Pull a generator into this browser's Explore tab (no other visitor's); returns (message, sample grid,
     {repo, state}, resume button, this browser's view state)."""
     try:
-        pulled = hub.pull(repo_id, revision, token=_token_for(token, request))
+        pulled = hub.pull(repo_id, revision, token=_token_for(studio, token, request))
     except hub.HubError as exc:
         return problem(str(exc)), None, {}, gr.update(interactive=False), gr.skip()
     model = studio.add_pulled(pulled)
@@ -100,31 +101,29 @@ def pull_action(studio: Studio, repo_id: str, revision: str, token: str | None, 
 
 
 def resume_action(studio: Studio, pulled: dict[str, str], request: Any = None) -> str:
-    """Copy the pulled training state into checkpoints/ and continue training it in the background."""
+    """Continue the pulled training state in the shared trainer (Studio.resume_pulled)."""
     try:
-        access.require_owner(request)
+        studio.require_owner(request)
     except access.AccessDenied as exc:
         return problem(exc.message)
     if not (pulled or {}).get("state"):
         return problem("Pull a repo that holds a training state first.")
     try:
-        local = hub.save_training_state(pulled["state"], pulled["repo"], studio.checkpoints_dir)
-        studio.trainer.start(resume_from=local)
+        iteration = studio.resume_pulled(pulled["state"], pulled["repo"])
     except (hub.HubError, CheckpointError, TrainerBusy, ConfigError, DatasetError, OSError) as exc:
         return problem(str(exc))
-    iteration = studio.trainer.status().iteration
     return f"{OK} Resuming {pulled['repo']} at iteration {iteration}: follow it in the Train tab."
 
 
-def unlock_action(password: str, request: Any = None) -> tuple[str, str]:
+def unlock_action(studio: Studio, password: str, request: Any = None) -> tuple[str, str]:
     """Check the owner password for this browser session; the field is cleared either way."""
     if not access.on_space():
-        return access.describe(request), ""
+        return studio.access.describe(request), ""
     if not access.password_configured():
         return problem(f"No owner password is set: add the secret {access.PASSWORD_ENV} in the Space settings "
                        f"(or log in with Hugging Face as the owner)."), ""
-    if access.unlock(request, password or ""):
-        return f"{OK} " + access.describe(request), ""
+    if studio.access.unlock(request, password or ""):
+        return f"{OK} " + studio.access.describe(request), ""
     return problem("Wrong password. Training controls stay locked; sampling and exploring are open."), ""
 
 
@@ -146,17 +145,17 @@ def load_startup_model(studio: Studio) -> str:
     return f"{OK} Loaded {pulled.label} at start-up ({hub.STARTUP_ENV}): explore it in the Explore tab."
 
 
-def build(studio: Studio, session: gr.State | None = None) -> None:
-    """The Hub tab's components and events (called inside `with gr.Tab("Hub")`); `session` is the browser's
+def build(studio: Studio, view: gr.State | None = None) -> None:
+    """The Hub tab's components and events (called inside `with gr.Tab("Hub")`); `view` is the browser's
     view state shared with Explore (a private one when none is given)."""
-    session = session if session is not None else gr.State({"model": None})
+    session = view if view is not None else gr.State({"model": None})
     startup = load_startup_model(studio)
     gr.Markdown("Share generators through the Hugging Face Hub, and pull models others trained. "
                 "The token is used for this request only: it is never shown, logged or saved. "
                 "Leave it empty to use `HF_TOKEN` or your `hf auth login`.")
     if access.on_space():
-        with gr.Accordion("Owner access", open=not access.is_owner(None)):
-            access_status = gr.Markdown(access.describe(None), elem_id="hub-access-status")
+        with gr.Accordion("Owner access", open=not studio.access.is_owner(None)):
+            access_status = gr.Markdown(studio.access.describe(None), elem_id="hub-access-status")
             if os.environ.get("OAUTH_CLIENT_ID"):
                 gr.LoginButton()
             with gr.Row():
@@ -165,7 +164,7 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
                 unlock = gr.Button("Unlock training", scale=1, elem_id="hub-unlock")
 
         def do_unlock(value: str, request: gr.Request) -> tuple[str, str]:
-            return unlock_action(value, request)
+            return unlock_action(studio, value, request)
 
         unlock.click(do_unlock, [password], [access_status, password], api_name="unlock", **SECRET)
         password.submit(do_unlock, [password], [access_status, password], **SECRET)
@@ -186,7 +185,7 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
             with gr.Row():
                 include_state = gr.Checkbox(label="Include the full training state (resume from the Hub)",
                                             value=False)
-                license = gr.Dropdown(LICENSES, value="mit", label="License")
+                license = gr.Dropdown(list(LICENSES), value="mit", label="License")
             push = gr.Button("Push to the Hub", variant="primary", elem_id="hub-push")
             push_status = gr.Markdown(elem_id="hub-push-status")
         with gr.Column():

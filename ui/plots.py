@@ -4,17 +4,21 @@ TensorBoard does), the quality-metric series and table with readable names."""
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
+from dcgan.metrics import METRIC_KEY
+
 MAX_POINTS = 500  # plotted points per curve, however long the run
-METRIC_SERIES = {"score": "score (lower is better)", "digit_fd_real": "real digits (ideal score)"}
-METRIC_NAMES = {  # record keys -> what a person reads in the table
-    "iteration": "iteration", "score": "score", "digit_fd": "digit FD (lower is better)",
+METRIC_SERIES = MappingProxyType({METRIC_KEY: f"{METRIC_KEY} (lower is better)",
+                                  "digit_fd_real": f"real digits (ideal {METRIC_KEY})"})
+METRIC_NAMES = MappingProxyType({  # record keys -> what a person reads in the table
+    "iteration": "iteration", METRIC_KEY: METRIC_KEY, "digit_fd": "digit FD (lower is better)",
     "digit_fd_real": "digit FD of real images", "classes_covered": "digits covered (of 10)",
     "class_entropy_bits": "class balance (bits, 3.32 = even)", "fid": "FID", "kid": "KID",
-    "classifier_accuracy": "classifier accuracy"}
+    "classifier_accuracy": "classifier accuracy"})
 
 
 def downsample(iterations: np.ndarray, values: np.ndarray,

@@ -8,10 +8,10 @@ the smallest `concurrency_limit` among them; Gradio holds the rest in its queue 
 - POLL: every open page's status timer (the Train tab's `train_status`, once a second per browser). A
   tick is not sent again while one is pending, so with one worker the pages of a big class refresh
   less often instead of taking the CPU that training and sliders need.
-- HEAVY: inversion, diversity, memorisation: seconds each. `heavy(fn)` wraps these so that at most
-  HEAVY_RUNNING run at once and each visitor (browser session) has at most PER_VISITOR of them waiting
-  or running; one more is refused at once with "busy, try again in N s" instead of queueing behind
-  itself (a visitor who fires twenty inversions through the API cannot push everyone else back). They
+- HEAVY: inversion, diversity, memorisation: seconds each. The app's lane (`studio.lane.wrap(fn)`) wraps
+  these so that at most HEAVY_RUNNING run at once and each visitor (browser session) has at most PER_VISITOR
+  of them waiting or running; one more is refused at once with "busy, try again in N s" instead of queueing
+  behind itself (a visitor who fires twenty inversions through the API cannot push everyone else back). They
   run on the lane's own thread at a lower OS priority (HEAVY_NICE), so on a busy machine training and
   slider moves get the cores first.
 
@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -50,10 +51,10 @@ SERVE_THREADS = 1  # torch intra-op threads of one serving request
 
 POLL_WORKERS = 1
 
-SLIDE = dict(concurrency_id="slide", concurrency_limit=1)
-FAST = dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS)
-POLL = dict(concurrency_id="poll", concurrency_limit=POLL_WORKERS)
-HEAVY = dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS)
+SLIDE = MappingProxyType(dict(concurrency_id="slide", concurrency_limit=1))
+FAST = MappingProxyType(dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS))
+POLL = MappingProxyType(dict(concurrency_id="poll", concurrency_limit=POLL_WORKERS))
+HEAVY = MappingProxyType(dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS))
 
 
 def serve_threads(n: int = SERVE_THREADS) -> None:
@@ -80,7 +81,8 @@ class Busy(gr.Error):
 
 
 class HeavyLane:
-    """Admission for heavy jobs: a per-visitor bound, then at most `running` at once."""
+    """Admission for heavy jobs: a per-visitor bound, then at most `running` at once (the app's Studio holds
+    the one lane every page shares)."""
 
     def __init__(self, running: int = HEAVY_RUNNING, per_visitor: int = PER_VISITOR, nice: int = HEAVY_NICE) -> None:
         self.per_visitor = per_visitor
@@ -139,19 +141,15 @@ class HeavyLane:
         finally:
             self.release(key, job)
 
+    def wrap(self, fn: Callable) -> Callable:
+        """A heavy event function that runs in this lane (use with **HEAVY). Keeps fn's signature, so Gradio
+        still passes gr.Progress / gr.Request to it."""
 
-LANE = HeavyLane()
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return self.run(getattr(fn, "__name__", "job").replace("run_", "").replace("_", " "), fn, *args, **kwargs)
 
-
-def heavy(fn: Callable) -> Callable:
-    """Wrap a heavy event function (use with **HEAVY). Keeps fn's signature, so Gradio still passes
-    gr.Progress / gr.Request to it."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return LANE.run(getattr(fn, "__name__", "job").replace("run_", "").replace("_", " "), fn, *args, **kwargs)
-
-    return wrapper
+        return wrapper
 
 
 def fast(fn: Callable) -> Callable:

@@ -8,6 +8,7 @@ curves are drawn with the Train tab's own smoothing; open and resume go through 
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -15,6 +16,7 @@ import pandas as pd
 
 from dcgan import runs
 from dcgan.images import upscale
+from dcgan.metrics import METRIC_KEY
 from dcgan.studio import USER_ERRORS
 from ui.common import FAST, OK, PRIVATE, fast, problem
 from ui.train_view import curve_frame
@@ -22,13 +24,13 @@ from ui.train_view import curve_frame
 MAX_COMPARE = 4
 REFRESH_S = 5.0  # seconds between checks for new, finished or changed runs (file times only when unchanged)
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # one colour per selected run, in every plot
-PLOTS = {  # plot key -> (loop row key or metric key, title, y axis)
+PLOTS = MappingProxyType({  # plot key -> (loop row key or metric key, title, y axis)
     "loss_d": ("loss_d", "loss_D", "loss"),
     "loss_g": ("loss_g", "loss_G", "loss"),
     "d_real": ("d_real", "D(x) on real images", "probability"),
     "d_fake": ("d_fake", "D(G(z)) on fakes", "probability"),
-    "metric": (runs.METRIC, f"Quality: {runs.METRIC} (lower is better)", runs.METRIC),
-}
+    "metric": (METRIC_KEY, f"Quality: {METRIC_KEY} (lower is better)", METRIC_KEY),
+})
 INTRO = ("Every run under the checkpoints folder. Pick **2–4 runs** to overlay their curves (each run keeps its "
          "colour in every plot), compare their settings (differences highlighted) and their latest samples. "
          "The same runs open in TensorBoard: `tensorboard --logdir checkpoints`.")

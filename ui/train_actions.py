@@ -5,18 +5,19 @@ leave the controls in a strange state. Plain functions of their inputs, so tests
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from dcgan.checkpoint import STEP_FILE
 from dcgan.config import ConfigError
 from dcgan.images import grid_array, upscale
-from dcgan.models import sample, seeded_latents
-from dcgan.studio import USER_ERRORS, LoadedModel
-from dcgan.trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING
+from dcgan.models import sample
+from dcgan.studio import USER_ERRORS
+from dcgan.trainer import ACTIVE, IDLE, PAUSED, RUNNING
 from ui.common import OK, WARN, problem
 from ui.state import Studio
 
-STEP_MODES = {"both (D then G)": "both", "D only": "d", "G only": "g"}
+STEP_MODES = MappingProxyType({"both (D then G)": "both", "D only": "d", "G only": "g"})
 
 
 def start(studio: Studio, values: dict[str, Any], zip_path: str | None = None, request: Any = None) -> str:
@@ -113,34 +114,22 @@ def load_for_samples(studio: Studio, name: str | None, session: dict) -> tuple[d
     return dict(session, model=model), f"{OK} Loaded `{model.label}`: *New samples* and the Explore tab use it."
 
 
-def sampling_model(studio: Studio, session: dict) -> LoadedModel | None:
-    """This browser's pinned checkpoint or Hub model; else the live run's newest snapshot."""
-    pinned = (session or {}).get("model")
-    if pinned is not None and pinned.source != "live":
-        return pinned
-    return studio.live_model() or pinned
-
-
 def new_samples(studio: Studio, session: dict, seed: Any) -> tuple[Any, str]:
     """64 fresh samples from this browser's model."""
-    model = sampling_model(studio, session)
+    model = studio.sampling_model((session or {}).get("model"))
     if model is None:
         return None, "No generator yet: start a run or load a checkpoint."
     seed = int(seed or 0) % 2**63
-    z, labels = seeded_latents(model.config.nz, 64, seed, model.config.num_classes)
-    images = sample(model.generator, z=z, labels=labels)
+    images = sample(model.generator, 64, seed)
     return upscale(grid_array(images, nrow=8), 384), f"64 samples from **{model.label}**, seed {seed}."
 
 
 def download_checkpoint(studio: Studio, request: Any = None) -> tuple[str | None, str]:
-    """(file, message): the newest checkpoint of the run, saving one first when the run is paused."""
+    """(file, message): the newest checkpoint of the run (Studio.checkpoint_to_download saves one when needed)."""
     trainer = studio.trainer
     st = trainer.status()
-    path = trainer.last_checkpoint()
     try:
-        if st.state == PAUSED or (path is None and st.state not in (RUNNING, STARTING, IDLE)):
-            studio.require_owner(request)
-            path = trainer.save_checkpoint()
+        path = studio.checkpoint_to_download(request)
     except (RuntimeError, PermissionError, *USER_ERRORS) as exc:
         return None, problem(exc)
     if path is None:

@@ -6,33 +6,37 @@ ui/train_actions.py, and the live view (ui/train_view.py) is polled by a gr.Time
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
 
 from dcgan import config as config_module
 from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, PRESETS, TrainConfig
+from dcgan.studio import TEXT_FIELDS
+from ui import dview_panel
 from ui import train_actions as act
-from ui import train_view as view
+from ui import train_view as live
 from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
 from ui.state import Studio
 
 POLL_S = 1.0  # seconds between live-view refreshes in each browser
-LOSS_COLORS = {"loss_D": "#d62728", "loss_G": "#1f77b4"}
-D_COLORS = {"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f"}
-# The form, row by row: (config field, label, info). A new setting (e.g. a preset) is one more entry here.
+LOSS_COLORS = MappingProxyType({"loss_D": "#d62728", "loss_G": "#1f77b4"})
+D_COLORS = MappingProxyType({"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f"})
+# The form, row by row: the preset, then dcgan.studio.FORM_FIELDS. A new setting is one more entry there and here.
 BASIC = (("preset",), ("dataset",), ("image_size", "channels"), ("num_classes", "batch_size"), ("steps", "seed"),
          ("lr_g", "lr_d"), ("loss", "nz"), ("device",))
 ADVANCED = (("ngf", "ndf"), ("precision", "metric_every"), ("run_name",))
 # what the form says beside a field where the config's own help text (dcgan.config.help_text) is not the best fit
-INFO = {"dataset": "digits: 5,000 real MNIST digits, bundled (offline). folder: your own zip below.",
-        "channels": "1 grey · 3 colour", "num_classes": "0 = unconditional; 10 on digits: pick the digit in Explore",
-        "metric_every": "steps; 0 = off", "run_name": None, "image_size": None, "lr_g": None, "lr_d": None,
-        "seed": None, "device": None, "precision": None}
-CHOICES = {"dataset": list(DATASETS), "image_size": [str(s) for s in IMAGE_SIZES], "loss": list(LOSSES),
-           "device": list(DEVICES), "precision": list(PRECISIONS)}
-DEFAULTS = {"preset": "default", "steps": 2000, "device": "auto", "precision": "auto", "metric_every": 0}
-FORM_FIELDS = tuple(name for rows in (BASIC, ADVANCED) for row in rows for name in row)  # the preset, then settings
+INFO = MappingProxyType({
+    "dataset": "digits: 5,000 real MNIST digits, bundled (offline). folder: your own zip below.",
+    "channels": "1 grey · 3 colour", "num_classes": "0 = unconditional; 10 on digits: pick the digit in Explore",
+    "metric_every": "steps; 0 = off", "run_name": None, "image_size": None, "lr_g": None, "lr_d": None,
+    "seed": None, "device": None, "precision": None})
+CHOICES = MappingProxyType({"dataset": DATASETS, "image_size": tuple(str(s) for s in IMAGE_SIZES), "loss": LOSSES,
+                            "device": DEVICES, "precision": PRECISIONS})
+DEFAULTS = MappingProxyType({"preset": "default", "steps": 2000, "device": "auto", "precision": "auto",
+                             "metric_every": 0})
 EXPLAIN_D = """
 **How to read D(x) and D(G(z))**: the discriminator D outputs the probability that an image is real.
 *D(x)* is its average answer on real images, *D(G(z))* on the generator's fakes. Early on D wins easily
@@ -64,7 +68,7 @@ def label_of(name: str) -> tuple[str, str | None]:
 def preset_fields(preset: str, form: dict) -> list:
     """The form's values of a preset's recipe (a run that matches no preset shows as custom: nothing changes)."""
     recipe = PRESETS.get(preset, {})
-    return [gr.update(value=str(recipe[n]) if n in CHOICES else recipe[n]) if n in recipe else gr.skip()
+    return [gr.update(value=str(recipe[n]) if n in TEXT_FIELDS else recipe[n]) if n in recipe else gr.skip()
             for n in form]
 
 
@@ -76,8 +80,8 @@ def field(name: str, default: Any) -> gr.components.Component:
     if name == "channels":
         return gr.Radio(["1", "3"], value=str(default), **options)
     if name in CHOICES:
-        return gr.Dropdown(CHOICES[name], value=str(default), **options)
-    if name == "run_name":
+        return gr.Dropdown(list(CHOICES[name]), value=str(default), **options)
+    if name in TEXT_FIELDS:
         return gr.Textbox(default, placeholder="auto: dataset-size-time", **options)
     # no minimum/maximum: Gradio would answer with a vanishing toast; the validator answers in the page
     return gr.Number(default, precision=None if isinstance(default, float) else 0, **options)
@@ -86,10 +90,10 @@ def field(name: str, default: Any) -> gr.components.Component:
 # ---- layout ------------------------------------------------------------------------------------
 
 
-def build(studio: Studio, session: gr.State | None = None) -> None:
-    """The Train tab's components and events (called inside `with gr.Tab("Train")`); `session` is the
-    browser's view state shared with Explore and Hub (a private one when none is given)."""
-    session = session if session is not None else gr.State({"model": None})
+def build(studio: Studio, view: gr.State | None = None) -> None:
+    """The Train tab's components and events (called inside `with gr.Tab("Train")`); `view` is the browser's
+    view state shared with Explore and Hub (a private one when none is given)."""
+    session = view if view is not None else gr.State({"model": None})
     defaults = {**TrainConfig().to_dict(), **DEFAULTS}
     form: dict[str, gr.components.Component] = {}
     with gr.Row(equal_height=False):
@@ -131,16 +135,16 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
                 ckpt_file = gr.File(label="Checkpoint file", interactive=False, visible=False)
 
         with gr.Column(scale=2, min_width=480):
-            status = gr.Markdown(view.status_line(studio.trainer.status()), elem_id="train-status")
+            status = gr.Markdown(live.status_line(studio.trainer.status(), *studio.speed()), elem_id="train-status")
             notice = gr.Markdown("", elem_id="run-notice")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5, min_width=260):
                     grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png", height=560,
                                     buttons=["download", "fullscreen"], elem_id="live-grid")
                 with gr.Column(scale=4, min_width=260):
-                    loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=LOSS_COLORS,
+                    loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=dict(LOSS_COLORS),
                                             label="Losses", y_title="loss", elem_id="loss-plot")
-                    d_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=D_COLORS,
+                    d_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=dict(D_COLORS),
                                          label="D(x) and D(G(z))", y_title="probability", y_lim=[0, 1],
                                          elem_id="d-plot")
             smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Curve smoothing",
@@ -149,9 +153,10 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
             with gr.Accordion("How to read the plots", open=True), gr.Row():
                 gr.Markdown(EXPLAIN_D)
                 gr.Markdown(EXPLAIN_FAILURES)
-            dview_slot(studio)
+            with gr.Accordion("D's view", open=False):
+                dview_panel.build(studio)
             with gr.Accordion("Quality metrics", open=False):
-                metrics_note = gr.Markdown(view.NO_METRICS)
+                metrics_note = gr.Markdown(live.NO_METRICS)
                 metrics_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
                                            label="Sample quality over training", visible=False)
                 metrics_table = gr.Dataframe(label="Latest records", interactive=False, visible=False)
@@ -171,16 +176,6 @@ def build(studio: Studio, session: gr.State | None = None) -> None:
     wire(studio, session, form, zip_file, locals())
 
 
-def dview_slot(studio: Studio) -> None:
-    """D's view (ui/dview_panel.py, H16) sits here, under the plots, once that module exists."""
-    try:
-        from ui import dview_panel
-    except ImportError:
-        return
-    with gr.Accordion("D's view", open=False):
-        dview_panel.build(studio)
-
-
 def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: dict) -> None:
     """Events of the Train tab; `c` holds the components build() made, by name."""
     seen = gr.State({})
@@ -192,7 +187,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     fields = list(form)
 
     def refresh(seen_value: dict, smooth_value: float):
-        new_seen, out = view.live_view(studio, seen_value, float(smooth_value or 0))
+        new_seen, out = live.live_view(studio, seen_value, float(smooth_value or 0))
         flags, values = out.get("buttons"), out.get("form")
         return [new_seen, *[out[k] for k in keys],
                 *[gr.Button(interactive=flags[k]) if flags else gr.skip() for k in buttons],
@@ -272,7 +267,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
                              [session, message], **PRIVATE, **FAST)
     c["download_btn"].click(on_download, None, [c["ckpt_file"], message]).then(
         lambda p: gr.File(visible=bool(p)), c["ckpt_file"], c["ckpt_file"])
-    c["gif_btn"].click(lambda: view.export_gif(studio), None, [c["gif_file"], message]).then(
+    c["gif_btn"].click(lambda: live.export_gif(studio), None, [c["gif_file"], message]).then(
         lambda p: gr.File(visible=bool(p)), c["gif_file"], c["gif_file"])
     c["sample_btn"].click(lambda s, seed: act.new_samples(studio, s, seed), [session, c["sample_seed"]],
                           [c["samples"], c["sample_note"]], **PRIVATE, **FAST)

@@ -6,24 +6,18 @@ only what changed since a browser's last poll, so many viewers cost little.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import tempfile
-import threading
 import time
-from collections import OrderedDict
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dcgan.studio import Studio
+from dcgan.studio import FORM_FIELDS, TEXT_FIELDS, Studio, health_hint, preset_of
 from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
 from ui import plots
-from ui.common import FAIL, OK, WARN, export_path
+from ui.common import FAIL, OK, WARN
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
@@ -43,8 +37,9 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
-def status_line(st: Status, speed: float | None = None, eta: float | None = None) -> str:
-    """One line: state, progress, speed and ETA (averaged over the last seconds), device and precision."""
+def status_line(st: Status, speed: float, eta: float | None) -> str:
+    """One line: state, progress, speed and ETA (Studio.speed: averaged over the last seconds), device and
+    precision."""
     if st.state == IDLE:
         return "**idle**: no run yet. Choose settings and press **Start** (the bundled digits train offline)."
     if st.state == STARTING:
@@ -52,8 +47,6 @@ def status_line(st: Status, speed: float | None = None, eta: float | None = None
     pct = 100.0 * st.iteration / st.total if st.total else 0.0
     parts = [f"**{st.state}**", f"iteration {st.iteration:,} / {st.total:,} ({pct:.0f}%)", f"epoch {st.epoch:.2f}"]
     if st.state == RUNNING:
-        if speed is None:  # no smoothed figure (dcgan.studio.Studio.speed): the latest sync's
-            speed = st.images_per_s
         parts += [f"{speed:,.0f} images/s", f"ETA {format_seconds(eta)}"]
     if st.device:
         parts.append(f"{st.device} · {st.precision}")
@@ -81,22 +74,6 @@ def controls(state: str) -> dict[str, bool]:
     active = state in ACTIVE
     return {"start": not active, "pause": state == RUNNING, "resume": state == PAUSED,
             "step": state in (RUNNING, PAUSED), "stop": active, "reset": state != IDLE and state != STARTING}
-
-
-def health_hint(rows: list[dict], window: int = 50) -> str:
-    """A plain-language warning when the recent numbers look like a known failure."""
-    recent = [r for r in rows[-window:] if r.get("d_real") is not None and r.get("d_fake") is not None]
-    if len(recent) < window // 2:
-        return ""
-    d_real = float(np.nanmean([r["d_real"] for r in recent]))
-    d_fake = float(np.nanmean([r["d_fake"] for r in recent]))
-    if d_real > 0.97 and d_fake < 0.03:
-        return ("Hint: D wins every time (D(x) ≈ 1, D(G(z)) ≈ 0): G learns little from it. If this lasts, "
-                "lower `lr D` or try the hinge / wgan-gp loss.")
-    if abs(d_real - 0.5) < 0.02 and abs(d_fake - 0.5) < 0.02:
-        return ("Hint: D answers 0.5 for everything: either G is excellent or D stopped learning. Look at the "
-                "samples: if they are poor, D has died; raise `lr D` or restart.")
-    return ""
 
 
 # ---- pictures ------------------------------------------------------------------------------------
@@ -127,7 +104,7 @@ def export_gif(studio: Studio) -> tuple[str | None, str]:
     frames = studio.trainer.frames()
     if len(frames) < 2:
         return None, "Not enough snapshots yet: let the run train a few seconds first."
-    out = export_path(f"evolution-{time.strftime('%Y%m%d-%H%M%S')}.gif")
+    out = studio.export_path(f"evolution-{time.strftime('%Y%m%d-%H%M%S')}.gif")
     pictures = [labelled(f, f"iteration {it:,}") for it, f in frames]
     grey = all(np.array_equal(f[..., 0], f[..., 2]) for _, f in frames[-3:])
     palette = pictures[-1].quantize(16 if grey else 64)  # 16 greys are plenty for digits; LZW likes few colours
@@ -138,67 +115,14 @@ def export_gif(studio: Studio) -> tuple[str | None, str]:
                       f"({out.stat().st_size / 1024:,.0f} KB).")
 
 
-class PictureFiles:
-    """PNG files of the run's pictures, each encoded once and shared by every browser.
-
-    Handing Gradio the same finished file from every poll costs a copy, not a PNG encode per viewer per
-    second, and a file is renamed into place whole, so a browser never downloads half of one.
-    """
-
-    def __init__(self, keep: int = 400) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="dcgan-pictures-"))
-        self.keep = keep
-        self._lock = threading.Lock()
-        self._files: OrderedDict[str, str] = OrderedDict()
-
-    def png(self, picture: np.ndarray, min_side: int = 0) -> str:
-        """The file of `picture` (upscaled to min_side), keyed by its content: a new run never gets stale files."""
-        from dcgan.images import upscale
-
-        key = f"{min_side}:{hashlib.sha1(np.ascontiguousarray(picture).tobytes()).hexdigest()}"
-        with self._lock:
-            if key in self._files:
-                self._files.move_to_end(key)
-                return self._files[key]
-        path = self.dir / f"{key.replace(':', '-')}.png"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".png")
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(upscale(picture, min_side) if min_side else picture).save(fh, format="PNG")
-        os.replace(tmp, path)
-        with self._lock:
-            self._files[key] = str(path)
-            while len(self._files) > self.keep:
-                Path(self._files.popitem(last=False)[1]).unlink(missing_ok=True)
-        return str(path)
-
-
-_pictures: PictureFiles | None = None
-_pictures_lock = threading.Lock()
-
-
-def pictures() -> PictureFiles:
-    """The process's picture files, created on first use (importing this module writes nothing)."""
-    global _pictures
-    with _pictures_lock:
-        if _pictures is None:
-            _pictures = PictureFiles()
-        return _pictures
-
-
 # ---- the live view ---------------------------------------------------------------------------------
 
 
 def form_values(cfg) -> dict[str, Any]:
     """A run's settings as the form shows them, so every browser's form reflects the live run."""
-    from dcgan.studio import FORM_FIELDS, preset_of
-
-    values = {name: getattr(cfg, name) for name in FORM_FIELDS}
+    values = {name: str(getattr(cfg, name)) if name in TEXT_FIELDS else getattr(cfg, name) for name in FORM_FIELDS}
     values["preset"] = preset_of(cfg)
-    values["image_size"], values["channels"] = str(cfg.image_size), str(cfg.channels)
     return values
-
-
-SHARED_CURVES_S = 1.0  # pages polling within this long of one another share one computation of the curves
 
 
 class Curves(NamedTuple):
@@ -210,27 +134,19 @@ class Curves(NamedTuple):
     hint: str
 
 
-_curves: dict[tuple, tuple[float, Curves]] = {}
-_curves_lock = threading.Lock()
+def curves(studio: Studio, run_key: tuple, smooth: float) -> Curves:
+    """The loss and D curves of the run, shared by every page on the Train tab polling together (studio.shared:
+    a class of watching pages would otherwise each rebuild them from every record, every second)."""
+    trainer = studio.trainer
 
+    def compute() -> Curves:
+        rows = trainer.metrics.since(0)
+        losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
+        return Curves(len(rows), losses, ds, plots.caption(rows, losses, smooth), plots.caption(rows, ds, smooth),
+                      health_hint(rows))
 
-def curves(trainer: Any, run_key: tuple, smooth: float) -> Curves:
-    """The loss and D curves of the run, computed at most once per SHARED_CURVES_S for every page on the Train
-    tab (a class of watching pages would otherwise each rebuild them from every record, every second)."""
-    key, now = (id(trainer), run_key, smooth), time.monotonic()
-    with _curves_lock:
-        hit = _curves.get(key)
-        if hit is not None and now - hit[0] < SHARED_CURVES_S and hit[1].rows <= len(trainer.metrics):
-            return hit[1]
-    rows = trainer.metrics.since(0)
-    losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
-    made = Curves(len(rows), losses, ds, plots.caption(rows, losses, smooth), plots.caption(rows, ds, smooth),
-                  health_hint(rows))
-    with _curves_lock:
-        for old in [k for k, (t, _) in _curves.items() if now - t >= SHARED_CURVES_S]:
-            del _curves[old]
-        _curves[key] = (now, made)
-    return made
+    n = len(trainer.metrics)
+    return studio.shared.get(("curves", run_key, smooth), compute, keep=lambda made: made.rows <= n)
 
 
 def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[dict, dict[str, Any]]:
@@ -262,7 +178,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
         seen["state"] = st.state
 
     n_rows = len(trainer.metrics)
-    shown = curves(trainer, run_key, smooth) if (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth) else None
+    shown = curves(studio, run_key, smooth) if (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth) else None
     if shown is not None and (seen.get("rows"), seen.get("smooth")) != (shown.rows, smooth):
         # None, not an empty table: the browser builds a plot's legend from the first data it gets
         out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None, caption=shown.loss_caption)
@@ -274,7 +190,8 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     iteration, grid = trainer.grid()
     if grid is not None and seen.get("grid") != iteration:
-        out["grid"] = gr.Image(value=pictures().png(grid, 480), label=f"Fixed-noise samples at iteration {iteration:,}")
+        out["grid"] = gr.Image(value=studio.pictures.png(grid, 480),
+                               label=f"Fixed-noise samples at iteration {iteration:,}")
         seen["grid"] = iteration
     elif grid is None and seen.get("grid") is not None or new_run and grid is None:
         out["grid"] = gr.Image(value=None, label="Fixed-noise samples")
@@ -285,7 +202,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     frames = trainer.frames()
     frame_key = (len(frames), frames[-1][0] if frames else -1)
     if seen.get("frames") != frame_key:
-        out["timeline"] = [(pictures().png(f), f"it {it:,}") for it, f in timeline_frames(frames)]
+        out["timeline"] = [(studio.pictures.png(f), f"it {it:,}") for it, f in timeline_frames(frames)]
         seen["frames"] = frame_key
     else:
         out["timeline"] = gr.skip()
@@ -302,4 +219,4 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     return seen, out
 
 
-__all__ = ["OK", "live_view", "status_line", "run_notice", "controls", "export_gif", "form_values"]
+__all__ = ("OK", "live_view", "status_line", "run_notice", "controls", "export_gif", "form_values")
