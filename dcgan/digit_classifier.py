@@ -101,7 +101,7 @@ class DigitClassifier:
 
 def digits_config(image_size: int) -> TrainConfig:
     """The bundled digits at this size, with the project's standard held-out split."""
-    return TrainConfig(dataset="digits", image_size=image_size, channels=1).validate()
+    return TrainConfig(dataset="digits", image_size=image_size, channels=1)
 
 
 def train_digit_classifier(image_size: int = 28, epochs: int = EPOCHS, seed: int = 0,

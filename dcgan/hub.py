@@ -291,7 +291,7 @@ def pull(repo_id: str, revision: str | None = None, *, token: str | bool | None 
             raise HubError(f"{where}: training_config.json is invalid ({exc}).") from exc
         _check_same_generator(cfg, config, "training_config.json")
     else:
-        cfg = TrainConfig(**{k: int(config[k]) for k in GENERATOR_ARGS}).validate()
+        cfg = TrainConfig(**{k: int(config[k]) for k in GENERATOR_ARGS})
     if state_path is not None:
         try:
             _, meta = read(state_path)

@@ -91,7 +91,7 @@ def import_pth(src: str | Path, dest: str | Path) -> tuple[Path, TrainConfig]:
     G = generator_from_state_dict(read_state_dict(src), src.name)
     cfg = TrainConfig(dataset="folder", data_path=f"imported from {src.name}", image_size=G.image_size,
                       channels=G.channels, nz=G.nz, ngf=G.ngf, ndf=G.ngf, device="cpu",
-                      extra={"imported_from": src.name, "source": "pytorch/examples dcgan"}).validate()
+                      extra={"imported_from": src.name, "source": "pytorch/examples dcgan"})
     tensors = {f"G.{k}": v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                for k, v in G.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "torch_version": torch.__version__,

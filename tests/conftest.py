@@ -21,7 +21,7 @@ def tiny_config(**changes) -> TrainConfig:
     base = dict(dataset="digits", image_size=28, channels=1, ngf=16, ndf=16, nz=32, batch_size=32,
                 steps=50, device="cpu", precision="fp32", sample_every_s=0.2, checkpoint_every=0)
     base.update(changes)
-    return TrainConfig(**base).validate()
+    return TrainConfig(**base)
 
 
 @pytest.fixture(scope="session")

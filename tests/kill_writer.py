@@ -32,7 +32,7 @@ KEEP_LAST = 2
 def kill_config() -> TrainConfig:
     """Mid-sized nets so one checkpoint is a few MB and the write takes a while."""
     return TrainConfig(dataset="digits", image_size=28, channels=1, ngf=32, ndf=32, nz=100, batch_size=16,
-                       steps=10**7, device="cpu", precision="fp32", keep_last=KEEP_LAST).validate()
+                       steps=10**7, device="cpu", precision="fp32", keep_last=KEEP_LAST)
 
 
 def synthetic_data() -> ImageData:

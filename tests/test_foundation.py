@@ -48,7 +48,7 @@ def test_config_round_trips_through_json():
 ])
 def test_impossible_values_name_the_field(changes, field):
     with pytest.raises(ConfigError) as err:
-        TrainConfig(**changes).validate()
+        TrainConfig(**changes)
     assert err.value.field == field and field in str(err.value)
 
 

@@ -33,7 +33,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("name", "value"), BAD_VALUES, ids=[f"{n}={v!r}" for n, v in BAD_VALUES])
 def test_every_invalid_setting_names_its_field(name, value):
     with pytest.raises(ConfigError) as info:
-        TrainConfig(**{name: value}).validate()
+        TrainConfig(**{name: value})  # refused where it is built
     assert info.value.field == name
     assert str(info.value).startswith(f"{name}: ")
     with pytest.raises(ConfigError) as info:  # the same through JSON (a saved config, a checkpoint)
@@ -49,7 +49,7 @@ def test_the_table_covers_every_field():
 
 def test_folder_needs_a_path_and_json_errors_name_the_problem():
     with pytest.raises(ConfigError, match="^data_path: "):
-        TrainConfig(dataset="folder").validate()
+        TrainConfig(dataset="folder")
     with pytest.raises(ConfigError, match="^lr_gg: unknown setting"):
         TrainConfig.from_dict({"lr_gg": 0.1})
     with pytest.raises(ConfigError, match="^config: not valid JSON"):

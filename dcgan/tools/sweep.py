@@ -101,7 +101,7 @@ def split_config(name: str, changes: dict[str, Any] | None = None, **extra: Any)
     """(TrainConfig, pack) for a named configuration plus overrides."""
     settings = {**BASE, **(CONFIGS[name] if changes is None else changes), **extra}
     pack = int(settings.pop("pack", 1))
-    cfg = TrainConfig(**settings).validate()
+    cfg = TrainConfig(**settings)
     if cfg.batch_size % pack:
         raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of pack {pack}")
     return cfg, pack
