@@ -258,7 +258,7 @@ def test_live_view_sends_only_what_changed(studio):
     assert file is None and "saves every 500 iterations; pause it" in msg
     seen, out = tv.live_view(studio, seen)
     assert "running" in out["status"] and out["buttons"] == tv.controls("running")
-    assert out["loss_plot"].value is not None and "records" in out["loss_plot"].caption
+    assert out["loss_plot"].value is not None and "records" in out["plot_caption"]
     assert out["grid"].value is not None and out["timeline"]
     first_grid = seen["grid"]
     wait_until(lambda: studio.trainer.grid()[0] != first_grid, what="a new grid", timeout=30)
@@ -282,13 +282,13 @@ def test_pages_polling_together_share_one_computation_of_the_curves(studio, monk
     monkeypatch.setattr(plots, "loss_frame", lambda rows, smooth=0.0: calls.append(len(rows)) or real(rows, smooth))
     pages = [tv.live_view(studio, {}) for _ in range(5)]
     assert calls == [300]
-    assert all(out["loss_plot"].value is not None and "300 records" in out["loss_plot"].caption for _, out in pages)
+    assert all(out["loss_plot"].value is not None and "300 records" in out["plot_caption"] for _, out in pages)
     seen, again = tv.live_view(studio, pages[0][0])
     assert again["loss_plot"] == {"__type__": "update"} and calls == [300]  # nothing new: nothing sent
     studio.trainer.metrics.append({"iteration": 301, **row})
     monkeypatch.setattr(studio.shared, "max_age_s", 0.0)  # the shared copy has aged: the next poll recomputes
     seen, out = tv.live_view(studio, seen)
-    assert calls == [300, 301] and "301 records" in out["loss_plot"].caption and seen["rows"] == 301
+    assert calls == [300, 301] and "301 records" in out["plot_caption"] and seen["rows"] == 301
 
 
 def test_gif_samples_and_checkpoints(studio):

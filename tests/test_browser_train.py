@@ -23,8 +23,8 @@ def iteration(pg) -> int:
 
 
 def records(pg) -> int:
-    """Metric records behind the loss plot, from its caption ('N records up to iteration M; ...')."""
-    match = re.search(r"([\d,]+) records", pg.inner_text("#loss-plot"))
+    """Metric records behind the plots, from their caption ('N records up to iteration M; ...')."""
+    match = re.search(r"([\d,]+) records", pg.inner_text("#plot-caption"))
     return int(match.group(1).replace(",", "")) if match else 0
 
 

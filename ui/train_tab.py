@@ -147,6 +147,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                     d_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=dict(D_COLORS),
                                          label="D(x) and D(G(z))", y_title="probability", y_lim=[0, 1],
                                          elem_id="d-plot")
+                    plot_caption = gr.Markdown("", elem_id="plot-caption")
             smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Curve smoothing",
                                info="moving average; 0 = raw (long runs are also averaged into ≤500 points)")
             hint = gr.Markdown("")
@@ -181,7 +182,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     seen = gr.State({})
     timer = gr.Timer(POLL_S)
     buttons = {k: c[f"{k}_btn"] for k in ("start", "pause", "resume", "step", "stop", "reset")}
-    names = ["status", "notice", "loss_plot", "d_plot", "hint", "grid", "timeline", "metrics_plot",
+    names = ["status", "notice", "loss_plot", "d_plot", "plot_caption", "hint", "grid", "timeline", "metrics_plot",
              "metrics_table", "metrics_note"]
     keys = [n if n != "metrics_plot" else "metrics" for n in names]
     fields = list(form)

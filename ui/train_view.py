@@ -20,6 +20,9 @@ from ui import plots
 from ui.common import FAIL, OK, WARN
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
+RETURN_GAP_S = 3.0  # no poll for this long: the page showed another tab (its timers stop there)
+RESEND_S = 2.5  # after such a gap the plots are sent again for this long: a chart shown again is rebuilt by the
+# browser, and data that lands while it rebuilds is dropped (issue 29, item 1)
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
 NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
               "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
@@ -129,8 +132,7 @@ class Curves(NamedTuple):
     rows: int  # records they were computed from
     losses: Any
     ds: Any
-    loss_caption: str
-    d_caption: str
+    caption: str
     hint: str
 
 
@@ -142,8 +144,7 @@ def curves(studio: Studio, run_key: tuple, smooth: float) -> Curves:
     def compute() -> Curves:
         rows = trainer.metrics.since(0)
         losses, ds = plots.loss_frame(rows, smooth), plots.d_frame(rows, smooth)
-        return Curves(len(rows), losses, ds, plots.caption(rows, losses, smooth), plots.caption(rows, ds, smooth),
-                      health_hint(rows))
+        return Curves(len(rows), losses, ds, plots.caption(rows, losses, smooth), health_hint(rows))
 
     n = len(trainer.metrics)
     return studio.shared.get(("curves", run_key, smooth), compute, keep=lambda made: made.rows <= n)
@@ -177,16 +178,24 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
         out["buttons"] = controls(st.state)
         seen["state"] = st.state
 
+    now = time.monotonic()
+    if now - seen.get("polled_at", now) > RETURN_GAP_S:
+        seen["resend_until"] = now + RESEND_S
+    seen["polled_at"] = now
+    if now < seen.get("resend_until", 0.0):
+        seen["rows"] = None
     n_rows = len(trainer.metrics)
     shown = curves(studio, run_key, smooth) if (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth) else None
     if shown is not None and (seen.get("rows"), seen.get("smooth")) != (shown.rows, smooth):
-        # None, not an empty table: the browser builds a plot's legend from the first data it gets
-        out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None, caption=shown.loss_caption)
-        out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None, caption=shown.d_caption)
-        out["hint"] = shown.hint
+        # None, not an empty table: the browser builds a plot's legend from the first data it gets. Data only:
+        # a changed caption (or any other setting of the plot) makes the browser rebuild the whole chart, and
+        # data that arrives while it rebuilds is lost (the plot froze: issue 29, item 1)
+        out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None)
+        out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None)
+        out["plot_caption"], out["hint"] = shown.caption, shown.hint
         seen["rows"], seen["smooth"] = shown.rows, smooth
     else:
-        out["loss_plot"] = out["d_plot"] = out["hint"] = gr.skip()
+        out["loss_plot"] = out["d_plot"] = out["plot_caption"] = out["hint"] = gr.skip()
 
     iteration, grid = trainer.grid()
     if grid is not None and seen.get("grid") != iteration:
