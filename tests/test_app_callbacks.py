@@ -346,19 +346,21 @@ def test_app_has_the_train_tab_and_main_parses_options(tmp_path, monkeypatch):
 
 def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
     seen, out = tv.live_view(studio, {})
-    assert out["metrics_note"] == tv.NO_METRICS and out["metrics"].value is None
+    assert out["history"] == 0
+    plot, _, note = tv.metrics_view(studio)
+    assert note == tv.NO_METRICS and plot.value is None
     history = [{"iteration": 500, "score": 40.0, "digit_fd": 40.0, "digit_fd_real": 2.5, "classes_covered": 7},
                {"iteration": 1000, "score": 21.123456, "digit_fd": 21.123456, "digit_fd_real": 2.5,
                 "classes_covered": 10}]
     monkeypatch.setattr(studio.trainer, "history", lambda: history)
     seen, out = tv.live_view(studio, seen)
-    assert out["metrics_note"] == ""
+    assert out["history"] == 2 and tv.metrics_view(studio)[2] == ""
     frame = plots.metric_frame(history)
     assert sorted(set(frame.series)) == sorted(plots.METRIC_SERIES.values()) and len(frame) == 4
     table = plots.metric_table(history)
     assert list(table.iteration) == [1000, 500] and table.score.iloc[0] == 21.1235
     seen, again = tv.live_view(studio, seen)
-    assert again["metrics"] == {"__type__": "update"}
+    assert "history" not in again  # nothing new: nothing sent
     cfg = studio.build_config(form(metric_every=250))
     assert cfg.metric_every == 250
 

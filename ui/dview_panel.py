@@ -108,15 +108,16 @@ def export_gif(studio: Studio) -> tuple[str | None, str]:
     return str(out), f"GIF of {len(frames)} frames, iterations {frames[0].iteration:,} to {frames[-1].iteration:,}."
 
 
-def build(studio: Studio) -> None:
-    """The panel's components and events (inside the Train tab's layout; it polls with its own timer)."""
+def build(studio: Studio, accordion: gr.Accordion | None = None) -> None:
+    """The panel's components and events (inside the Train tab's layout; it polls with its own timer). Inside
+    a closed `accordion` it sends nothing: a page pays for D's view only while it shows it."""
     studio.dview_hook()
     seen = gr.State({})
     with gr.Column(elem_id="dview-panel"):
-        _layout(studio, seen)
+        _layout(studio, seen, accordion)
 
 
-def _layout(studio: Studio, seen: gr.State) -> None:
+def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
             plot = gr.Image(label="D's view", interactive=False, format="png", buttons=["fullscreen"],
@@ -137,6 +138,8 @@ def _layout(studio: Studio, seen: gr.State) -> None:
     gif_note = gr.Markdown("")
 
     def poll(seen_value: dict):
+        if accordion is not None and not (seen_value or {}).get("open"):
+            return seen_value, gr.skip(), gr.skip()
         return refresh(studio, seen_value)
 
     def on_click(seen_value: dict, evt: gr.SelectData):
@@ -153,6 +156,10 @@ def _layout(studio: Studio, seen: gr.State) -> None:
 
     timer = gr.Timer(POLL_S)
     timer.tick(poll, seen, [seen, plot, text], show_progress="hidden", concurrency_limit=None, **PRIVATE)
+    if accordion is not None:
+        accordion.expand(lambda s: refresh(studio, {**(s or {}), "open": True}), seen, [seen, plot, text],
+                         show_progress="hidden", **PRIVATE)
+        accordion.collapse(lambda s: {**(s or {}), "open": False}, seen, seen, show_progress="hidden", **PRIVATE)
     plot.select(on_click, seen, [point, point_text], show_progress="hidden", **PRIVATE)
     show_btn.click(run_dview_checkpoint, [ckpt, seen], [seen, plot, text], **HEAVY, **PRIVATE)
     live_btn.click(lambda s: follow_live(studio, s), seen, [seen, plot, text], **PRIVATE)

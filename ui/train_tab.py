@@ -20,7 +20,6 @@ from ui import train_view as live
 from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
 from ui.state import Studio
 
-POLL_S = 1.0  # seconds between live-view refreshes in each browser
 LOSS_COLORS = MappingProxyType({"loss_D": "#d62728", "loss_G": "#1f77b4"})
 D_COLORS = MappingProxyType({"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f"})
 # The form, row by row: the preset, then dcgan.studio.FORM_FIELDS. A new setting is one more entry there and here.
@@ -154,8 +153,8 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             with gr.Accordion("How to read the plots", open=True), gr.Row():
                 gr.Markdown(EXPLAIN_D)
                 gr.Markdown(EXPLAIN_FAILURES)
-            with gr.Accordion("D's view", open=False):
-                dview_panel.build(studio)
+            with gr.Accordion("D's view", open=False) as dview_accordion:
+                dview_panel.build(studio, dview_accordion)
             with gr.Accordion("Quality metrics", open=False):
                 metrics_note = gr.Markdown(live.NO_METRICS)
                 metrics_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
@@ -180,21 +179,28 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
 def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: dict) -> None:
     """Events of the Train tab; `c` holds the components build() made, by name."""
     seen = gr.State({})
-    timer = gr.Timer(POLL_S)
+    timer = gr.Timer(live.POLL_ACTIVE_S)  # the poll sets its own pace: every second while a run is active
     buttons = {k: c[f"{k}_btn"] for k in ("start", "pause", "resume", "step", "stop", "reset")}
-    names = ["status", "notice", "loss_plot", "d_plot", "plot_caption", "hint", "grid", "timeline", "metrics_plot",
-             "metrics_table", "metrics_note"]
-    keys = [n if n != "metrics_plot" else "metrics" for n in names]
+    names = ["status", "notice", "loss_plot", "d_plot", "plot_caption", "hint", "grid", "timeline"]
     fields = list(form)
+    # what changes rarely (the buttons, the form, the quality metrics) follows a state of its own: a poll that
+    # only moves the status line costs the page little (every output of an event is work for the browser)
+    run_state, run_form, n_history = gr.State(""), gr.State({}), gr.State(-1)
 
     def refresh(seen_value: dict, smooth_value: float):
         new_seen, out = live.live_view(studio, seen_value, float(smooth_value or 0))
-        flags, values = out.get("buttons"), out.get("form")
-        return [new_seen, *[out[k] for k in keys],
-                *[gr.Button(interactive=flags[k]) if flags else gr.skip() for k in buttons],
-                *[values[f] if values else gr.skip() for f in fields]]
+        rare = [out.get(k, gr.skip()) for k in ("state", "form", "history")]
+        return [new_seen, *[out[k] for k in names], *rare,
+                gr.Timer(value=out["poll_s"]) if "poll_s" in out else gr.skip()]
 
-    outputs = [seen, *[c[n] for n in names], *buttons.values(), *form.values()]
+    hidden = {"show_progress": "hidden", **PRIVATE}
+    run_state.change(lambda state: [gr.Button(interactive=live.controls(state)[k]) for k in buttons], run_state,
+                     list(buttons.values()), **hidden)
+    run_form.change(lambda values: [values[f] if f in values else gr.skip() for f in fields], run_form,
+                    list(form.values()), **hidden)
+    n_history.change(lambda _: live.metrics_view(studio), n_history,
+                     [c["metrics_plot"], c["metrics_table"], c["metrics_note"]], **hidden)
+    outputs = [seen, *[c[n] for n in names], run_state, run_form, n_history, timer]
     # Polls only read the trainer, so they never wait behind a control click; they share the POLL group's one
     # worker (ui/queues.py), so thirty pages on this tab refresh less often instead of taking training's CPU.
     timer.tick(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", api_name="train_status", **POLL)

@@ -20,7 +20,9 @@ from ui import plots
 from ui.common import FAIL, OK, WARN
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
-RETURN_GAP_S = 3.0  # no poll for this long: the page showed another tab (its timers stop there)
+PLOTS_EVERY_S = 2.0  # while a run trains, a page redraws its charts at most this often (each redraw is costly)
+POLL_ACTIVE_S, POLL_IDLE_S = 1.0, 3.0  # a page polls every second while a run is active, else every 3 s
+RETURN_GAP_S = 4.0  # no poll for this long: the page showed another tab (its timers stop there)
 RESEND_S = 2.5  # after such a gap the plots are sent again for this long: a chart shown again is rebuilt by the
 # browser, and data that lands while it rebuilds is dropped (issue 29, item 1)
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
@@ -153,8 +155,10 @@ def curves(studio: Studio, run_key: tuple, smooth: float) -> Curves:
 def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[dict, dict[str, Any]]:
     """Everything the page shows about the run, computing only what changed since `seen` (per browser).
 
-    Returns the new `seen` and a dict of component name -> new value or gr.skip(); "form" holds the run's
-    settings when this browser has not seen this run yet (a late browser's form shows the live run).
+    Returns the new `seen` and a dict of component name -> new value or gr.skip(), plus, only when they changed:
+    "form" (the run's settings, for a browser that has not seen this run yet: a late browser's form shows the
+    live run), "buttons" (which controls make sense), "poll_s" (the pace of the polls) and "history" (how many
+    quality-metric records: metrics_view draws them).
     """
     seen = dict(seen or {})
     trainer = studio.trainer
@@ -175,8 +179,10 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     out["notice"] = notice if seen.get("notice") != notice else gr.skip()
     seen["notice"] = notice
     if seen.get("state") != st.state:
-        out["buttons"] = controls(st.state)
+        out["buttons"], out["state"] = controls(st.state), str(st.state)
+        out["poll_s"] = POLL_ACTIVE_S if st.state in ACTIVE else POLL_IDLE_S
         seen["state"] = st.state
+        seen["plots_at"] = 0.0  # a run that pauses or ends is drawn at once
 
     now = time.monotonic()
     if now - seen.get("polled_at", now) > RETURN_GAP_S:
@@ -185,7 +191,10 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     if now < seen.get("resend_until", 0.0):
         seen["rows"] = None
     n_rows = len(trainer.metrics)
-    shown = curves(studio, run_key, smooth) if (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth) else None
+    changed = (seen.get("rows"), seen.get("smooth")) != (n_rows, smooth)
+    due = seen.get("rows") is None or seen.get("smooth") != smooth or st.state != RUNNING or \
+        now - seen.get("plots_at", 0.0) >= PLOTS_EVERY_S
+    shown = curves(studio, run_key, smooth) if changed and due else None
     if shown is not None and (seen.get("rows"), seen.get("smooth")) != (shown.rows, smooth):
         # None, not an empty table: the browser builds a plot's legend from the first data it gets. Data only:
         # a changed caption (or any other setting of the plot) makes the browser rebuild the whole chart, and
@@ -193,7 +202,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
         out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None)
         out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None)
         out["plot_caption"], out["hint"] = shown.caption, shown.hint
-        seen["rows"], seen["smooth"] = shown.rows, smooth
+        seen["rows"], seen["smooth"], seen["plots_at"] = shown.rows, smooth, now
     else:
         out["loss_plot"] = out["d_plot"] = out["plot_caption"] = out["hint"] = gr.skip()
 
@@ -216,16 +225,19 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     else:
         out["timeline"] = gr.skip()
 
-    history = trainer.history()
-    if seen.get("history") != len(history):
-        frame = plots.metric_frame(history)
-        out["metrics"] = gr.LinePlot(value=frame if len(frame) else None, visible=bool(len(frame)))
-        out["metrics_table"] = gr.Dataframe(value=plots.metric_table(history), visible=bool(history))
-        out["metrics_note"] = "" if history else NO_METRICS
-        seen["history"] = len(history)
-    else:
-        out["metrics"] = out["metrics_table"] = out["metrics_note"] = gr.skip()
+    n_history = len(trainer.history())
+    if seen.get("history") != n_history:
+        out["history"] = n_history
+        seen["history"] = n_history
     return seen, out
 
 
-__all__ = ("OK", "live_view", "status_line", "run_notice", "controls", "export_gif", "form_values")
+def metrics_view(studio: Studio) -> tuple[Any, Any, str]:
+    """(plot, table, note) of the run's quality metrics: sent when their number changes, not with every poll."""
+    history = studio.trainer.history()
+    frame = plots.metric_frame(history)
+    return (gr.LinePlot(value=frame if len(frame) else None, visible=bool(len(frame))),
+            gr.Dataframe(value=plots.metric_table(history), visible=bool(history)), "" if history else NO_METRICS)
+
+
+__all__ = ("OK", "live_view", "status_line", "run_notice", "controls", "export_gif", "form_values", "metrics_view")
