@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import nn
 
 from .config import TrainConfig
@@ -376,6 +376,15 @@ def render(frame: Frame, size: tuple[int, int] = (760, 470)) -> Frame:
 
 def picture_array(frame: Frame) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(frame.picture)).convert("RGB"))
+
+
+def marked(frame: Frame, kind: str, i: int) -> np.ndarray:
+    """The frame's picture with a ring around one point (the dot a person clicked), so the plot says which."""
+    picture = Image.open(io.BytesIO(frame.picture)).convert("RGB")
+    if frame.pixels is not None:
+        x, y = frame.pixels[i if kind == "real" else frame.real_xy.shape[0] + i]
+        ImageDraw.Draw(picture).ellipse((x - 10, y - 10, x + 10, y + 10), outline=(0, 0, 0), width=3)
+    return np.asarray(picture)
 
 
 def nearest_point(frame: Frame, x: float, y: float, radius: float = 15.0) -> tuple[str, int] | None:

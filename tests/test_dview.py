@@ -233,7 +233,7 @@ def test_panel_shows_new_frames_clicks_and_checkpoints(digits, tmp_path, monkeyp
     hook = dview.DViewHook(budget=1.0)
     monkeypatch.setattr(studio, "dview_hook", lambda: hook)
     try:
-        seen, plot, text = dview_panel.refresh(studio, {})
+        seen, plot, text, _, _ = dview_panel.refresh(studio, {})
         assert plot.value is None and "appears a few seconds" in text  # nothing trains yet
         monkeypatch.setattr(studio.trainer, "status", lambda: Status(state="running"))
         run = trained(tiny(), digits, steps=2)
@@ -241,25 +241,25 @@ def test_panel_shows_new_frames_clicks_and_checkpoints(digits, tmp_path, monkeyp
             run.train_step()
             hook.take(dview.snapshot(run))
             assert hook.wait_idle()
-        seen, plot, text = dview_panel.refresh(studio, seen)
+        seen, plot, text, _, _ = dview_panel.refresh(studio, seen)
         assert plot.value is not None and "iteration 4" in text and "Adam state" in text
         again = dview_panel.refresh(studio, seen)
         assert all(isinstance(u, type(gr.skip())) for u in again[1:])  # nothing new: nothing sent
 
         frame = hook.latest()
-        image, caption = dview_panel.click(studio, seen, *frame.pixels[0])
+        _, _, image, caption = dview_panel.click(studio, seen, *frame.pixels[0])
         assert image is not None and caption.startswith(("real", "generated"))
-        assert dview_panel.click(studio, seen, -999, -999) == (None, "No dot there: click on a dot.")
+        assert dview_panel.click(studio, seen, -999, -999)[2:] == (None, "No dot there: click on a dot.")
         path, message = dview_panel.export_gif(studio)
         assert path and Path(path).stat().st_size > 0 and "2 frames" in message
 
         save_training(run, tmp_path / "checkpoints" / "demo" / "step_00000004.safetensors")
-        seen2, plot, text = dview_panel.show_checkpoint(studio, "demo", seen)
+        seen2, plot, text, _, _ = dview_panel.show_checkpoint(studio, "demo", seen)
         assert seen2["source"] == "checkpoint" and "demo/step_00000004.safetensors" in text
         assert isinstance(dview_panel.refresh(studio, seen2)[1], type(gr.skip()))  # stays until 'live'
-        _, _, text = dview_panel.show_checkpoint(studio, "../../etc", seen2)
+        text = dview_panel.show_checkpoint(studio, "../../etc", seen2)[2]
         assert "not a checkpoint" in text
-        seen3, plot, _ = dview_panel.follow_live(studio, seen2)
+        seen3, plot, *_ = dview_panel.follow_live(studio, seen2)
         assert seen3["source"] == "live" and plot.value is not None
     finally:
         hook.close()

@@ -74,3 +74,58 @@ def test_item1_a_page_back_from_another_tab_gets_the_plots_again(tmp_path):
     seen["resend_until"] = 0.0
     seen, out = tv.live_view(studio, seen)
     assert out["loss_plot"] == {"__type__": "update"}
+
+
+def test_item2_the_clicked_dot_is_marked_followed_and_forgotten_with_its_run(tmp_path, monkeypatch):
+    """D's view: a clicked dot is ringed on the plot and followed through the run's frames; Reset, a new run and
+    a checkpoint's view forget it; after Reset the GIF export has no frames of the old run to export."""
+    import numpy as np
+
+    from dcgan import dview
+    from dcgan.data import load_dataset
+    from dcgan.train import GANTraining
+    from dcgan.trainer import Status
+    from tests.conftest import tiny_config
+    from tests.test_dview import trained
+    from ui import dview_panel
+    from ui.state import Studio
+
+    studio = Studio(tmp_path / "checkpoints")
+    hook = dview.DViewHook(budget=1.0)
+    monkeypatch.setattr(studio, "dview_hook", lambda: hook)
+    status = {"value": Status(state="running", run_dir="runs/a")}
+    monkeypatch.setattr(studio.trainer, "status", lambda: status["value"])
+    try:
+        cfg = tiny_config()
+        run: GANTraining = trained(cfg, load_dataset(cfg), steps=2)
+        hook.take(dview.snapshot(run))
+        assert hook.wait_idle()
+        seen, plot, _, _, dot_text = dview_panel.refresh(studio, {})
+        assert dot_text == dview_panel.NO_DOT
+        frame = hook.latest()
+        n_real = len(frame.real_xy)
+        seen, marked, image, text = dview_panel.click(studio, seen, *frame.pixels[n_real + 3])
+        assert text.startswith("generated #3") and image is not None
+        plain = dview.picture_array(frame)
+        x, y = (int(v) for v in frame.pixels[n_real + 3])
+        assert marked.value is not None  # the plot is sent again, with the dot ringed:
+        ring = np.abs(dview.marked(frame, "generated", 3).astype(int) - plain.astype(int)).sum(axis=2) > 0
+        assert ring[y - 12:y + 13, x - 12:x + 13].sum() > 40 and ring.sum() == ring[y - 12:y + 13, x - 12:x + 13].sum()
+
+        run.train_step()  # the same run moves on: the dot is followed into the new frame
+        hook.take(dview.snapshot(run))
+        assert hook.wait_idle()
+        seen, plot, _, image, text = dview_panel.refresh(studio, seen)
+        assert text.startswith("generated #3") and f"iteration {run.iteration}" not in text
+        assert plot.value is not None and image is not None
+
+        status["value"] = Status(state="idle")  # Reset
+        seen, plot, _, image, text = dview_panel.refresh(studio, seen)
+        assert image is None and text == dview_panel.NO_DOT and plot.value is None
+        assert dview_panel.export_gif(studio)[0] is None  # no frames of the old run after Reset
+
+        status["value"] = Status(state="running", run_dir="runs/b")  # a new run: nothing clicked yet
+        seen = dview_panel.click(studio, seen, *frame.pixels[n_real + 3])[0]
+        assert seen["dot"] is None  # nothing to click before the new run's first frame
+    finally:
+        hook.close()

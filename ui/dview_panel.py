@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from dcgan import dview
 from dcgan.images import upscale
@@ -33,10 +34,20 @@ def note_text() -> str:
                              "class-conditional D)", mag=" (drawn longer than life: the legend gives the factor)")
 
 
+NO_DOT = "Click a dot in the plot to see its image."
+
+
 def live_frame(studio: Studio) -> dview.Frame | None:
     if studio.trainer.status().state == "idle":
         return None
     return studio.dview_hook().latest()
+
+
+def live_frames(studio: Studio) -> list[dview.Frame]:
+    """The live run's frames; none after a Reset (the hook keeps them until the next run begins)."""
+    if studio.trainer.status().state == "idle":
+        return []
+    return studio.dview_hook().frames()
 
 
 def shown_frame(studio: Studio, seen: dict) -> dview.Frame | None:
@@ -51,56 +62,81 @@ def shown_frame(studio: Studio, seen: dict) -> dview.Frame | None:
     return next((f for f in reversed(hook.frames()) if f.iteration == ident), hook.latest())
 
 
-def refresh(studio: Studio, seen: dict) -> tuple[dict, Any, Any]:
-    """(seen, plot, caption): the newest live frame when this browser follows the live run and it changed."""
+def _picture(frame: dview.Frame, seen: dict) -> np.ndarray:
+    dot = seen.get("dot")
+    return dview.marked(frame, *dot) if dot else dview.picture_array(frame)
+
+
+def _dot(frame: dview.Frame | None, seen: dict) -> tuple[Any, str]:
+    """(image, text) of the clicked dot in `frame`: the same real image or latent, as this frame sees it."""
+    dot = seen.get("dot")
+    if frame is None or not dot:
+        return None, NO_DOT
+    image, text = dview.describe_point(frame, *dot)
+    return (None if image is None else upscale(image, 168)), text
+
+
+def refresh(studio: Studio, seen: dict) -> tuple[dict, Any, Any, Any, Any]:
+    """(seen, plot, caption, dot image, dot text): the newest live frame when this browser follows the live run
+    and it changed. A clicked dot is followed from frame to frame of the same run and forgotten with the run."""
     seen = dict(seen or {})
+    skip = gr.skip()
     if seen.get("source") == "checkpoint":
-        return seen, gr.skip(), gr.skip()
+        return seen, skip, skip, skip, skip
     frame = live_frame(studio)
+    run = studio.trainer.status().run_dir if frame is not None else None
+    forget = seen.get("dot") is not None and seen.get("run") != run
+    if forget:
+        seen["dot"] = None
+    seen["run"] = run
+    dot = _dot(None, seen) if forget else (skip, skip)
     if frame is None:
         if seen.get("shown") is None and seen.get("polled"):
-            return seen, gr.skip(), gr.skip()
+            return (seen, skip, skip, *dot)
         seen.update(shown=None, polled=True)
-        return seen, gr.Image(value=None, label="D's view"), WAITING
+        return (seen, gr.Image(value=None, label="D's view"), WAITING, *dot)
     key = ("live", frame.iteration)
     if seen.get("shown") == key and seen.get("frame_id") == id(frame):
-        return seen, gr.skip(), gr.skip()
+        return (seen, skip, skip, *dot)
     seen.update(shown=key, frame_id=id(frame), polled=True)
-    return seen, gr.Image(value=dview.picture_array(frame), label=f"D's view, iteration {frame.iteration:,}"), \
-        caption(frame)
+    return (seen, gr.Image(value=_picture(frame, seen), label=f"D's view, iteration {frame.iteration:,}"),
+            caption(frame), *_dot(frame, seen))
 
 
-def show_checkpoint(studio: Studio, name: str, seen: dict) -> tuple[dict, Any, str]:
+def show_checkpoint(studio: Studio, name: str, seen: dict) -> tuple[dict, Any, str, Any, str]:
     """D's view of a saved run (its G, D and Adam state), drawn once per file version and shared."""
     seen = dict(seen or {})
     try:
         key, frame = studio.dview_of_checkpoint(name)
     except Exception as exc:  # a bad or vanished file, data that cannot be loaded: say so, keep the view
-        return seen, gr.skip(), problem(exc)
-    seen.update(source="checkpoint", shown=("checkpoint", key))
-    return seen, gr.Image(value=dview.picture_array(frame), label=f"D's view of {frame.source}"), caption(frame)
+        return seen, gr.skip(), problem(exc), gr.skip(), gr.skip()
+    seen.update(source="checkpoint", shown=("checkpoint", key), dot=None)
+    return (seen, gr.Image(value=dview.picture_array(frame), label=f"D's view of {frame.source}"), caption(frame),
+            None, NO_DOT)
 
 
-def follow_live(studio: Studio, seen: dict) -> tuple[dict, Any, Any]:
+def follow_live(studio: Studio, seen: dict) -> tuple[dict, Any, Any, Any, Any]:
     seen = dict(seen or {})
-    seen.update(source="live", shown=None, frame_id=None, polled=False)
-    return refresh(studio, seen)
+    seen.update(source="live", shown=None, frame_id=None, polled=False, dot=None)
+    out = refresh(studio, seen)
+    return (*out[:3], None, NO_DOT)
 
 
-def click(studio: Studio, seen: dict, x: float, y: float) -> tuple[Any, str]:
-    """(image, text) of the dot nearest to where the picture was clicked."""
+def click(studio: Studio, seen: dict, x: float, y: float) -> tuple[dict, Any, Any, str]:
+    """(seen, plot with the dot marked, image, text) of the dot nearest to where the picture was clicked."""
+    seen = dict(seen or {})
     frame = shown_frame(studio, seen)
     if frame is None:
-        return None, "No picture yet."
+        return seen, gr.skip(), None, "No picture yet."
     hit = dview.nearest_point(frame, x, y)
     if hit is None:
-        return None, "No dot there: click on a dot."
-    image, text = dview.describe_point(frame, *hit)
-    return (None if image is None else upscale(image, 168)), text
+        return seen, gr.skip(), None, "No dot there: click on a dot."
+    seen["dot"] = hit
+    return (seen, gr.Image(value=_picture(frame, seen)), *_dot(frame, seen))
 
 
 def export_gif(studio: Studio) -> tuple[str | None, str]:
-    frames = studio.dview_hook().frames()
+    frames = live_frames(studio)
     if len(frames) < 2:
         return None, f"{WARN} Not enough frames yet: D's view is drawn every few seconds while a run trains."
     out = studio.export_path(f"dview-{time.strftime('%Y%m%d-%H%M%S')}.gif")
@@ -125,7 +161,7 @@ def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> N
             text = gr.Markdown(WAITING, elem_id="dview-caption")
         with gr.Column(scale=1, min_width=180):
             point = gr.Image(label="Clicked dot", interactive=False, format="png", height=200, elem_id="dview-point")
-            point_text = gr.Markdown("Click a dot in the plot to see its image.", elem_id="dview-point-text")
+            point_text = gr.Markdown(NO_DOT, elem_id="dview-point-text")
     gr.Markdown(note_text(), elem_id="dview-note")
     with gr.Row(equal_height=True):
         ckpt = gr.Dropdown([], label="A saved run", scale=3, elem_id="dview-checkpoint")
@@ -139,7 +175,7 @@ def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> N
 
     def poll(seen_value: dict):
         if accordion is not None and not (seen_value or {}).get("open"):
-            return seen_value, gr.skip(), gr.skip()
+            return seen_value, *[gr.skip()] * 4
         return refresh(studio, seen_value)
 
     def on_click(seen_value: dict, evt: gr.SelectData):
@@ -155,14 +191,15 @@ def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> N
         return gr.Dropdown(choices=names, value=names[0] if names else None)
 
     timer = gr.Timer(POLL_S)
-    timer.tick(poll, seen, [seen, plot, text], show_progress="hidden", concurrency_limit=None, **PRIVATE)
+    shown = [seen, plot, text, point, point_text]
+    timer.tick(poll, seen, shown, show_progress="hidden", concurrency_limit=None, **PRIVATE)
     if accordion is not None:
-        accordion.expand(lambda s: refresh(studio, {**(s or {}), "open": True}), seen, [seen, plot, text],
+        accordion.expand(lambda s: refresh(studio, {**(s or {}), "open": True}), seen, shown,
                          show_progress="hidden", **PRIVATE)
         accordion.collapse(lambda s: {**(s or {}), "open": False}, seen, seen, show_progress="hidden", **PRIVATE)
-    plot.select(on_click, seen, [point, point_text], show_progress="hidden", **PRIVATE)
-    show_btn.click(run_dview_checkpoint, [ckpt, seen], [seen, plot, text], **HEAVY, **PRIVATE)
-    live_btn.click(lambda s: follow_live(studio, s), seen, [seen, plot, text], **PRIVATE)
+    plot.select(on_click, seen, [seen, plot, point, point_text], show_progress="hidden", **PRIVATE)
+    show_btn.click(run_dview_checkpoint, [ckpt, seen], shown, **HEAVY, **PRIVATE)
+    live_btn.click(lambda s: follow_live(studio, s), seen, shown, **PRIVATE)
     ckpt_refresh.click(choices, None, ckpt, **PRIVATE)
     ckpt.focus(choices, None, ckpt, **PRIVATE)
     gif_btn.click(lambda: export_gif(studio), None, [gif_file, gif_note], **PRIVATE).then(
