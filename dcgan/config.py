@@ -79,7 +79,8 @@ class TrainConfig:
     ema_decay: float = setting(0.999, "keep an exponential moving average of G for samples and metrics "
                                     "(e.g. 0.999; 0 = off)", "EMA decay")
     diffaug: str = setting("", "DiffAugment ops for D, comma list of translation,cutout,color", "DiffAugment")
-    steps: int = setting(2000, "number of training iterations (generator updates)", "Steps (iterations)")
+    steps: int = setting(2000, "number of training iterations; one iteration = one update of D then one of G "
+                               "(a single D-only or G-only step by hand counts as one too)", "Steps (iterations)")
     seed: int = setting(0, "random seed (weights, noise, data order)", "Seed")
     # ---- where it runs ---------------------------------------------------------------------------
     device: str = setting("auto", "auto (CUDA > MPS > CPU), cuda, mps or cpu", "Device")

@@ -215,6 +215,8 @@ class GANTraining:
                 with self.autocast():
                     fake_logits = self.D(diff_augment(fake, ops, rng) if ops else fake, fake_labels)
                 loss_g = losses.g_loss(cfg.loss, fake_logits)
+                if d_fake is None:  # a G-only step: D(G(z)) as D judged the fakes G learned from
+                    d_fake = torch.sigmoid(fake_logits.detach().float()).mean()
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
             self.opt_g.step()
@@ -565,13 +567,14 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
                     tell("on_nan", run.iteration)
                     continue
                 means = [float(v) for v in torch.nanmean(torch.stack(window).cpu(), dim=0)]
+                update = turn.update if turn.single and len(window) == 1 else "both"  # a single D- or G-only step
                 window.clear()
                 now = time.perf_counter()
                 row = {"iteration": run.iteration, "epoch": round(run.epoch, 4),
                        "loss_d": means[0], "loss_g": means[1], "d_real": means[2], "d_fake": means[3],
                        "images_per_s": (run.images_seen - seen0) / max(now - t0, 1e-9),
                        "lr_g": run.opt_g.param_groups[0]["lr"], "lr_d": run.opt_d.param_groups[0]["lr"],
-                       "time": time.time()}
+                       "time": time.time(), "update": update}
                 t0, seen0 = now, run.images_seen
                 run.loss_log.append([run.iteration, means[0], means[1]])
                 tell("on_log", row)

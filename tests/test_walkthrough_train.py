@@ -129,3 +129,39 @@ def test_item2_the_clicked_dot_is_marked_followed_and_forgotten_with_its_run(tmp
         assert seen["dot"] is None  # nothing to click before the new run's first frame
     finally:
         hook.close()
+
+
+def test_item5_single_steps_show_in_every_plot_at_once_marked_as_one_network(tmp_path, digits_data):
+    """Steps of one network appear in the loss and the D plots as they happen, each as a series saying which
+    network moved ("loss_G (G-only steps)"), with D(G(z)) as D judged G's fakes; no warnings on the way."""
+    import warnings
+
+    from dcgan.trainer import Trainer
+    from tests.conftest import tiny_config
+    from ui import plots
+    from ui import train_view as tv
+    from ui.state import Studio
+
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=1000, out_dir=str(tmp_path), run_name="g"), data=digits_data, paused=True)
+    try:
+        trainer.step(2, "both")
+        trainer.step(3, "g")
+        trainer.step(2, "d")
+        wait_for(lambda: len(trainer.metrics) == 7, timeout=60, what="seven rows")
+        rows = trainer.metrics.since(0)
+        assert [r["update"] for r in rows] == ["both"] * 2 + ["g"] * 3 + ["d"] * 2
+        assert all(0 < r["d_fake"] < 1 for r in rows[2:5])  # D(G(z)) of a G-only step is measured
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            losses, ds = plots.loss_frame(rows, 0.6), plots.d_frame(rows, 0.6)
+            studio = Studio(tmp_path / "studio")
+            studio.trainer.metrics = trainer.metrics
+            tv.live_view(studio, {})
+        by_series = {name: list(group.iteration) for name, group in losses.groupby("series")}
+        assert by_series == {"loss_D": [1, 2], "loss_G": [1, 2], "loss_G (G-only steps)": [3, 4, 5],
+                             "loss_D (D-only steps)": [6, 7]}
+        d_series = {name: list(group.iteration) for name, group in ds.groupby("series")}
+        assert d_series["D(G(z)) fake (G-only steps)"] == [3, 4, 5] and d_series["D(x) real (D-only steps)"] == [6, 7]
+    finally:
+        trainer.stop()

@@ -51,22 +51,43 @@ def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+ONE_NETWORK = MappingProxyType({"d": "D-only steps", "g": "G-only steps"})
+
+
 def curve_frame(rows: list[dict], series: dict[str, str], smooth: float = 0.0,
                 max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """Long-format (iteration, value, series) table of some metric columns, downsampled and smoothed."""
+    """Long-format (iteration, value, series) table of some metric columns, downsampled and smoothed. Single
+    D-only or G-only steps (row["update"]) are series of their own, e.g. "loss_G (G-only steps)", drawn raw:
+    a burst of them shows at once, marked as what it is, and never averaged into the curve of full steps."""
     parts = []
     if rows:
         iterations = np.array([r["iteration"] for r in rows], dtype=np.int64)
+        update = np.array([r.get("update", "both") for r in rows])
         for key, label in series.items():
             values = np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=np.float64)
-            its, vals = downsample(iterations, values, max_points)
+            its, vals = downsample(iterations, np.where(update == "both", values, np.nan), max_points)
             vals = smooth_ema(vals, smooth)
             keep = np.isfinite(vals)
             parts.append(pd.DataFrame({"iteration": its[keep], "value": vals[keep], "series": label}))
+            for mode, name in ONE_NETWORK.items():
+                mine = (update == mode) & np.isfinite(values)
+                if mine.any():
+                    its, vals = downsample(iterations[mine], values[mine], max_points)
+                    parts.append(pd.DataFrame({"iteration": its, "value": vals, "series": f"{label} ({name})"}))
     if not parts:
         return pd.DataFrame({"iteration": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
                              "series": pd.Series(dtype="str")})
     return pd.concat(parts, ignore_index=True)
+
+
+def with_one_network_colors(colors: dict[str, str]) -> dict[str, str]:
+    """A plot's colours plus a lighter shade of each for its one-network series (see curve_frame)."""
+    out = dict(colors)
+    for label, colour in colors.items():
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        light = "#" + "".join(f"{c + (255 - c) * 5 // 10:02x}" for c in (r, g, b))
+        out.update({f"{label} ({name})": light for name in ONE_NETWORK.values()})
+    return out
 
 
 def loss_frame(rows: list[dict], smooth: float = 0.0) -> pd.DataFrame:

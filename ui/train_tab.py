@@ -14,7 +14,7 @@ import gradio as gr
 from dcgan import config as config_module
 from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, PRESETS, TrainConfig
 from dcgan.studio import TEXT_FIELDS
-from ui import dview_panel
+from ui import dview_panel, plots
 from ui import train_actions as act
 from ui import train_view as live
 from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
@@ -141,9 +141,11 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                     grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png", height=560,
                                     buttons=["download", "fullscreen"], elem_id="live-grid")
                 with gr.Column(scale=4, min_width=260):
-                    loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=dict(LOSS_COLORS),
+                    loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
+                                            color_map=plots.with_one_network_colors(LOSS_COLORS),
                                             label="Losses", y_title="loss", elem_id="loss-plot")
-                    d_plot = gr.LinePlot(None, x="iteration", y="value", color="series", color_map=dict(D_COLORS),
+                    d_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
+                                         color_map=plots.with_one_network_colors(D_COLORS),
                                          label="D(x) and D(G(z))", y_title="probability", y_lim=[0, 1],
                                          elem_id="d-plot")
                     plot_caption = gr.Markdown("", elem_id="plot-caption")
