@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 IMAGE_SIZES = (28, 32, 64, 128)
@@ -13,6 +14,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("rollback", "pause")
 DATASETS = ("digits", "stacked-digits", "mnist", "fashion-mnist", "cifar10", "celeba", "folder")  # loaded by data.py
+NATIVE_CHANNELS = MappingProxyType({"digits": 1, "stacked-digits": 3, "mnist": 1, "fashion-mnist": 1, "cifar10": 3,
+                                    "celeba": 3})  # a folder's images may be either
 DIFFAUG_OPS = ("translation", "cutout", "color")
 
 

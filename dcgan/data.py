@@ -199,7 +199,8 @@ def load_stacked_digits(size: int, channels: int, val_fraction: float) -> ImageD
     """Training triplets from the training digits, held-out triplets from the held-out digits (so the
     digit classifier, trained on the training digits, never saw a held-out channel)."""
     if channels != 3:
-        raise DatasetError("stacked-digits is a colour set (one digit per channel): use --channels 3")
+        raise DatasetError("stacked-digits is a colour set (one digit per channel): set Channels to 3 "
+                           "(--channels 3 on the command line)")
     images, labels = load_digits_raw()
     digits = split(fit_tensor(images, size, 1), labels, val_fraction, "digits", [])
     if digits.val.shape[0] == 0:

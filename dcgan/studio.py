@@ -46,6 +46,7 @@ from .trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING, Trainer, TrainerBu
 
 MAX_STEPS = 1_000_000  # a form value above this is a typo, not a plan (1M steps is days on a GPU)
 MAX_KEPT_UPLOADS = 5
+DOUBLE_CLICK_S = 3.0
 SPEED_WINDOW_S = 20.0  # images/s and ETA are averaged over this much training time
 MAX_MODELS = 6  # loaded models kept in memory for every visitor (LRU)
 CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversion verdict
@@ -59,15 +60,31 @@ PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples w
 # default; the form adds the preset itself) and those it shows as text: choices and the run's name. A number
 # shown as text ("28") is read back as the number the config wants.
 FORM_FIELDS = ("dataset", "image_size", "channels", "num_classes", "batch_size", "steps", "lr_g", "lr_d", "loss",
-               "nz", "seed", "device", "ngf", "ndf", "precision", "metric_every", "run_name")
-TEXT_FIELDS = ("dataset", "image_size", "channels", "loss", "device", "precision", "run_name")
+               "nz", "seed", "device", "ngf", "ndf", "ema_decay", "r1_gamma", "d_steps", "spectral_norm", "diffaug",
+               "precision", "metric_every", "run_name")
+TEXT_FIELDS = ("dataset", "image_size", "channels", "loss", "device", "precision", "diffaug", "run_name")
+MAY_BE_EMPTY = ("run_name", "diffaug")
 _TEXT_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type == "str")
 
 
 def preset_of(cfg: TrainConfig) -> str:
     """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run."""
+    return recipe_of(cfg.to_dict())
+
+
+def recipe_of(values: dict[str, Any]) -> str:
+    """The preset that settings (a config's, or a form's values, numbers maybe as text) match, else "custom".
+    A setting the values leave out (the form has no betas) is not compared."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(b, bool) or isinstance(a, bool):
+            return bool(a) == bool(b)
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return str(a).strip() == str(b)
+
     return next((name for name, recipe in PRESETS.items()
-                 if all(getattr(cfg, k) == v for k, v in recipe.items())), "custom")
+                 if all(same(values[k], v) for k, v in recipe.items() if k in values)), "custom")
 
 
 USER_ERRORS = (TrainerBusy, ConfigError, DatasetError, CheckpointError, PermissionError, ValueError)
@@ -325,11 +342,11 @@ def digit_coverage(model: LoadedModel, real: torch.Tensor, n: int) -> DigitCover
 
 def health_hint(rows: list[dict], window: int = 50) -> str:
     """A plain-language warning when the recent numbers look like a known failure."""
-    recent = [r for r in rows[-window:] if r.get("d_real") is not None and r.get("d_fake") is not None]
+    recent = [(r["d_real"], r["d_fake"]) for r in rows[-window:]  # a G-only step has no D(x): NaN
+              if all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in ("d_real", "d_fake"))]
     if len(recent) < window // 2:
         return ""
-    d_real = float(np.nanmean([r["d_real"] for r in recent]))
-    d_fake = float(np.nanmean([r["d_fake"] for r in recent]))
+    d_real, d_fake = (float(v) for v in np.mean(recent, axis=0))
     if d_real > 0.97 and d_fake < 0.03:
         return ("Hint: D wins every time (D(x) ≈ 1, D(G(z)) ≈ 0): G learns little from it. If this lasts, "
                 "lower `lr D` or try the hinge / wgan-gp loss.")
@@ -353,6 +370,8 @@ class Studio:
         self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY,
                                           threads=threads)
         self.models = ModelCache()
+        self._start_lock = threading.Lock()
+        self._last_start: tuple[str, float] | None = None  # (settings, when) of the last Start
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
         self.calibrations = ModelMemo(32)
         self.directions = ModelMemo(64)
@@ -468,7 +487,7 @@ class Studio:
             if name not in values:
                 continue
             value = values[name]
-            if value is None or (isinstance(value, str) and name != "run_name" and not value.strip()):
+            if value is None or (isinstance(value, str) and name not in MAY_BE_EMPTY and not value.strip()):
                 raise ConfigError(name, "is empty; fill it in")
             if isinstance(value, str) and name not in _TEXT_SETTINGS:
                 try:
@@ -476,7 +495,8 @@ class Studio:
                 except ValueError:
                     raise ConfigError(name, f"must be a number, got {value!r}") from None
             settings[name] = value
-        settings["run_name"] = str(settings.get("run_name") or "").strip()
+        for name in MAY_BE_EMPTY:
+            settings[name] = str(settings.get(name) or "").strip()
         if isinstance(settings.get("steps"), (int, float)) and settings["steps"] > MAX_STEPS:
             raise ConfigError("steps", f"{settings['steps']:,.0f} is more than the {MAX_STEPS:,} this app trains "
                                        f"in one run; choose fewer (resume later to go further)")
@@ -499,7 +519,18 @@ class Studio:
         return data
 
     def start(self, cfg: TrainConfig) -> None:
-        self.trainer.start(cfg, data=self._load_data(cfg))
+        """Start a run; the same settings again within DOUBLE_CLICK_S (a double click on Start) start nothing
+        and raise nothing: the run they asked for is running."""
+        with self._start_lock:
+            last, self._last_start = self._last_start, (cfg.to_json(), time.monotonic())
+            if last is not None and last[0] == cfg.to_json() and time.monotonic() - last[1] < DOUBLE_CLICK_S \
+                    and self.trainer.status().state in ACTIVE:
+                return
+            try:
+                self.trainer.start(cfg, data=self._load_data(cfg))
+            except BaseException:
+                self._last_start = None
+                raise
 
     def resume_plan(self, name: str | None, steps: Any) -> tuple[Path, int, int]:
         """(checkpoint, its iteration, iterations to train to) for 'Resume training': Steps above the
@@ -526,6 +557,14 @@ class Studio:
         data = self._load_data(cfg)
         self.trainer.start(TrainConfig(steps=total, device=device or "auto"), resume_from=path, data=data)
         return done, total
+
+    def continue_run(self, steps: Any, device: str = "auto") -> tuple[int, int]:
+        """Resume the stopped or finished live run from its newest checkpoint (Steps above its iteration extends
+        a finished one): Resume works after Stop or the end as it does after Pause."""
+        path = self.trainer.last_checkpoint()
+        if path is None or not path.is_file():
+            raise CheckpointError("this run saved no checkpoint to continue from")
+        return self.resume(path.resolve().relative_to(self.root.resolve()).as_posix(), steps, device)
 
     def resume_pulled(self, state: str | Path | None, repo_id: str) -> int:
         """Continue a training state pulled from the Hub (copied into a run folder under the root). Its data is

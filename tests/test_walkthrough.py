@@ -90,16 +90,18 @@ def test_walkthrough(browser, page, tmp_path, trained_checkpoint):  # noqa: F811
     promise("A bad value gets a lasting message naming the field; nothing starts")
     set_number(page, "batch-size", 0)
     page.click("#start-btn")
-    wait_for(lambda: "Setting batch_size" in message(page), what="the batch size message")
+    wait_for(lambda: "Batch size (batch_size): must be" in message(page), what="the batch size message")
     page.wait_for_timeout(3000)  # it stays: not a toast that vanishes
-    assert "Setting batch_size" in message(page) and "press Start again" in message(page)
+    assert "Batch size (batch_size): must be" in message(page) and "press Start again" in message(page)
+    assert "batch_size: batch_size" not in message(page)  # issue 29, item 11: the label, said once
     assert trainer.status().state == "idle"
 
     promise("Absurd step counts are refused with a clear cap")
     set_number(page, "batch-size", 32)
     set_number(page, "steps", 10**12)
     page.click("#start-btn")
-    wait_for(lambda: "Setting steps" in message(page) and "1,000,000" in message(page), what="the steps cap")
+    wait_for(lambda: "Steps (iterations) (steps)" in message(page) and "1,000,000" in message(page),
+             what="the steps cap")
 
     promise("The form has a number of classes; a conditional run starts from it without console errors")
     set_number(page, "steps", 5000)

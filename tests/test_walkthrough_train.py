@@ -165,3 +165,79 @@ def test_item5_single_steps_show_in_every_plot_at_once_marked_as_one_network(tmp
         assert d_series["D(G(z)) fake (G-only steps)"] == [3, 4, 5] and d_series["D(x) real (D-only steps)"] == [6, 7]
     finally:
         trainer.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(900)
+def test_items_10_11_12_messages_form_and_resume_after_stop(page, tmp_path):  # noqa: F811
+    """Messages where they belong and about the run on screen (10); a form that follows the data set and says
+    when the recipe is custom, with the field's label in its messages (11); Resume after Stop (12)."""
+    from tests.browser import choose, set_number
+
+    url = launch_app(tmp_path)
+    trainer = studio_of(url).trainer
+    page.goto(url)
+    page.wait_for_selector("#start-btn")
+
+    def message() -> str:
+        return page.inner_text("#train-message")
+
+    def recipe() -> str:
+        return page.eval_on_selector("#preset", "e => e.querySelector('input:checked')?.value || ''")
+
+    # 11: stacked digits are colour: Channels follows; the recipe says custom once a setting leaves it
+    choose(page, "dataset", "stacked-digits")
+    wait_for(lambda: page.eval_on_selector("#channels", "e => e.querySelector('input:checked')?.value") == "3",
+             what="Channels set to 3 by stacked-digits")
+    choose(page, "dataset", "digits")
+    wait_for(lambda: page.eval_on_selector("#channels", "e => e.querySelector('input:checked')?.value") == "1",
+             what="Channels back to 1 for digits")
+    assert recipe() == "default"
+    set_number(page, "lr-g", 0.001)
+    wait_for(lambda: recipe() == "custom", what="the recipe to say custom")
+    set_number(page, "lr-g", 0.0004)
+    wait_for(lambda: recipe() == "default", what="the recipe to say default again")
+
+    # 11: a file that is not a zip is refused in the page, and the message stays
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not images")
+    page.set_input_files("#zip-upload input[type=file]", str(junk))
+    wait_for(lambda: "is not a .zip" in message(), what="the upload's message")
+    page.wait_for_timeout(3000)
+    assert "notes.txt" in message()
+
+    # 10: the timeline's GIF message under the GIF button, not under Step k
+    page.get_by_role("button", name="Export the evolution as GIF").click()
+    wait_for(lambda: "Not enough snapshots" in page.inner_text("#timeline-gif-note"), what="the GIF note")
+    assert "Not enough snapshots" not in message()
+
+    # 10: a double click on Start starts one run and says so (no "Busy")
+    set_number(page, "steps", 100000)
+    set_number(page, "batch-size", 16)
+    choose(page, "device", "cpu")
+    page.get_by_text("Advanced").click()
+    set_number(page, "ngf", 8)
+    set_number(page, "ndf", 8)
+    page.dblclick("#start-btn")
+    wait_for(lambda: "Started" in message(), what="the Started message")
+    page.wait_for_timeout(2000)
+    assert "Busy" not in message() and "Started" in message()
+
+    # 12: Resume after Stop continues the run from its checkpoint
+    wait_for(lambda: trainer.status().iteration > 5, what="some training")
+    page.click("#stop-btn")
+    wait_for(lambda: "stopped" in page.inner_text("#train-status"), what="stopped")
+    stopped_at = trainer.status().iteration
+    wait_for(lambda: page.locator("#resume-btn").is_enabled(), what="Resume enabled after Stop")
+    page.click("#resume-btn")
+    wait_for(lambda: f"Continuing from iteration {stopped_at:,}" in message(), what="the continue message")
+    wait_for(lambda: trainer.status().state == "running" and trainer.status().iteration > stopped_at,
+             what="the run to go on")
+
+    # 10: another browser's run replaces this one: the message about ours goes
+    trainer.stop()
+    trainer.reset()
+    trainer.start(small_run(tmp_path, 100000, run_name="someone-else"))
+    wait_for(lambda: "someone-else" in page.inner_text("#run-notice"), what="the other run on this page")
+    wait_for(lambda: message().strip() == "", what="the old message to go")
+    trainer.stop()

@@ -6,14 +6,16 @@ boxes where no emoji font is installed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
 
+from dcgan import config
 from dcgan.checkpoint import CheckpointError
-from dcgan.config import ConfigError
+from dcgan.config import ConfigError, TrainConfig
 from dcgan.data import DatasetError
 from dcgan.trainer import TrainerBusy
 from ui.queues import FAST, HEAVY, POLL, SLIDE, fast  # noqa: F401  (the tabs import the groups from here)
@@ -27,8 +29,10 @@ def problem(exc: BaseException, again: str = "Start") -> str:
     again. Logged as one line: a user's mistake is not a bug, so no traceback."""
     if isinstance(exc, TrainerBusy):
         text = f"{WARN} **Busy**: {exc}. This app runs one training job at a time, shared by every viewer."
-    elif isinstance(exc, ConfigError):
-        text = f"{WARN} **Setting `{exc.field}`**: {exc}. Fix it and press *{again}* again."
+    elif isinstance(exc, ConfigError):  # the field as the form names it; the setting's name for the CLI
+        known = exc.field in {f.name for f in dataclasses.fields(TrainConfig)}
+        name = f"{config.label(exc.field)}** (`{exc.field}`)" if known else f"{exc.field}**"
+        text = f"{WARN} **{name}: {exc.reason}. Fix it and press *{again}* again."
     elif isinstance(exc, DatasetError):
         text = f"{WARN} **Data set**: {exc}"
     elif isinstance(exc, CheckpointError):

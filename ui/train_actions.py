@@ -5,15 +5,18 @@ leave the controls in a strange state. Plain functions of their inputs, so tests
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import gradio as gr
 
 from dcgan.checkpoint import STEP_FILE
 from dcgan.config import ConfigError
 from dcgan.images import grid_array, upscale
 from dcgan.models import sample
 from dcgan.studio import USER_ERRORS
-from dcgan.trainer import ACTIVE, IDLE, PAUSED, RUNNING
+from dcgan.trainer import ACTIVE, FINISHED, IDLE, PAUSED, RUNNING, STOPPED
 from ui.common import OK, WARN, problem
 from ui.state import Studio
 
@@ -51,8 +54,16 @@ def pause(studio: Studio, request: Any = None) -> str:
                     "Paused. *Resume* continues; *Step* runs single iterations so you can watch each update.")
 
 
-def resume(studio: Studio, request: Any = None) -> str:
-    return _control(studio, request, PAUSED, "resume", "Resumed.")
+def resume(studio: Studio, steps: Any = None, device: str = "auto", request: Any = None) -> str:
+    """Resume a paused run; a stopped or finished one continues from its newest checkpoint (to Steps)."""
+    if studio.trainer.status().state not in (STOPPED, FINISHED):
+        return _control(studio, request, PAUSED, "resume", "Resumed.")
+    try:
+        studio.require_owner(request)
+        done, total = studio.continue_run(steps, device)
+    except USER_ERRORS as exc:
+        return problem(exc, again="Resume")
+    return f"{OK} Continuing from iteration {done:,}; training to {total:,}."
 
 
 def step(studio: Studio, k: Any, mode: str, request: Any = None) -> str:
@@ -112,6 +123,18 @@ def load_for_samples(studio: Studio, name: str | None, session: dict) -> tuple[d
     except USER_ERRORS as exc:
         return session, problem(exc, again="Load for samples")
     return dict(session, model=model), f"{OK} Loaded `{model.label}`: *New samples* and the Explore tab use it."
+
+
+def zip_chosen(path: str | None) -> tuple[Any, Any, str]:
+    """(file, data set, message) for an upload: a .zip selects the folder data set; anything else is refused in
+    the page, where the message stays (not a toast that vanishes)."""
+    if not path:
+        return gr.skip(), gr.skip(), ""
+    name = Path(path).name
+    if not name.lower().endswith(".zip"):
+        return None, gr.skip(), (f"{WARN} **Data set**: `{name}` is not a .zip. Put your images (PNG, JPEG, ...) "
+                                 f"in a .zip, optionally one sub-folder per class, and upload that.")
+    return gr.skip(), "folder", f"{OK} `{name}` uploaded: the data set is now *folder*; press *Start*."
 
 
 def new_samples(studio: Studio, session: dict, seed: Any) -> tuple[Any, str]:

@@ -12,8 +12,8 @@ from typing import Any
 import gradio as gr
 
 from dcgan import config as config_module
-from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, PRECISIONS, PRESETS, TrainConfig
-from dcgan.studio import TEXT_FIELDS
+from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, NATIVE_CHANNELS, PRECISIONS, PRESETS, TrainConfig
+from dcgan.studio import TEXT_FIELDS, recipe_of
 from ui import dview_panel, plots
 from ui import train_actions as act
 from ui import train_view as live
@@ -25,10 +25,13 @@ D_COLORS = MappingProxyType({"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", 
 # The form, row by row: the preset, then dcgan.studio.FORM_FIELDS. A new setting is one more entry there and here.
 BASIC = (("preset",), ("dataset",), ("image_size", "channels"), ("num_classes", "batch_size"), ("steps", "seed"),
          ("lr_g", "lr_d"), ("loss", "nz"), ("device",))
-ADVANCED = (("ngf", "ndf"), ("precision", "metric_every"), ("run_name",))
+ADVANCED = (("ngf", "ndf"), ("ema_decay", "r1_gamma"), ("d_steps", "spectral_norm"), ("diffaug",),
+            ("precision", "metric_every"), ("run_name",))
 # what the form says beside a field where the config's own help text (dcgan.config.help_text) is not the best fit
 INFO = MappingProxyType({
-    "dataset": "digits: 5,000 real MNIST digits, bundled (offline). folder: your own zip below.",
+    "dataset": "digits: 5,000 real MNIST digits, bundled (offline); stacked-digits: three of them as one colour "
+               "image (1,000 modes; offline); mnist, fashion-mnist, cifar10, celeba: downloaded once by "
+               "torchvision; folder: your own zip below.",
     "channels": "1 grey · 3 colour", "num_classes": "0 = unconditional; 10 on digits: pick the digit in Explore",
     "metric_every": "steps; 0 = off", "run_name": None, "image_size": None, "lr_g": None, "lr_d": None,
     "seed": None, "device": None, "precision": None})
@@ -80,8 +83,11 @@ def field(name: str, default: Any) -> gr.components.Component:
         return gr.Radio(["1", "3"], value=str(default), **options)
     if name in CHOICES:
         return gr.Dropdown(list(CHOICES[name]), value=str(default), **options)
+    if isinstance(default, bool):
+        return gr.Checkbox(default, **options)
     if name in TEXT_FIELDS:
-        return gr.Textbox(default, placeholder="auto: dataset-size-time", **options)
+        hint = {"run_name": "auto: dataset-size-time", "diffaug": "off; e.g. translation,cutout,color"}.get(name)
+        return gr.Textbox(default, placeholder=hint, **options)
     # no minimum/maximum: Gradio would answer with a vanishing toast; the validator answers in the page
     return gr.Number(default, precision=None if isinstance(default, float) else 0, **options)
 
@@ -103,8 +109,10 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                     for name in row:
                         form[name] = field(name, defaults[name])
                 if row == ("dataset",):
-                    zip_file = gr.File(label="Your images (.zip, optional class sub-folders)", file_types=[".zip"],
-                                       type="filepath", height=140, elem_id="zip-upload")
+                    # no file_types: the browser would refuse another file with a toast that vanishes; the
+                    # server answers in the page instead (act.zip_chosen)
+                    zip_file = gr.File(label="Your images (.zip, optional class sub-folders)", type="filepath",
+                                       height=140, elem_id="zip-upload")
             with gr.Accordion("Advanced", open=False):
                 for row in ADVANCED:
                     with gr.Row():
@@ -168,6 +176,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                 with gr.Row(equal_height=False):
                     gif_btn = gr.Button("Export the evolution as GIF", size="md", scale=1)
                     gif_file = gr.File(label="GIF", interactive=False, visible=False, scale=2)
+                gif_note = gr.Markdown("", elem_id="timeline-gif-note")
             with gr.Accordion("Fresh samples", open=True):
                 with gr.Row(equal_height=True):
                     sample_seed = gr.Number(0, label="Seed", precision=0, min_width=80, scale=1)
@@ -189,49 +198,60 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     # only moves the status line costs the page little (every output of an event is work for the browser)
     run_state, run_form, n_history = gr.State(""), gr.State({}), gr.State(-1)
 
-    def refresh(seen_value: dict, smooth_value: float):
+    # a message is about the run shown when it was written (message_run): a page that sees another run (one
+    # another browser started) drops it rather than saying "Started" beside someone else's run
+    message_run = gr.State(None)
+
+    def refresh(seen_value: dict, smooth_value: float, about: str | None):
         new_seen, out = live.live_view(studio, seen_value, float(smooth_value or 0))
         rare = [out.get(k, gr.skip()) for k in ("state", "form", "history")]
+        stale = about is not None and about != studio.trainer.status().run_dir
         return [new_seen, *[out[k] for k in names], *rare,
-                gr.Timer(value=out["poll_s"]) if "poll_s" in out else gr.skip()]
+                gr.Timer(value=out["poll_s"]) if "poll_s" in out else gr.skip(),
+                *(("", None) if stale else (gr.skip(), gr.skip()))]
+
+    def said(text: str) -> tuple[str, str]:
+        return text, studio.trainer.status().run_dir
 
     hidden = {"show_progress": "hidden", **PRIVATE}
     run_state.change(lambda state: [gr.Button(interactive=live.controls(state)[k]) for k in buttons], run_state,
                      list(buttons.values()), **hidden)
+    run_state.change(lambda _: gr.Dropdown(choices=studio.list_checkpoints()), run_state, c["ckpt"], **hidden)
     run_form.change(lambda values: [values[f] if f in values else gr.skip() for f in fields], run_form,
                     list(form.values()), **hidden)
     n_history.change(lambda _: live.metrics_view(studio), n_history,
                      [c["metrics_plot"], c["metrics_table"], c["metrics_note"]], **hidden)
-    outputs = [seen, *[c[n] for n in names], run_state, run_form, n_history, timer]
+    outputs = [seen, *[c[n] for n in names], run_state, run_form, n_history, timer, c["message"], message_run]
+    polled = [seen, c["smooth"], message_run]
     # Polls only read the trainer, so they never wait behind a control click; they share the POLL group's one
     # worker (ui/queues.py), so thirty pages on this tab refresh less often instead of taking training's CPU.
-    timer.tick(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", api_name="train_status", **POLL)
-    c["smooth"].change(refresh, [seen, c["smooth"]], outputs, show_progress="hidden", concurrency_limit=None,
+    timer.tick(refresh, polled, outputs, show_progress="hidden", api_name="train_status", **POLL)
+    c["smooth"].change(refresh, polled, outputs, show_progress="hidden", concurrency_limit=None,
                        **PRIVATE)
 
     # gr.Request is injected by its annotation, so the control callbacks are named functions.
     def on_start(data: dict, request: gr.Request):  # inputs given as a set arrive as one dict
         message = act.start(studio, {n: data[form[n]] for n in fields}, data[zip_file], request)
         started = message.startswith(OK)
-        return message, (dict(data[session], model=None) if started else gr.skip())  # this browser: the live run
+        return *said(message), (dict(data[session], model=None) if started else gr.skip())  # this browser: live
 
-    def on_pause(request: gr.Request) -> str:
-        return act.pause(studio, request)
+    def on_pause(request: gr.Request):
+        return said(act.pause(studio, request))
 
-    def on_resume(request: gr.Request) -> str:
-        return act.resume(studio, request)
+    def on_resume(steps: Any, device: str, request: gr.Request):
+        return said(act.resume(studio, steps, device, request))
 
-    def on_step(k: Any, mode: str, request: gr.Request) -> str:
-        return act.step(studio, k, mode, request)
+    def on_step(k: Any, mode: str, request: gr.Request):
+        return said(act.step(studio, k, mode, request))
 
-    def on_stop(request: gr.Request) -> str:
-        return act.stop(studio, request)
+    def on_stop(request: gr.Request):
+        return said(act.stop(studio, request))
 
-    def on_reset(request: gr.Request) -> str:
-        return act.reset(studio, request)
+    def on_reset(request: gr.Request):
+        return said(act.reset(studio, request))
 
-    def on_resume_checkpoint(name: str, steps: Any, device: str, request: gr.Request) -> str:
-        return act.resume_checkpoint(studio, name, steps, device, request)
+    def on_resume_checkpoint(name: str, steps: Any, device: str, request: gr.Request):
+        return said(act.resume_checkpoint(studio, name, steps, device, request))
 
     def on_download(request: gr.Request) -> tuple[str | None, str]:
         return act.download_checkpoint(studio, request)
@@ -253,19 +273,27 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
 
     # One queue slot for every control: clicks run one after another, never interleaved.
     control = {"concurrency_limit": 1, "concurrency_id": "train-control"}
-    after = {"fn": refresh, "inputs": [seen, c["smooth"]], "outputs": outputs, "show_progress": "hidden"}
-    message = c["message"]
-    buttons["start"].click(on_start, {*form.values(), zip_file, session}, [message, session],
+    after = {"fn": refresh, "inputs": polled, "outputs": outputs, "show_progress": "hidden"}
+    message = [c["message"], message_run]
+    buttons["start"].click(on_start, {*form.values(), zip_file, session}, [*message, session],
                            **control).then(**after)
     buttons["pause"].click(on_pause, None, message, **control).then(**after)
-    buttons["resume"].click(on_resume, None, message, **control).then(**after)
+    buttons["resume"].click(on_resume, [form["steps"], form["device"]], message, **control).then(**after)
     buttons["step"].click(on_step, [c["step_k"], c["step_mode"]], message, **control).then(**after)
     buttons["stop"].click(on_stop, None, message, **control).then(**after)
     buttons["reset"].click(on_reset, None, message, **control).then(**after)
     c["resume_ckpt_btn"].click(on_resume_checkpoint, [c["ckpt"], form["steps"], form["device"]], message,
                                **control).then(**after)
 
-    zip_file.upload(lambda: gr.Dropdown(value="folder"), None, form["dataset"], **PRIVATE)
+    zip_file.upload(lambda path: act.zip_chosen(path), zip_file, [zip_file, form["dataset"], c["message"]], **PRIVATE)
+    # a data set with one native channel count sets Channels (stacked digits are colour: 3)
+    form["dataset"].input(lambda d: str(NATIVE_CHANNELS[d]) if d in NATIVE_CHANNELS else gr.skip(), form["dataset"],
+                          form["channels"], **PRIVATE)
+    # the Recipe says "custom" as soon as a setting leaves every preset, and a preset's name when it matches one
+    recipe_names = [n for n in fields if any(n in recipe for recipe in PRESETS.values())]
+    for name in recipe_names:
+        form[name].input(lambda *v: recipe_of(dict(zip(recipe_names, v, strict=True))),
+                         [form[n] for n in recipe_names], form["preset"], show_progress="hidden", **PRIVATE)
     # .input fires on a person's choice only, not when the poll shows the live run's settings
     form["preset"].input(lambda p: preset_fields(p, form), form["preset"], list(form.values()), **PRIVATE)
     c["refresh_btn"].click(choices, None, c["ckpt"], **PRIVATE)
@@ -273,10 +301,10 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     if gr.context.Context.root_block is not None:  # filled when the page opens, refreshed on focus
         gr.context.Context.root_block.load(newest, None, c["ckpt"], **PRIVATE)
     c["load_ckpt_btn"].click(lambda name, s: act.load_for_samples(studio, name, s), [c["ckpt"], session],
-                             [session, message], **PRIVATE, **FAST)
-    c["download_btn"].click(on_download, None, [c["ckpt_file"], message]).then(
+                             [session, c["message"]], **PRIVATE, **FAST)
+    c["download_btn"].click(on_download, None, [c["ckpt_file"], c["message"]]).then(
         lambda p: gr.File(visible=bool(p)), c["ckpt_file"], c["ckpt_file"])
-    c["gif_btn"].click(lambda: live.export_gif(studio), None, [c["gif_file"], message]).then(
+    c["gif_btn"].click(lambda: live.export_gif(studio), None, [c["gif_file"], c["gif_note"]]).then(
         lambda p: gr.File(visible=bool(p)), c["gif_file"], c["gif_file"])
     c["sample_btn"].click(lambda s, seed: act.new_samples(studio, s, seed), [session, c["sample_seed"]],
                           [c["samples"], c["sample_note"]], **PRIVATE, **FAST)

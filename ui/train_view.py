@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dcgan.studio import FORM_FIELDS, TEXT_FIELDS, Studio, health_hint, preset_of
-from dcgan.trainer import ACTIVE, FAILED, IDLE, PAUSED, RUNNING, STARTING, Status
+from dcgan.trainer import ACTIVE, FAILED, FINISHED, IDLE, PAUSED, RUNNING, STARTING, STOPPED, Status
 from ui import plots
 from ui.common import FAIL, OK, WARN
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
@@ -77,7 +77,7 @@ def run_notice(st: Status) -> str:
 def controls(state: str) -> dict[str, bool]:
     """Which buttons make sense in each trainer state."""
     active = state in ACTIVE
-    return {"start": not active, "pause": state == RUNNING, "resume": state == PAUSED,
+    return {"start": not active, "pause": state == RUNNING, "resume": state in (PAUSED, STOPPED, FINISHED),
             "step": state in (RUNNING, PAUSED), "stop": active, "reset": state != IDLE and state != STARTING}
 
 
