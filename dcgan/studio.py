@@ -65,9 +65,11 @@ _TEXT_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.
 
 
 def preset_of(cfg: TrainConfig) -> str:
-    """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run."""
-    return next((name for name, recipe in PRESETS.items()
-                 if all(getattr(cfg, k) == v for k, v in recipe.items())), "custom")
+    """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run: the
+    runs table's rule (dcgan.runs.recipe_of), so the form and the table never disagree."""
+    from .runs import recipe_of
+
+    return recipe_of(cfg.to_dict())
 
 
 USER_ERRORS = (TrainerBusy, ConfigError, DatasetError, CheckpointError, PermissionError, ValueError)
@@ -367,6 +369,12 @@ class Studio:
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
         return self.root
+
+    def run_states(self) -> dict[str, str]:
+        """{run folder: the trainer's state} for the run this app trains or last trained: the runs table takes
+        its status from here (a pause or a failure is known for sure only to the trainer)."""
+        st = self.trainer.status()
+        return {st.run_dir: str(st.state)} if st.run_dir and st.state != IDLE else {}
 
     # ---- checkpoints ----
     def list_checkpoints(self) -> list[str]:
