@@ -239,6 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: which run? `{prog} eval RUN` (a run folder or a .safetensors checkpoint)", file=sys.stderr)
         return 2
     path = resolve_checkpoint(target, best=True)  # a run folder: its best checkpoint, else its newest
+    say_when_the_judge_trains(path)
     try:
         result = evaluate(path, n=args.n, inception=args.inception, device=args.device, seed=args.seed)
     except InceptionUnavailable as exc:
@@ -250,6 +251,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0
+
+
+def say_when_the_judge_trains(checkpoint: Path) -> None:
+    """The first digit metrics for this user train the judge (about a minute): say so, and where it is kept."""
+    from .checkpoint import read_meta
+    from .digit_classifier import cache_path
+    from .metrics import DIGIT_SETS, STACKED_SETS
+
+    config = read_meta(checkpoint).get("config") or {}
+    size = config.get("image_size")
+    if config.get("dataset") in DIGIT_SETS + STACKED_SETS and isinstance(size, int) and not cache_path(size).exists():
+        print(f"training the digit judge for {size}px once (about a minute on one core); it is kept in "
+              f"{cache_path(size).parent} for every later eval", file=sys.stderr)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -327,8 +327,8 @@ def table_fits(pg) -> dict:
 def test_item9_runs_tab_shows_runs_made_after_the_page_opened(page, tmp_path, made_runs):  # noqa: F811
     url = launch_app(tmp_path)
     page.goto(url)
-    wait_for(lambda: page.locator("#runs-table").count() > 0, what="the page")
-    page.wait_for_timeout(1000)
+    page.get_by_role("tab", name="Runs").wait_for()
+    page.wait_for_timeout(1000)  # the page has loaded with no runs
     for name in ("done-default", "stopped-classic"):  # runs that appear while the page is open on the Train tab
         shutil.copytree(made_runs / name, tmp_path / "checkpoints" / name)
     page.get_by_role("tab", name="Runs").click()
