@@ -48,13 +48,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 class ProgressBar(Hook):
-    """The command line's view of a run: a tqdm bar with the losses, events printed above it, and the
-    latest fixed-noise samples kept for samples.png."""
+    """The command line's view of a run: a tqdm bar with the losses, and events printed above it."""
 
     def __init__(self, desc: str, disable: bool) -> None:
         self.desc, self.disable = desc, disable
         self.bar = None
-        self.images = None
 
     def on_start(self, run) -> None:
         from tqdm import tqdm
@@ -67,9 +65,6 @@ class ProgressBar(Hook):
         self.bar.update(row["iteration"] - self.bar.n)
         self.bar.set_postfix(loss_D=f"{row['loss_d']:.3f}", loss_G=f"{row['loss_g']:.3f}", Dx=f"{row['d_real']:.2f}",
                              DGz=f"{row['d_fake']:.2f}", img_s=f"{row['images_per_s']:.0f}", refresh=False)
-
-    def on_pictures(self, run, images) -> None:
-        self.images = images
 
     def on_event(self, run, message: str, problem: bool = False) -> None:
         self.write(message)
@@ -110,12 +105,11 @@ def stop_on_signals(control, say):
 
 def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: Path | None = None) -> int:
     """Every command that trains (train, resume, pull --resume) runs this: `runner.train` in this process with a
-    progress bar (the runner adds NaN roll-back, TensorBoard and checkpoints; quality metrics when
-    cfg.metric_every), then the last samples as samples.png."""
+    progress bar (the runner adds NaN roll-back, TensorBoard, checkpoints and samples.png; quality metrics when
+    cfg.metric_every)."""
     from .distributed import is_main
-    from .images import grid_array, save_png, upscale
     from .metrics import make_metric_fn
-    from .runner import RunFailed, train
+    from .runner import SAMPLES_FILE, RunFailed, train
     from .train import Control
 
     control = Control()
@@ -142,9 +136,8 @@ def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: 
     folder, checkpoints = outcome.folder, outcome.folder.step_files()
     latest = checkpoints[-1] if checkpoints else None
     print(f"{outcome.state} at iteration {outcome.run.iteration}; checkpoint: {latest}")
-    if bar.images is not None:
-        grid_path = save_png(upscale(grid_array(bar.images), 512), folder.path / "samples.png")
-        print(f"samples: {grid_path}")
+    if (folder.path / SAMPLES_FILE).is_file():
+        print(f"samples: {folder.path / SAMPLES_FILE}")
     return 0
 
 
@@ -236,7 +229,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import resolve_checkpoint
     from .metrics import InceptionUnavailable, evaluate
 
-    path = resolve_checkpoint(args.checkpoint, best=True)  # a run folder: its best checkpoint, else its newest
+    prog = getattr(args, "prog", "dcgan")
+    if args.run and args.checkpoint and Path(args.run) != Path(args.checkpoint):
+        print(f"error: give one run: `{prog} eval RUN` or `{prog} eval --checkpoint RUN`, not both "
+              f"({args.run} and {args.checkpoint})", file=sys.stderr)
+        return 2
+    target = args.run or args.checkpoint
+    if not target:
+        print(f"error: which run? `{prog} eval RUN` (a run folder or a .safetensors checkpoint)", file=sys.stderr)
+        return 2
+    path = resolve_checkpoint(target, best=True)  # a run folder: its best checkpoint, else its newest
+    say_when_the_judge_trains(path)
     try:
         result = evaluate(path, n=args.n, inception=args.inception, device=args.device, seed=args.seed)
     except InceptionUnavailable as exc:
@@ -250,6 +253,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def say_when_the_judge_trains(checkpoint: Path) -> None:
+    """The first digit metrics for this user train the judge (about a minute): say so, and where it is kept."""
+    from .checkpoint import read_meta
+    from .digit_classifier import cache_path
+    from .metrics import DIGIT_SETS, STACKED_SETS
+
+    config = read_meta(checkpoint).get("config") or {}
+    size = config.get("image_size")
+    if config.get("dataset") in DIGIT_SETS + STACKED_SETS and isinstance(size, int) and not cache_path(size).exists():
+        print(f"training the digit judge for {size}px once (about a minute on one core); it is kept in "
+              f"{cache_path(size).parent} for every later eval", file=sys.stderr)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .pth_import import import_pth
 
@@ -260,8 +276,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dcgan", description="DCGAN Studio command line")
+def program_name(argv0: str | None = None) -> str:
+    """How this program was invoked, for usage lines and hints: `dcgan` (the installed command) or
+    `python -m dcgan` (where argv[0] is this file)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = Path(argv0).name
+    return "python -m dcgan" if not name or name in ("__main__.py", "-m", "-c") else name
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or program_name(), description="DCGAN Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a DCGAN; checkpoints and samples go to OUT_DIR/RUN_NAME/")
@@ -311,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="quality metrics of a checkpoint as JSON: digit coverage and Fréchet "
                                     "distance (offline), FID / KID / IS (InceptionV3 weights)")
-    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint or a run folder (its best)")
+    p.add_argument("run", nargs="?", metavar="RUN", help="a run folder (its best checkpoint, else its newest) or a "
+                                                          ".safetensors checkpoint")
+    p.add_argument("--checkpoint", help="the same as RUN (the older spelling)")
     p.add_argument("--n", type=int, default=2000, help="number of generated samples (default: 2000)")
     p.add_argument("--out", help="also write the JSON to this file")
     p.add_argument("--inception", choices=("auto", "yes", "no"), default="auto",
@@ -339,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.prog = parser.prog  # for hints that name a command ("list another folder with: dcgan runs PATH")
     from . import distributed
     from .checkpoint import CheckpointError
     from .data import DatasetError

@@ -40,6 +40,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "classic": CLASSIC,
 }
 
+def recipe_of(values: dict[str, Any]) -> str:
+    """The preset that settings match (a config's, or a form's values with numbers maybe as text), else
+    "custom". A setting the values leave out (the form has no betas) is not compared."""
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(b, bool) or isinstance(a, bool):
+            return bool(a) == bool(b)
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return str(a).strip() == str(b)
+
+    return next((name for name, recipe in PRESETS.items()
+                 if all(same(values[k], v) for k, v in recipe.items() if k in values)), "custom")
+
+
 RETIRED = ("compile",)  # settings older checkpoints may hold; read and dropped (torch.compile gained nothing)
 
 

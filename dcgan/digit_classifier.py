@@ -2,7 +2,8 @@
 
 Inception-based FID needs weights from the internet; this CNN needs nothing. It is trained once
 on the training split of the bundled digits (about a minute on one CPU core), cached as safetensors
-under checkpoints/.cache/ keyed by image size, and tested on the held-out split (its accuracy is
+once per user (`default_cache_dir`: the platform's cache folder, or DCGAN_CACHE; the app keeps its own
+under its checkpoints folder) keyed by image size, and tested on the held-out split (its accuracy is
 stored beside the weights). Its class predictions give class coverage of a generator; its
 penultimate features give a Fréchet distance against held-out real digits.
 """
@@ -10,8 +11,10 @@ penultimate features give a Fréchet distance against held-out real digits.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -23,7 +26,28 @@ from .augment import random_translate
 from .config import TrainConfig
 from .data import load_dataset, to_float
 
-CACHE_DIR = Path(os.environ.get("DCGAN_CACHE", "checkpoints/.cache"))
+APP_NAME = "dcgan-studio"
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the metric caches go unless the app says (metrics.use_cache_dir): $DCGAN_CACHE, else this user's
+    cache folder ($XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)
+    /dcgan-studio. Not the working directory: `dcgan eval` in a new folder must not train the judge again."""
+    env = os.environ if environ is None else environ
+    if env.get("DCGAN_CACHE"):
+        return Path(env["DCGAN_CACHE"])
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    if sys.platform == "darwin":
+        base = home / "Library" / "Caches"
+    elif os.name == "nt":
+        base = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    else:  # XDG: a relative path is to be ignored
+        xdg = env.get("XDG_CACHE_HOME") or ""
+        base = Path(xdg) if os.path.isabs(xdg) else home / ".cache"
+    return base / APP_NAME
+
+
+CACHE_DIR = default_cache_dir()
 FEATURE_DIM = 128
 NUM_CLASSES = 10
 EPOCHS = 30
@@ -207,8 +231,8 @@ def get_digit_classifier(image_size: int = 28, device: str | torch.device = "cpu
             path.parent.mkdir(parents=True, exist_ok=True)
             tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
             tensors["accuracy"] = torch.tensor(accuracy)
-            tmp = path.with_suffix(".tmp")
-            save_file(tensors, str(tmp))
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: the cache is the user's,
+            save_file(tensors, str(tmp))  # shared by every folder and program that evaluates at the same time
             os.replace(tmp, path)
         clf = DigitClassifier(net, image_size, accuracy, device)
         if cache_dir is None:
@@ -216,4 +240,5 @@ def get_digit_classifier(image_size: int = 28, device: str | torch.device = "cpu
         return clf
 
 
-__all__ = ["DigitClassifier", "DigitNet", "get_digit_classifier", "train_digit_classifier", "FEATURE_DIM"]
+__all__ = ["DigitClassifier", "DigitNet", "get_digit_classifier", "train_digit_classifier", "FEATURE_DIM",
+           "default_cache_dir", "cache_path"]

@@ -8,7 +8,8 @@ Two judges:
   would score with the same number of samples), so the number has a scale.
 - InceptionV3 through torch-fidelity: FID, KID and IS. Its weights download on first use; offline
   that fails with `InceptionUnavailable`, whose message says how to get them. Real-image
-  statistics are cached per data set and size as safetensors under checkpoints/.cache/.
+  statistics are cached per data set and size as safetensors beside the digit judge (once per user:
+  digit_classifier.default_cache_dir; the app's under its checkpoints folder, use_cache_dir).
 
 `evaluate` takes a generator or a checkpoint path; `make_metric_fn` gives the Trainer's metric_fn.
 """
@@ -270,7 +271,7 @@ def real_inception_stats(cfg: TrainConfig, extractor, device: torch.device,
     keep = feats[torch.randperm(feats.shape[0], generator=g)[:KID_REAL_MAX]]
     stats = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "features": keep.contiguous()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # the user's cache: other processes may write too
     save_file(stats, str(tmp))
     os.replace(tmp, path)
     return stats

@@ -1,11 +1,12 @@
 """The one way to run training: open a run (new, or resumed from a checkpoint), attach the standard hooks
-(NaN roll-back, TensorBoard; `fit` itself saves the checkpoints), run `fit`, and turn a failure into one clear
-message. The command line (`dcgan train / resume / pull --resume`) and the app's training process
-(dcgan/trainer.py) both call `train`.
+(NaN roll-back, TensorBoard; `fit` itself saves the checkpoints), run `fit`, write its last samples as
+samples.png, and turn a failure into one clear message. The command line (`dcgan train / resume / pull
+--resume`) and the app's training process (dcgan/trainer.py) both call `train`.
 """
 
 from __future__ import annotations
 
+import io
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import RunFolder
+from .checkpoint import RunFolder, write_atomic
 from .config import TrainConfig
 from .data import ImageData
 from .metrics import METRIC_KEY
@@ -60,6 +61,33 @@ def tensorboard_hooks(run_dir: Path) -> list[Hook]:
     return [TensorBoardHook(run_dir)]
 
 
+SAMPLES_FILE = "samples.png"
+SAMPLES_MIN_SIDE = 512
+
+
+class LastPictures(Hook):
+    """Keeps the newest fixed-noise samples fit drew (at the end: those of the last iteration)."""
+
+    images: torch.Tensor | None = None
+
+    def on_pictures(self, run: GANTraining, images: torch.Tensor) -> None:
+        self.images = images
+
+
+def write_samples(run_dir: Path, images: torch.Tensor) -> Path:
+    """The run's last samples as run_dir/samples.png, upscaled so 28-pixel digits are visible (atomic: the Runs
+    tab may read it meanwhile)."""
+    from PIL import Image
+
+    from .images import grid_array, upscale
+
+    buffer = io.BytesIO()
+    Image.fromarray(upscale(grid_array(images), SAMPLES_MIN_SIDE)).save(buffer, format="PNG")
+    path = Path(run_dir) / SAMPLES_FILE
+    write_atomic(path, buffer.getvalue())
+    return path
+
+
 def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None, data: ImageData | None = None,
           hooks: Sequence[Hook] = (), control: Control | None = None,
           metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
@@ -91,7 +119,8 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
             control.stop()
         announce(message, True)
 
-    standard: list[Hook] = [NanRollback(say=announce, pause=nan_pause)]
+    last = LastPictures()
+    standard: list[Hook] = [NanRollback(say=announce, pause=nan_pause), last]
     if distributed.is_main():
         standard += tensorboard_hooks(folder.path)
     try:
@@ -102,7 +131,13 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
     finally:
         if run.device.type == "cuda":
             torch.cuda.empty_cache()
+    if last.images is not None:  # every run, the app's and the command line's (rank 0 alone draws pictures)
+        try:
+            write_samples(folder.path, last.images)
+        except OSError as exc:  # a full disk: the checkpoint is what matters
+            announce(f"could not write {SAMPLES_FILE}: {exc.strerror or exc}", True)
     return Outcome(state, run, folder, nan_stop[0] if nan_stop else "")
 
 
-__all__ = ["train", "open_run", "Outcome", "RunFailed", "failure_message", "tensorboard_hooks"]
+__all__ = ["train", "open_run", "Outcome", "RunFailed", "failure_message", "tensorboard_hooks", "write_samples",
+           "SAMPLES_FILE"]

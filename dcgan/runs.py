@@ -6,12 +6,24 @@ the run still lists, with its `problems` saying what is wrong. Curves come from 
 (TensorBoard's own reader), falling back to the loss log and metric history a checkpoint keeps.
 Rename and delete act only on run folders directly inside the root. No UI here: the Runs tab
 (ui/runs_tab.py) and `python -m dcgan runs` both use these functions.
+
+Nothing extra is written for the table: a run's status and training time are read from what training leaves.
+- Status: each training session writes one scalar event file, and its hparams only when it ends (finished,
+  stopped or failed; TensorBoardHook.on_end), together with the last scalars at the run's last iteration. A
+  session without them is still being written ("running") or was killed ("interrupted"); one that ended past
+  its newest checkpoint ended by an error ("failed", a stop and a finish both save at their last iteration);
+  else "finished" at its steps (or its time limit), "stopped" before. The app's own live run is told by its
+  trainer (`live`), which also knows "paused".
+- Training time: every logged row holds the images/s since the row before, measured without paused time
+  (fit restarts that clock after a pause), so interval = iterations x images per iteration / (images/s);
+  the wall-clock gap between rows would count the pauses.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -20,6 +32,8 @@ import shutil
 import sys
 import threading
 import time
+from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +41,22 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import BEST_FILE, STEP_FILE, CheckpointError, is_hidden, read_meta
+from .config import TrainConfig, label
+from .config import recipe_of as config_recipe
 from .metrics import METRIC_KEY
 from .tblog import GRID_TAG, GRIDS_SUFFIX, METRIC_PREFIX, SCALARS, event_files
 
-TABLE_SETTINGS = {"loss": "loss", "lr_g": "lr G", "lr_d": "lr D", "batch_size": "batch", "ema_decay": "EMA",
-                  "num_classes": "classes", "seed": "seed"}  # config key -> column of the runs table
+# config key -> column of the runs table (the recipe column stands for the networks and optimiser settings)
+TABLE_SETTINGS = {"loss": "loss"}
 RECORD_OVERHEAD = 16  # a TFRecord frames its payload with a length, two CRCs: 8 + 4 + 4 bytes
 CURVE_POINTS = 10_000  # points kept per curve and file for the plots (they show at most 500)
 WRITING_S = 60.0  # an event file modified this recently may end in a record still being written
+SPEED_TAG = SCALARS["images_per_s"]
+TIME_LIMIT_SLACK = 0.98  # a session that trained this share of cfg.minutes ended by its clock (estimates differ by ms)
+LIVE_STATUS = {"starting": "running", "running": "running", "paused": "paused", "finished": "finished",
+               "stopped": "stopped", "failed": "failed"}  # the app's trainer state -> the table's status
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+_ORDER = {f.name: i for i, f in enumerate(dataclasses.fields(TrainConfig))}  # the form's order
 
 
 class RunsError(ValueError):
@@ -47,7 +69,8 @@ class RunInfo:
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
     iterations: int = 0
-    wall_time_s: float | None = None
+    status: str = ""  # running, paused, finished, stopped, failed or interrupted (see the module's docstring)
+    training_s: float | None = None  # training time, paused time not counted
     best_metric: float | None = None
     started: float | None = None  # Unix time
     checkpoint: Path | None = None  # the newest readable one
@@ -61,10 +84,10 @@ class RunInfo:
     def row(self) -> dict[str, Any]:
         """One line of the runs table (the app's and the terminal's)."""
         c = self.config
-        row = {"run": self.name, "data set": c.get("dataset", "?"),
+        row = {"run": self.name, "status": self.status, "recipe": recipe_of(c), "data set": c.get("dataset", "?"),
                "size": f"{c['image_size']}px" if "image_size" in c else "?"}
         row.update({column: _short(c.get(key, "")) for key, column in TABLE_SETTINGS.items()})
-        row.update({"iterations": self.iterations, "wall time": _duration(self.wall_time_s),
+        row.update({"iterations": self.iterations, "training time": _duration(self.training_s),
                     f"best {METRIC_KEY}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "",
                     "problems": "; ".join(self.problems)})
@@ -139,6 +162,10 @@ class _EventFile:
     last_time: float | None = None
     last_step: int = -1
     hparams: dict[str, Any] = field(default_factory=dict)
+    ended: bool = False  # the session's end was written (its hparams): it finished, stopped or failed
+    speed_steps: array = field(default_factory=lambda: array("q"))  # the rows' iterations, as written
+    speed: array = field(default_factory=lambda: array("d"))  # and their images/s
+    modified: float = 0.0  # the file's mtime (Unix time)
     best_metric: float | None = None
     damaged: str = ""
 
@@ -173,15 +200,20 @@ class _EventReader:
                     out.last_time = event.wall_time
                     out.last_step = max(out.last_step, event.step)
                     for value in event.summary.value:
-                        if value.tag == METRIC_PREFIX + METRIC_KEY and value.HasField("simple_value"):
+                        if value.tag == SPEED_TAG and value.HasField("simple_value"):
+                            out.speed_steps.append(event.step)
+                            out.speed.append(value.simple_value)
+                        elif value.tag == METRIC_PREFIX + METRIC_KEY and value.HasField("simple_value"):
                             v = value.simple_value
                             if math.isfinite(v) and (out.best_metric is None or v < out.best_metric):
                                 out.best_metric = v
                         elif value.tag == "_hparams_/session_start_info":
                             data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
                             out.hparams = {k: _hparam(v) for k, v in data.session_start_info.hparams.items()}
+                            out.ended = True
                 # TensorBoard's reader stops quietly at a damaged record; the byte count notices it. A file
                 # written to right now may end in half a record: only an older one counts as damaged.
+                out.modified = st.st_mtime
                 writing = time.time() - st.st_mtime < WRITING_S
                 out.damaged = "" if self.consumed >= st.st_size or writing else (
                     f"event file {self.path.name} is damaged after {self.consumed:,} of {st.st_size:,} bytes")
@@ -216,14 +248,17 @@ def _hparam(value) -> Any:
     return v
 
 
-def read_run(run_dir: str | Path) -> RunInfo:
+def read_run(run_dir: str | Path, live: str = "") -> RunInfo:
     """Everything the runs table shows about one folder; problems are listed, never raised (for anything
-    not foreseen, such as odd metadata in a readable file, the row says 'unreadable')."""
+    not foreseen, such as odd metadata in a readable file, the row says 'unreadable'). live: the app's
+    trainer state when this folder is its run (it knows a pause and a failure for sure)."""
     run_dir = Path(run_dir)
     try:
-        return _read_run(run_dir)
+        info = _read_run(run_dir)
     except Exception as exc:
-        return RunInfo(run_dir.name, run_dir, problems=[f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"])
+        info = RunInfo(run_dir.name, run_dir, problems=[f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"])
+    info.status = LIVE_STATUS.get(str(live), info.status)
+    return info
 
 
 def _read_run(run_dir: Path) -> RunInfo:
@@ -262,8 +297,10 @@ def _read_run(run_dir: Path) -> RunInfo:
         info.config = next((s.hparams for s in reversed(summaries) if s.hparams), {})
     steps = [s.last_step for s in summaries] + [int(meta.get("iteration", 0))]
     info.iterations = max(0, *steps)
-    spans = [s.last_time - s.first_time for s in summaries if s.first_time is not None]
-    info.wall_time_s = sum(spans) if spans else None
+    per_iteration = _images_per_iteration(info.config)
+    total_s, last_session_s = training_seconds(summaries, per_iteration) if per_iteration else (None, None)
+    info.training_s = total_s
+    info.status = _status(info, summaries, meta, last_session_s)
     starts = [s.first_time for s in summaries if s.first_time is not None]
     if not starts:
         with contextlib.suppress(OSError):
@@ -277,15 +314,85 @@ def _read_run(run_dir: Path) -> RunInfo:
     return info
 
 
-def list_runs(root: str | Path) -> list[RunInfo]:
-    """Every run folder directly under root, newest started first."""
+def _images_per_iteration(config: Mapping[str, Any]) -> int | None:
+    """Real images one iteration reads (d_steps batches; the unit of the rows' images/s)."""
+    try:
+        return int(config["batch_size"]) * int(config.get("d_steps", 1)) or None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def training_seconds(files: list[_EventFile], images_per_iteration: int) -> tuple[float | None, float | None]:
+    """(the run's training time, its last session's) in seconds, from the rows' images/s; None without rows.
+
+    Sessions are merged as the curves are: a resumed session replaces what an earlier one logged from its
+    first step on. A row's interval is the iterations since the row before it; a session's first row with no
+    earlier row counts its next row's interval. A roll-back (iterations going back) counts nothing for that row."""
+    kept_steps = np.empty(0, dtype=np.int64)
+    kept_s = np.empty(0)
+    last = None
+    for f in files:
+        steps, speed = np.array(f.speed_steps, dtype=np.int64), np.array(f.speed, dtype=np.float64)  # copies: a
+        n = min(len(steps), len(speed))  # live run's reader may append meanwhile
+        if not n:
+            continue
+        steps, speed = steps[:n], speed[:n]
+        keep = kept_steps < steps[0]
+        kept_steps, kept_s = kept_steps[keep], kept_s[keep]
+        # the row before this session's first: an earlier session's, else as far back as its second row's
+        first_gap = steps[1] - steps[0] if len(steps) > 1 else steps[0]
+        before = int(kept_steps.max()) if len(kept_steps) else steps[0] - first_gap
+        delta = np.diff(steps, prepend=before).astype(np.float64)
+        ok = (delta > 0) & (speed > 0) & np.isfinite(speed)
+        seconds = np.where(ok, delta * images_per_iteration / np.where(ok, speed, 1.0), 0.0)
+        kept_steps, kept_s = np.concatenate([kept_steps, steps]), np.concatenate([kept_s, seconds])
+        last = float(seconds.sum())
+    if last is None:
+        return None, None
+    return float(kept_s.sum()), last
+
+
+def _status(info: RunInfo, files: list[_EventFile], meta: dict[str, Any], last_session_s: float | None) -> str:
+    """How the run's last session ended, from its files (the rule is in the module's docstring)."""
+    steps = info.config.get("steps")
+    reached = isinstance(steps, (int, float)) and info.iterations >= steps
+    minutes = info.config.get("minutes") or 0
+    timed_out = bool(minutes) and last_session_s is not None and last_session_s >= TIME_LIMIT_SLACK * minutes * 60
+    if not files:  # no record of the session (a Hub download, a folder of checkpoints): what the checkpoint says
+        return "" if info.checkpoint is None else "finished" if reached else "stopped"
+    last = files[-1]
+    if not last.ended:
+        return "running" if time.time() - last.modified < WRITING_S else "interrupted"
+    saved = int(meta.get("iteration", -1)) if info.checkpoint is not None else -1
+    if saved < last.last_step:  # it ended after its newest checkpoint: an error, not a stop or the end
+        return "failed"
+    return "finished" if reached or timed_out else "stopped"
+
+
+def recipe_of(config: Mapping[str, Any]) -> str:
+    """The preset (dcgan.config.PRESETS) a run's settings match, else "custom"; "" for no settings at all.
+    Settings a config lacks (an older run's) take TrainConfig's defaults, as they do when it loads."""
+    return config_recipe({**_DEFAULTS, **config}) if config else ""
+
+
+def list_runs(root: str | Path, live: Mapping[str, str] | None = None) -> list[RunInfo]:
+    """Every run folder directly under root, newest started first. live: {run folder: the app's trainer
+    state} for the run the app trains (dcgan.studio.Studio.run_states)."""
     root = Path(root)
     try:
         folders = [p for p in root.iterdir() if is_run_folder(p)] if root.is_dir() else []
     except OSError:
         return []
-    runs = [read_run(p) for p in folders]
+    states = {_same_path(k): v for k, v in (live or {}).items() if k}
+    runs = [read_run(p, states.get(_same_path(p), "")) for p in folders]
     return sorted(runs, key=lambda r: (r.started or 0.0, r.name), reverse=True)
+
+
+def _same_path(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
 
 
 def curves(run_dir: str | Path) -> Curves:
@@ -371,16 +478,25 @@ def _curves_from_events(files: list[Path]) -> Curves:
 # ---- comparing runs ---------------------------------------------------------------------------
 
 
+def setting_label(key: str) -> str:
+    """What the Train tab's form calls a setting (its label in TrainConfig's field metadata); an unknown key
+    (an older run's) as it is."""
+    try:
+        return label(key)
+    except KeyError:
+        return key
+
+
 def settings_diff(runs: list[RunInfo], only_different: bool = False) -> list[dict[str, Any]]:
-    """One row per setting: {"setting", "values" (one per run, in order), "differs"}, the differing
-    settings first; dicts as JSON."""
-    keys = sorted({k for r in runs for k in r.config})
+    """One row per setting: {"setting" (its form label), "key", "values" (one per run, in order), "differs"},
+    the differing settings first, each group in the form's order; dicts as JSON."""
+    keys = sorted({k for r in runs for k in r.config}, key=lambda k: (_ORDER.get(k, len(_ORDER)), k))
     rows = []
     for key in keys:
         values = [_short(r.config.get(key, "—")) for r in runs]
         differs = len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
         if differs or not only_different:
-            rows.append({"setting": key, "values": values, "differs": differs})
+            rows.append({"setting": setting_label(key), "key": key, "values": values, "differs": differs})
     return sorted(rows, key=lambda row: not row["differs"])
 
 
@@ -531,20 +647,33 @@ def format_table(runs: list[RunInfo]) -> str:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser("runs", help="list the runs under a checkpoints folder",
-                            description="List the runs under a checkpoints folder: data set, size, loss and key "
-                                        "settings, iterations, wall time, best metric, start time and problems.")
-    parser.add_argument("root", nargs="?", default="checkpoints", help="folder of run folders (default: checkpoints)")
+                            description="List the runs under a checkpoints folder: status (finished, stopped, "
+                                        "failed, running, interrupted), recipe, data set, size and key settings, "
+                                        "iterations, training time, best metric, start time and problems.")
+    parser.add_argument("root", nargs="?", default="checkpoints",
+                        help="folder of run folders (default: checkpoints, in the current folder: where `train` "
+                             "writes them unless given --out-dir)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     parser.set_defaults(func=cmd_runs)
     return parser
 
 
+def where_to_look(root: Path, prog: str = "dcgan") -> str:
+    """The folder that was looked in, and how to look elsewhere (for a listing that found nothing)."""
+    return (f"{root.absolute()} (runs live where `{prog} train` wrote them: --out-dir, default ./checkpoints "
+            f"of the folder it ran in); list another folder with: {prog} runs PATH")
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     root = Path(args.root)
+    prog = getattr(args, "prog", "dcgan")
     if not root.is_dir():
-        print(f"error: {root} is not a folder", file=sys.stderr)
+        print(f"error: no folder {where_to_look(root, prog)}", file=sys.stderr)
         return 2
     runs = list_runs(root)
+    if not runs and not args.json:
+        print(f"no runs in {where_to_look(root, prog)}")
+        return 0
     if args.json:
         for r in runs:
             print(json.dumps({**r.row(), "path": str(r.path), "config": r.config}, default=str))

@@ -37,7 +37,7 @@ from PIL import Image
 
 from . import checkpoint, dview, hub, latent
 from .checkpoint import CheckpointError, is_hidden
-from .config import PRESETS, ConfigError, TrainConfig
+from .config import PRESETS, ConfigError, TrainConfig, recipe_of
 from .data import DatasetError, ImageData, check_fits, load_dataset, to_float
 from .images import upscale
 from .metrics import METRIC_KEY, make_metric_fn, use_cache_dir
@@ -68,23 +68,9 @@ _TEXT_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.
 
 
 def preset_of(cfg: TrainConfig) -> str:
-    """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run."""
+    """The preset a run's recipe matches ("custom" when it matches none), for forms that show a run: the same
+    rule as the form's Recipe and the runs table (dcgan.config.recipe_of)."""
     return recipe_of(cfg.to_dict())
-
-
-def recipe_of(values: dict[str, Any]) -> str:
-    """The preset that settings (a config's, or a form's values, numbers maybe as text) match, else "custom".
-    A setting the values leave out (the form has no betas) is not compared."""
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(b, bool) or isinstance(a, bool):
-            return bool(a) == bool(b)
-        try:
-            return float(a) == float(b)
-        except (TypeError, ValueError):
-            return str(a).strip() == str(b)
-
-    return next((name for name, recipe in PRESETS.items()
-                 if all(same(values[k], v) for k, v in recipe.items() if k in values)), "custom")
 
 
 USER_ERRORS = (TrainerBusy, ConfigError, DatasetError, CheckpointError, PermissionError, ValueError)
@@ -386,6 +372,12 @@ class Studio:
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
         return self.root
+
+    def run_states(self) -> dict[str, str]:
+        """{run folder: the trainer's state} for the run this app trains or last trained: the runs table takes
+        its status from here (a pause or a failure is known for sure only to the trainer)."""
+        st = self.trainer.status()
+        return {st.run_dir: str(st.state)} if st.run_dir and st.state != IDLE else {}
 
     # ---- checkpoints ----
     def list_checkpoints(self) -> list[str]:

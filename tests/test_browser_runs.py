@@ -49,7 +49,7 @@ def test_two_runs_compared_side_by_side(page, tmp_path):  # noqa: F811
     wait_for(lambda: page.locator("#runs-grids img").count() == 2, what="both runs' samples")
     assert all(n in page.inner_text("#runs-grids") for n in NAMES)  # each picture labelled with its run
     settings = page.inner_text("#runs-settings")
-    assert "≠ loss" in settings and "hinge" in settings
+    assert "≠ Loss" in settings and "hinge" in settings  # named as the Train tab names it
 
     # what a person sees: the table, both runs' curves and their samples
     shot = DOCS / "runs.png" if docs else tmp_path / "runs.png"

@@ -52,7 +52,8 @@ def test_lists_runs_with_their_settings_and_progress(two_runs):
     assert bce.ok, bce.problems
     assert (bce.config["loss"], bce.config["dataset"], bce.config["image_size"]) == ("bce", "digits", 28)
     assert bce.iterations == 8 and listed["hinge-run"].iterations == 6
-    assert bce.wall_time_s is not None and bce.wall_time_s > 0 and bce.started is not None
+    assert bce.training_s is not None and bce.training_s > 0 and bce.started is not None
+    assert (bce.status, listed["hinge-run"].status) == ("finished", "finished")
     assert bce.checkpoint.name == "step_00000008.safetensors" and bce.event_files == 1
     row = bce.row()
     assert (row["run"], row["loss"], row["size"], row["iterations"], row["problems"]) == (
@@ -69,15 +70,18 @@ def test_curves_come_from_the_event_files(two_runs):
 def test_settings_diff_puts_the_differences_first(two_runs):
     chosen = [by_name(two_runs)[n] for n in ("bce-run", "hinge-run")]
     rows = runs.settings_diff(chosen)
-    differing = [r["setting"] for r in rows if r["differs"]]
+    differing = [r["key"] for r in rows if r["differs"]]
     assert set(differing) == {"loss", "run_name", "steps"}
-    assert [r["setting"] for r in rows[:3]] == sorted(differing)
-    loss = next(r for r in rows if r["setting"] == "loss")
-    assert loss["values"] == ["bce", "hinge"]
-    assert {r["setting"] for r in runs.settings_diff(chosen, only_different=True)} == set(differing)
+    assert [r["key"] for r in rows[:3]] == ["loss", "steps", "run_name"]  # the differences first, in the form's order
+    loss = next(r for r in rows if r["key"] == "loss")
+    assert loss["values"] == ["bce", "hinge"] and loss["setting"] == "Loss"  # named as the form names it
+    assert {r["key"] for r in runs.settings_diff(chosen, only_different=True)} == set(differing)
 
 
 def test_latest_grid_is_drawn_from_the_checkpoint_or_is_the_last_fixed_noise_grid(root):
+    grid, where = runs.latest_grid(root / "bce-run")  # the run's own samples.png, written at its end
+    assert grid.shape == (726, 726, 3) and where == "samples.png" and grid.std() > 0
+    (root / "bce-run" / "samples.png").unlink()
     grid, where = runs.latest_grid(root / "bce-run")
     assert grid.shape == (242, 242, 3) and "step_00000008" in where and grid.std() > 0
     (root / "bce-run" / "step_00000008.safetensors").unlink()
@@ -204,7 +208,7 @@ def test_cmd_runs_prints_the_table(two_runs, capsys, tmp_path):
     assert runs.cmd_runs(argparse.Namespace(root=str(two_runs), json=False)) == 0
     out = capsys.readouterr().out
     header, *lines = out.strip().splitlines()
-    assert header.split()[:4] == ["run", "data", "set", "size"]
+    assert header.split()[:6] == ["run", "status", "recipe", "data", "set", "size"]
     assert len(lines) == 2 and "bce-run" in out and "hinge" in out
     assert runs.cmd_runs(argparse.Namespace(root=str(tmp_path / "nope"), json=False)) == 2
 

@@ -22,6 +22,7 @@ from ui.common import FAST, OK, PRIVATE, fast, problem
 from ui.train_view import curve_frame
 
 MAX_COMPARE = 4
+TABLE_CHARS = 48  # a cell of the runs table shows at most this many characters (the CLI's table shows all)
 REFRESH_S = 5.0  # seconds between checks for new, finished or changed runs (file times only when unchanged)
 RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # one colour per selected run, in every plot
 PLOTS = MappingProxyType({  # plot key -> (loop row key or metric key, title, y axis)
@@ -49,6 +50,16 @@ def active_dir(studio: Any) -> str | None:
     return st.run_dir if st.state in ("starting", "running", "paused") and st.run_dir else None
 
 
+def live_states(studio: Any) -> dict[str, str]:
+    """The app's trainer's word on its own run (paused, failed), when this tab has a studio."""
+    states = getattr(studio, "run_states", None)
+    return states() if states is not None else {}
+
+
+def listed_runs(studio: Any) -> list[runs.RunInfo]:
+    return runs.list_runs(root_of(studio), live_states(studio))
+
+
 def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
     """The table; its problems column only when a run has one."""
     frame = pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": []})
@@ -59,11 +70,12 @@ def run_names(root: Path) -> list[str]:
     return [r.name for r in runs.list_runs(root)]
 
 
-def poll(root: Path, seen: Any) -> tuple:
-    """(signature, table, choices, choices) when the runs changed since `seen`; skips otherwise, so a
-    browser is not sent the same table again and a half-made selection is left alone."""
-    listed = runs.list_runs(root)
-    signature = [(r.name, r.iterations, r.problems) for r in listed]
+def poll(studio: Any, seen: Any) -> tuple:
+    """(signature, table, choices, choices) when the runs changed since `seen` (a new run, more iterations, a
+    run that ended); skips otherwise, so a browser is not sent the same table again and a half-made selection
+    is left alone."""
+    listed = listed_runs(studio)
+    signature = [(r.name, r.iterations, r.status, r.problems) for r in listed]
     if signature == seen:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     names = [r.name for r in listed]
@@ -194,8 +206,10 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="runs-refresh")
-    table = gr.Dataframe(lambda: runs_table(runs.list_runs(root)), label="Runs", interactive=False,
-                         max_height=320, elem_id="runs-table")
+    # Few enough columns to fit a 1400-pixel page (details are in "Settings side by side"); long cells (names,
+    # problems) are cut at TABLE_CHARS, and a narrower page scrolls the table sideways, inside its own box.
+    table = gr.Dataframe(lambda: runs_table(listed_runs(studio)), label="Runs", interactive=False,
+                         max_chars=TABLE_CHARS, max_height=320, elem_id="runs-table")
     with gr.Row(equal_height=True):
         chosen = gr.Dropdown(run_names(root), value=[], multiselect=True, max_choices=MAX_COMPARE,
                              label="Compare runs (2–4)", scale=4, elem_id="runs-compare")
@@ -260,9 +274,10 @@ def build(studio: Any, view: gr.State | None = None) -> None:
                 for k in plots]
 
     def refresh(names: list[str] | None, current: str | None):
-        names_now = run_names(root)
+        listed = listed_runs(studio)
+        names_now = [r.name for r in listed]
         keep = [n for n in (names or []) if n in names_now]
-        return (runs_table(runs.list_runs(root)), gr.Dropdown(choices=names_now, value=keep),
+        return (runs_table(listed), gr.Dropdown(choices=names_now, value=keep),
                 gr.Dropdown(choices=names_now, value=current if current in names_now else None))
 
     # Reading a run's files is I/O and pure-Python parsing: one queue of its own, so a first look at a long
@@ -280,7 +295,10 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     refresh_btn.click(refresh, [chosen, target], refresh_outputs, **read)
     seen_runs = gr.State(None)
     timer = gr.Timer(REFRESH_S)
-    timer.tick(lambda seen: poll(root, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
+    timer.tick(lambda seen: poll(studio, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
+    tab = gr.context.Context.block  # the Runs tab app.py opened around us: showing it shows the runs of now
+    if isinstance(tab, gr.Tab):
+        tab.select(lambda seen: poll(studio, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
 
     def on_ask_rename(name: str | None, new: str):
         p, q, visible = ask("rename", name, new)

@@ -12,8 +12,18 @@ from typing import Any
 import gradio as gr
 
 from dcgan import config as config_module
-from dcgan.config import DATASETS, DEVICES, IMAGE_SIZES, LOSSES, NATIVE_CHANNELS, PRECISIONS, PRESETS, TrainConfig
-from dcgan.studio import TEXT_FIELDS, recipe_of
+from dcgan.config import (
+    DATASETS,
+    DEVICES,
+    IMAGE_SIZES,
+    LOSSES,
+    NATIVE_CHANNELS,
+    PRECISIONS,
+    PRESETS,
+    TrainConfig,
+    recipe_of,
+)
+from dcgan.studio import TEXT_FIELDS
 from ui import dview_panel, plots
 from ui import train_actions as act
 from ui import train_view as live
