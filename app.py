@@ -37,6 +37,10 @@ CSS = """
 #train-message:empty, #run-notice:empty { display: none; }
 button:disabled, button[disabled] { opacity: 0.4; filter: grayscale(1); cursor: not-allowed; box-shadow: none; }
 #zip-upload .wrap { padding-top: 1.6em; }
+/* help under a field: readable (Gradio's default grey on white is about 1.9:1) */
+.info-text { color: #4b4b57 !important; font-size: 0.8rem !important; }
+/* a picture's label sits above the picture, never over its top rows */
+[data-testid="block-label"].float { position: static !important; margin-bottom: 4px; }
 """
 log = logging.getLogger("dcgan.app")
 

@@ -338,7 +338,7 @@ def render(frame: Frame, size: tuple[int, int] = (760, 470)) -> Frame:
 
     dpi = 100
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
-    ax = fig.add_axes((0.08, 0.11, 0.9, 0.8))
+    ax = fig.add_axes((0.08, 0.2, 0.9, 0.72))  # room below for the legend: over the axes it hid dots
     pts = np.concatenate([frame.real_xy, frame.fake_xy])
     lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
     lo[0], hi[0] = min(lo[0], frame.boundary), max(hi[0], frame.boundary)
@@ -363,7 +363,7 @@ def render(frame: Frame, size: tuple[int, int] = (760, 470)) -> Frame:
     ax.set_ylabel("top feature direction orthogonal to w", fontsize=9)
     ax.set_title(f"D's view · {frame.source} · iteration {frame.iteration:,}", fontsize=10)
     ax.tick_params(labelsize=8)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.85)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
     fig.canvas.draw()
     disp = ax.transData.transform(pts)
     height = fig.bbox.height

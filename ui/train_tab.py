@@ -156,7 +156,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             notice = gr.Markdown("", elem_id="run-notice")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5, min_width=260):
-                    grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png", height=560,
+                    grid = gr.Image(label="Fixed-noise samples", interactive=False, format="png",
                                     buttons=["download", "fullscreen"], elem_id="live-grid")
                 with gr.Column(scale=4, min_width=260):
                     loss_plot = gr.LinePlot(None, x="iteration", y="value", color="series",
