@@ -61,6 +61,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 importlib.import_module(module_name).build(studio, view)
             tabs.append(tab)
         poll_only_the_shown_tab(tabs)
+        refresh_lists_on_select(tabs, studio)
     return demo
 
 
@@ -88,6 +89,36 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
         shown = set(map(id, timers))
         tab.select(lambda shown=shown: [gr.Timer(active=id(t) in shown) for t in every], None, every,
                    queue=False, show_progress="hidden", api_visibility="private")
+
+
+CHECKPOINT_LIST = "checkpoint-list"  # elem_classes of a dropdown of saved checkpoints
+
+
+def lists_in(block: gr.blocks.Block) -> list[gr.Dropdown]:
+    found = []
+    for child in getattr(block, "children", []):
+        classes = getattr(child, "elem_classes", None) or []
+        found += [child] if CHECKPOINT_LIST in classes else lists_in(child)
+    return found
+
+
+def refresh_lists_on_select(tabs: list[gr.Tab], studio: Studio) -> None:
+    """Choosing a tab refreshes its lists of saved checkpoints: a page opened before a run existed shows the run
+    without a press on ↻ (a list with nothing chosen gets the newest)."""
+    import gradio as gr
+
+    for tab in tabs:
+        lists = lists_in(tab)
+        if not lists:
+            continue
+
+        def fresh(*chosen: str | None) -> gr.Dropdown | list[gr.Dropdown]:
+            names = studio.list_checkpoints()
+            out = [gr.Dropdown(choices=names, value=c if c in names else (names[0] if names else None))
+                   for c in chosen]
+            return out[0] if len(out) == 1 else out  # one output takes its value bare
+
+        tab.select(fresh, lists, lists, show_progress="hidden", api_visibility="private")
 
 
 def default_host() -> str:

@@ -241,3 +241,29 @@ def test_items_10_11_12_messages_form_and_resume_after_stop(page, tmp_path):  # 
     wait_for(lambda: "someone-else" in page.inner_text("#run-notice"), what="the other run on this page")
     wait_for(lambda: message().strip() == "", what="the old message to go")
     trainer.stop()
+
+
+@pytest.mark.browser
+def test_item9_checkpoint_lists_follow_runs_made_after_the_page_opened(page, tmp_path, trained_checkpoint):  # noqa: F811
+    """A page opened before any run existed: choosing a tab fills its checkpoint lists (no ↻ needed)."""
+    import shutil
+
+    url = launch_app(tmp_path)
+    page.goto(url)
+    page.wait_for_selector("#start-btn")
+    run = tmp_path / "checkpoints" / "later-run"
+    run.mkdir(parents=True)
+    shutil.copy(trained_checkpoint, run / "step_00000300.safetensors")  # a run made after the page opened
+
+    def chosen(elem_id: str) -> str:
+        return page.locator(f"#{elem_id} input").input_value()
+
+    page.get_by_role("tab", name="Hub").click()
+    wait_for(lambda: chosen("hub-checkpoint") == "later-run/step_00000300.safetensors", timeout=20,
+             what="the Hub's list to show the new run")
+    page.get_by_role("tab", name="Train").click()
+    for accordion in ("Checkpoints", "D's view"):  # closed: their lists are drawn when opened
+        page.get_by_text(accordion, exact=True).first.click()
+    wait_for(lambda: chosen("train-checkpoint") == "later-run/step_00000300.safetensors", timeout=20,
+             what="the Train tab's list")
+    assert chosen("dview-checkpoint") == "later-run/step_00000300.safetensors"

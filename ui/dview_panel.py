@@ -164,7 +164,8 @@ def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> N
             point_text = gr.Markdown(NO_DOT, elem_id="dview-point-text")
     gr.Markdown(note_text(), elem_id="dview-note")
     with gr.Row(equal_height=True):
-        ckpt = gr.Dropdown([], label="A saved run", scale=3, elem_id="dview-checkpoint")
+        ckpt = gr.Dropdown([], label="A saved run", scale=3, elem_id="dview-checkpoint",
+                           elem_classes=["checkpoint-list"])
         ckpt_refresh = gr.Button(REFRESH, min_width=40, scale=0)
         show_btn = gr.Button("D's view of this checkpoint", size="md", scale=2, elem_id="dview-ckpt-btn")
         live_btn = gr.Button("Back to the live run", size="md", scale=2, elem_id="dview-live-btn")

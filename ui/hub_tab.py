@@ -175,7 +175,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             gr.Markdown("### Push a checkpoint")
             with gr.Row():
                 checkpoint = gr.Dropdown(checkpoint_choices(studio), label="Checkpoint", scale=4,
-                                         elem_id="hub-checkpoint")
+                                         elem_id="hub-checkpoint", elem_classes=["checkpoint-list"])
                 refresh = gr.Button("↻", scale=0, min_width=40)  # U+21BB: in DejaVu Sans, not an emoji
             repo = gr.Textbox(label="Repo id", placeholder="your-name/dcgan-digits", elem_id="hub-push-repo")
             with gr.Row():

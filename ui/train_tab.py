@@ -143,7 +143,8 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             message = gr.Markdown("", elem_id="train-message")
             with gr.Accordion("Checkpoints", open=False):
                 with gr.Row(equal_height=True):
-                    ckpt = gr.Dropdown([], label="Saved runs", scale=4, elem_id="train-checkpoint")
+                    ckpt = gr.Dropdown([], label="Saved runs", scale=4, elem_id="train-checkpoint",
+                                       elem_classes=["checkpoint-list"])
                     refresh_btn = gr.Button(REFRESH, min_width=40, scale=1)
                 with gr.Row():
                     resume_ckpt_btn = gr.Button("Resume training", size="sm", elem_id="resume-ckpt-btn")
