@@ -240,16 +240,29 @@ def invert_many(G: Generator, targets: torch.Tensor, restarts: int = 4, steps: i
 
 
 def target_from_array(arr: np.ndarray, G: Generator) -> torch.Tensor:
-    """A picture from the browser (uint8 HxW, HxWx3 or HxWx4) -> [C, H, W] in [-1, 1] at G's size, its
-    polarity matched to G (see target_and_polarity)."""
-    return target_and_polarity(arr, G)[0]
+    """A picture from the browser (uint8 HxW, HxWx3 or HxWx4) -> [C, H, W] in [-1, 1] at G's size, matched to
+    G's polarity and framing (see prepare_target)."""
+    return prepare_target(arr, G).image
 
 
-def target_and_polarity(arr: np.ndarray, G: Generator) -> tuple[torch.Tensor, bool]:
-    """(target [C, H, W] in [-1, 1] at G's size, whether it was inverted). The picture is inverted when its
-    background and that of G's samples are clearly on opposite sides of mid-grey (a black-on-white drawing
-    for an MNIST-like model). The background is the most common brightness (background_level), not the
-    border's mean: a box drawn along the edge made the border dark and the drawing stayed black on white."""
+@dataclass(frozen=True)
+class Target:
+    image: torch.Tensor  # [C, H, W] in [-1, 1] at G's size: what G is asked to draw
+    flipped: bool  # inverted to G's polarity (a black-on-white drawing for a light-on-dark model)
+    framed: bool  # the shape rescaled and centred as G's samples are (shape_extent)
+
+
+def prepare_target(arr: np.ndarray, G: Generator) -> Target:
+    """A picture as G would draw it. When the picture and G's samples both have a plain background (clearly dark
+    or light: background_level), the picture is
+    * inverted if the two backgrounds are on opposite sides of mid-grey (a black-on-white drawing for an MNIST-like
+      model). The background is the most common brightness, not the border's mean: a box drawn along the edge
+      made the border dark and that drawing stayed black on white (issue 29, item 15);
+    * framed like G's samples: its shape (bounding box of the strokes) scaled to G's typical extent
+      (shape_extent) and centred by its centre of mass, as MNIST frames its digits. A 7 drawn across the whole
+      box, thinner and larger than any training 7, was closer in pixels to what G draws as a 4 (issue 29,
+      item 7); framed, it comes back as a 7.
+    Any other picture (a photo; a model without a plain background) is only resized."""
     from PIL import Image
 
     from .data import pil_to_tensor
@@ -257,13 +270,59 @@ def target_and_polarity(arr: np.ndarray, G: Generator) -> tuple[torch.Tensor, bo
     if arr is None or np.asarray(arr).size == 0:
         raise ValueError("no image: upload one or draw in the box")
     picture = Image.fromarray(np.asarray(arr).astype(np.uint8))
-    target = to_float(pil_to_tensor(picture, G.image_size, G.channels))
-    # the picture's background at (up to) 256 px, before shrinking blurs the strokes into it
-    full = to_float(pil_to_tensor(picture, max(8, min(256, *picture.size)), 1))
+    # the picture at (up to) 256 px: its background and shape are read before shrinking blurs the strokes
+    full = to_float(pil_to_tensor(picture, max(G.image_size, min(256, *picture.size)), G.channels))
     samples = sample(G, z=sample_latents(G.nz, 16, seed=123), labels=class_inputs(G, None, 16))
     mine, model = background_level(full[None]), background_level(samples)
-    flip = min(abs(mine), abs(model)) >= POLARITY_CLEAR and (mine > 0) != (model > 0)
-    return (-target if flip else target), flip
+    if min(abs(mine), abs(model)) < POLARITY_CLEAR:
+        return Target(to_float(pil_to_tensor(picture, G.image_size, G.channels)), False, False)
+    flip = (mine > 0) != (model > 0)
+    light = model > 0  # G draws dark strokes on a light page
+    framed = frame_shape(ink(-full if flip else full, light), G.image_size, shape_extent(ink(samples, light)))
+    if framed is None:  # a blank page: nothing to frame
+        return Target(F.interpolate((-full if flip else full)[None], size=(G.image_size, G.image_size),
+                                    mode="bilinear", antialias=True, align_corners=False)[0], flip, False)
+    return Target(framed * (-2) + 1 if light else framed * 2 - 1, flip, True)
+
+
+def ink(images: torch.Tensor, light: bool) -> torch.Tensor:
+    """How much stroke each pixel holds, 0 (page) to 1, for images in [-1, 1] on a dark (or light) page."""
+    return ((1 - images) / 2 if light else (images + 1) / 2).clamp(0, 1)
+
+
+INK = 0.5  # a pixel with at least this much ink is part of the shape (its bounding box)
+
+
+def shape_extent(inks: torch.Tensor) -> float:
+    """The typical size of G's shapes: the median over samples [N, C, H, W] (ink, 0..1) of the longer side of
+    the strokes' bounding box, as a share of the image side (MNIST's digits: 20 of 28 pixels, 0.71)."""
+    sides = []
+    for one in inks.mean(1):
+        ys, xs = (one >= INK).nonzero(as_tuple=True)
+        if ys.numel():
+            sides.append(max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1) / one.shape[-1])
+    return float(np.median(sides)) if sides else 1.0
+
+
+def frame_shape(picture: torch.Tensor, size: int, extent: float) -> torch.Tensor | None:
+    """picture [C, h, w] (ink, 0..1) cropped to its strokes' bounding box, scaled so its longer side is `extent`
+    of `size`, and placed on a blank [C, size, size] page with its centre of mass in the middle; None when the
+    picture has no strokes."""
+    ys, xs = (picture.mean(0) >= INK).nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    crop = picture[:, int(ys.min()):int(ys.max()) + 1, int(xs.min()):int(xs.max()) + 1]
+    scale = max(1.0, extent * size) / max(crop.shape[1:])
+    h, w = (max(1, min(size, round(n * scale))) for n in crop.shape[1:])
+    small = F.interpolate(crop[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+    mass = small.mean(0)
+    total = float(mass.sum()) or 1.0
+    cy, cx = float((mass.sum(1) * torch.arange(h)).sum()) / total, float((mass.sum(0) * torch.arange(w)).sum()) / total
+    top = min(max(round((size - 1) / 2 - cy), 0), size - h)
+    left = min(max(round((size - 1) / 2 - cx), 0), size - w)
+    page = torch.zeros(picture.shape[0], size, size)
+    page[:, top:top + h, left:left + w] = small.clamp(0, 1)
+    return page
 
 
 def background_level(images: torch.Tensor, bins: int = 16) -> float:

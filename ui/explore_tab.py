@@ -37,9 +37,11 @@ NOTE_CLASS = """**Class control** (conditional models). The same z is drawn as e
 (thickness, slant, size) stays while the identity changes: z carries style, the label carries content. The
 interpolation blends the one-hot class input with z fixed."""
 NOTE_INVERT = """**Inversion.** Upload or draw an image; Adam searches z (several random starts at once) so that G(z)
-matches it pixel by pixel. The error is judged against real held-out images inverted by the same G with the
-same settings (computed once per model): a shape G can draw comes back about as closely as they do; one it
-cannot draw comes back as the nearest thing it *can* draw. The result becomes the slider start."""
+matches it pixel by pixel. A drawing on a plain page is first made to look like G's samples: the same polarity
+(black on white becomes white on black for digits) and its shape scaled and centred as G's shapes are. The error
+is judged against real held-out images inverted by the same G with the same settings (computed once per model): a
+shape G can draw comes back about as closely as they do; one it cannot draw comes back as the nearest thing it
+*can* draw. The result becomes the slider start."""
 NOTE_MEMO = """**Memorisation check.** The nearest training images of a sample, by pixel distance (RMS on the [−1, 1]
 scale). The yardstick is how close held-out real images, which copy nothing, come to their nearest training image:
 a sample closer than 95 % of them (their 5th percentile) is suspiciously close, one closer than all of them is

@@ -304,9 +304,10 @@ def run_inversion(studio: Studio, session: dict[str, Any], editor: Any, restarts
     if arr is None or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] == 4 and arr[..., 3].max() == 0):
         raise user_error("Upload an image or draw one in the box first.")
     try:
-        target = latent.target_from_array(arr, model.generator)
+        prepared = latent.prepare_target(arr, model.generator)
     except (ValueError, OSError) as exc:
         raise user_error(f"Could not read the image: {exc}") from None
+    target = prepared.image
     progress(0.05, desc="optimising z")
     inv = latent.invert(model.generator, target, restarts=int(restarts), steps=int(steps))
     progress(0.4, desc="inverting real held-out images for comparison (once per model)")
@@ -318,7 +319,10 @@ def run_inversion(studio: Studio, session: dict[str, Any], editor: Any, restarts
     session = dict(session, z=inv.z[None].clone(), label=inv.label or 0)
     start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
     cls = f" · best class {inv.label}" if inv.label is not None else ""
-    text = (f"Reconstruction error: MSE {inv.mse:.4f} on the [−1, 1] scale · PSNR {inv.psnr:.1f} dB{cls}. "
+    done = [what for what, yes in (("inverted to this model's polarity", prepared.flipped),
+                                   ("scaled and centred as its samples are", prepared.framed)) if yes]
+    seen = f"Your picture was {' and '.join(done)} (see *target as G sees it*). " if done else ""
+    text = (f"{seen}Reconstruction error: MSE {inv.mse:.4f} on the [−1, 1] scale · PSNR {inv.psnr:.1f} dB{cls}. "
             f"**{verdict.word}**: {verdict.text}. It is now the slider start: open *Sliders* to edit it.")
     diff = (inv.image - target).abs().mean(0, keepdim=True) * 2 - 1  # |error| as a grey picture
     return {"session": session, "target_img": picture(target[None]), "recon_img": picture(inv.image[None]),
