@@ -242,11 +242,13 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         root.load(choices, None, C["checkpoint"], **PRIVATE)
 
     C["samples_btn"].click(fast(named(tools.new_samples)), ins("session", "seed", "psi"),
-                           ins("session", "gallery", "seed"), api_name="explore_samples", **FAST)
-    # the grid of the seed and ψ as shown: Enter in the seed box; any new ψ, dragged or typed (a slider's
-    # number box has no submit event, and release fires only when it loses focus)
+                           ins("session", "gallery", "seed"), **PRIVATE, **FAST)
+    # the grid of the seed and ψ as shown: Enter in the seed box (the public endpoint: a seed always draws the same
+    # grid); any new ψ, dragged or typed (a slider's number box has no submit event, and release fires only when
+    # it loses focus)
     redraw_grid = fast(named(tools.draw_samples))
-    C["seed"].submit(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"), **PRIVATE, **FAST)
+    C["seed"].submit(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
+                     api_name="explore_samples", **FAST)
     C["psi"].change(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
                     trigger_mode="always_last", **PRIVATE, **FAST)
     for j, sl in enumerate(sliders):
