@@ -16,6 +16,7 @@ the Studio too: ui/ keeps no state of its own (tests/test_structure.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -54,6 +55,7 @@ LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (directi
 SHARED_S = 1.0  # pages polling within this long of one another share one computation (the Train tab's curves)
 MAX_CHECKPOINT_FRAMES = 4  # D's-view frames of saved runs kept for every visitor
 EXPORT_KEEP_S = 3600.0  # Gradio copies a handed-out file into its own cache at once; ours may go after this
+CHILD_NICE = 10  # the Explore tab's warm-ups give way to training and requests
 PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples with at least this share of them
 
 # The Train tab's form: the settings a person sets (-> TrainConfig; everything else keeps its preset or config
@@ -405,7 +407,8 @@ class Studio:
         self._exports: Path | None = None
         self._lock = threading.Lock()  # creates the hook and the picture files once
         self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
-        self._preparing: OrderedDict[tuple, tuple[threading.Thread, float]] = OrderedDict()  # Explore's warm-ups
+        self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
+        self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
 
     @property
@@ -651,50 +654,74 @@ class Studio:
 
     # ---- preparing the Explore tab ----
     def prepare_explore(self, model: LoadedModel) -> threading.Thread:
-        """Prepare, in a background thread (one torch thread, low OS priority), what the Explore tab's heavy tools
-        need on first use: the model's training data, the inversion verdict's calibration at the tool's default
-        settings and, for a digits model, the digit classifier (trained once per installation and cached: it made
-        the first *Measure diversity* take 60-110 s on the 2-core CPU; issue 29, item 4). The tab calls this when
-        it shows a model; once per model. Returns its thread (already started)."""
-        return self._preparation(model)[0]
-
-    def _preparation(self, model: LoadedModel, again: bool = False) -> tuple[threading.Thread, float]:
-        """(thread, when it started) of the model's warm-up, started on first use (and again when `again` and the
-        last one has ended: it failed, or its work was undone)."""
+        """Prepare ahead what the Explore tab's heavy tools need on first use (issue 29, item 4): in a thread (one
+        torch thread, low OS priority; seconds) the model's training data and the inversion verdict's calibration
+        at the tool's default settings; for a digits model, the digit classifier in a process of its own
+        (classifier_job). The tab calls this when it shows a model; once per model. Returns the thread (started;
+        never a daemon, even when a server's daemon thread starts it: a daemon thread still inside torch when the
+        interpreter exits aborts the process)."""
         key = model.key or ("object", id(model.generator))
         with self._lock:
-            if key in self._preparing and not (again and not self._preparing[key][0].is_alive()):
+            if key in self._preparing:
                 return self._preparing[key]
-            thread = threading.Thread(target=self._prepare, args=(model,), name="dcgan-explore-prepare", daemon=True)
-            self._preparing[key] = (thread, time.monotonic())
+            thread = threading.Thread(target=self._prepare, args=(model,), name="dcgan-explore-prepare", daemon=False)
+            self._preparing[key] = thread
             while len(self._preparing) > 4 * MAX_MODELS:  # forget old ones (preparing again is cheap: all cached)
                 self._preparing.popitem(last=False)
         thread.start()
-        return thread, self._preparing.get(key, (thread, time.monotonic()))[1]
+        return thread
 
     def _prepare(self, model: LoadedModel) -> None:
-        from .digit_classifier import get_digit_classifier
         from .train import lower_thread_priority
 
         torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
-        lower_thread_priority(10)
+        lower_thread_priority(CHILD_NICE)
         with self._prepare_lock:
             try:
+                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size):
+                    self.classifier_job(model.config.image_size)
                 latent.dataset_for(model.config)
                 self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
-                if digit_classifier_applies(model.config):
-                    get_digit_classifier(model.config.image_size)
-            except Exception as exc:  # offline data, a damaged cache: each tool says so when it is used
+            except Exception as exc:  # offline data, say: each tool says so when it is used
                 logging.getLogger("dcgan.app").info("preparing Explore for %s: %s", model.label, exc)
+
+    def classifier_job(self, image_size: int) -> tuple[Any, float]:
+        """(process, when it started) training and caching the digit classifier for this size, started when none
+        runs. It trains once per installation: 60-110 s of CPU on the 2-core machine, the whole first-use cost
+        of *Measure diversity*. In a process of its own, niced, with one torch thread: a thread here would hold
+        the GIL against the requests being served, and one still inside torch when the app exits aborts it."""
+        with self._lock:
+            job = self._classifier_jobs.get(image_size)
+            if job is None or job[0].poll() is not None:  # none yet, or it ended (and the cache is still missing)
+                job = (self._classifier_process(image_size), time.monotonic())
+                self._classifier_jobs[image_size] = job
+            return job
+
+    def _classifier_process(self, image_size: int) -> Any:
+        import subprocess
+        import sys
+
+        from . import digit_classifier
+
+        code = ("import sys, torch; torch.set_num_threads(1); from dcgan.digit_classifier import "
+                "get_digit_classifier; get_digit_classifier(int(sys.argv[1]))")
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, DCGAN_CACHE=str(digit_classifier.CACHE_DIR),
+                   PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        proc = subprocess.Popen([sys.executable, "-c", code, str(image_size)], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with contextlib.suppress(OSError):  # not allowed here: it keeps the app's priority
+            os.setpriority(os.PRIO_PROCESS, proc.pid, CHILD_NICE)
+        return proc
 
     def classifier_status(self, model: LoadedModel) -> str | None:
         """None when the digit classifier is ready for `model` (or does not apply); otherwise what is being
-        prepared and for how long, for the page (the classifier trains once, in prepare_explore's thread)."""
+        prepared and for how long, for the page (starting the job if none runs)."""
         if not digit_classifier_applies(model.config) or digit_classifier_ready(model.config.image_size):
             return None
         from .digit_classifier import cache_path
 
-        _, started = self._preparation(model, again=True)
+        _, started = self.classifier_job(model.config.image_size)
         return (f"the digit classifier is being trained once for this installation, in the background "
                 f"({time.monotonic() - started:.0f} s so far; about 60-110 s on a 2-core CPU; then it is cached "
                 f"in {cache_path(model.config.image_size).parent}/)")

@@ -92,40 +92,74 @@ def test_item4_inversion_calibration_is_one_batch_with_the_same_results(studio, 
     np.testing.assert_allclose(batched, one_by_one, rtol=1e-3, atol=1e-6)
 
 
+class FakeJob:
+    """A classifier process the test ends: running until `finish()`, which caches a (random) classifier."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size, self.done = image_size, False
+
+    def poll(self) -> int | None:
+        return 0 if self.done else None
+
+    def finish(self) -> None:
+        digit_classifier.get_digit_classifier(self.image_size)  # train_digit_classifier is patched: instant
+        self.done = True
+
+
 def test_item4_explore_prepares_the_digit_classifier_in_the_background(studio, glo_model, tmp_path, monkeypatch):
-    """Showing a digits model starts the classifier's one-time training in a background thread; a diversity
+    """Showing a digits model starts the classifier's one-time training in the background at once; a diversity
     measurement meanwhile comes back at once and says what is being prepared; afterwards the chart is there."""
     from ui import explore_tools as tools
     from ui.common import new_view
 
     monkeypatch.setattr(digit_classifier, "CACHE_DIR", tmp_path / "cache")  # nothing cached yet
     monkeypatch.setattr(digit_classifier, "_loaded", {})
-    release, trained_in = threading.Event(), []
-
-    def slow_training(image_size: int, **_: object) -> tuple[digit_classifier.DigitNet, float]:
-        trained_in.append(threading.current_thread().name)
-        assert release.wait(60), "the test never let the training finish"
-        return digit_classifier.DigitNet(), 0.9
-
-    monkeypatch.setattr(digit_classifier, "train_digit_classifier", slow_training)
+    monkeypatch.setattr(digit_classifier, "train_digit_classifier",
+                        lambda image_size, **_: (digit_classifier.DigitNet(), 0.9))
+    jobs: list[FakeJob] = []
+    monkeypatch.setattr(studio, "_classifier_process", lambda size: jobs.append(FakeJob(size)) or jobs[-1])
     session = tools.show_model(studio, glo_model, new_view(), KIND, 0)["session"]
     thread = studio.prepare_explore(glo_model)
-    assert thread.is_alive() and thread.name == "dcgan-explore-prepare"
+    assert thread.name == "dcgan-explore-prepare" and not thread.daemon
+    thread.join(120)
+    assert [job.image_size for job in jobs] == [28]  # started by the warm-up, before anyone asked
 
     early = tools.run_diversity(studio, session, 64)
     assert early["div_text"].startswith("## Diversity")
     assert "digit classifier is being trained" in early["div_text"] and "background" in early["div_text"]
-    assert len(early["class_plot"]) == 0
-    release.set()
-    thread.join(60)
-    assert trained_in == ["dcgan-explore-prepare"]
-    assert (tmp_path / "cache").is_dir()
+    assert len(early["class_plot"]) == 0 and len(jobs) == 1  # the running job is not started again
+    jobs[0].finish()
     later = tools.run_diversity(studio, session, 64)
     assert "being trained" not in later["div_text"] and "Digits present" in later["div_text"]
-    assert len(later["class_plot"]) == 20
+    assert len(later["class_plot"]) == 20 and len(jobs) == 1
     # the calibration of the Inversion tool at its default settings was made too
     assert studio.calibrations.get(glo_model, (latent.INVERT_RESTARTS, latent.INVERT_STEPS, 8),
                                    lambda: pytest.fail("not calibrated ahead"))
+
+
+def test_item4_the_classifier_process_uses_the_apps_cache(studio, tmp_path, monkeypatch):
+    """The real child process: with the classifier cached where the app keeps it, it loads it and ends (without
+    the cache folder it would train for a minute and more)."""
+    monkeypatch.setattr(digit_classifier, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(digit_classifier, "_loaded", {})
+    monkeypatch.setattr(digit_classifier, "train_digit_classifier",
+                        lambda image_size, **_: (digit_classifier.DigitNet(), 0.9))
+    digit_classifier.get_digit_classifier(28)
+    cached = digit_classifier.cache_path(28)
+    before = cached.stat().st_mtime_ns
+    proc, _ = studio.classifier_job(28)
+    assert proc.wait(60) == 0 and cached.stat().st_mtime_ns == before
+
+
+def test_item4_the_warm_up_is_no_daemon_even_from_a_daemon_thread(studio, glo_model, monkeypatch):
+    """Gradio serves on daemon threads, whose children are daemons by default: one still inside torch when the
+    interpreter exits aborts it (pytest ended with SIGABRT after the browser tests)."""
+    monkeypatch.setattr(studio, "_prepare", lambda model: None)
+    started = []
+    server = threading.Thread(target=lambda: started.append(studio.prepare_explore(glo_model)), daemon=True)
+    server.start()
+    server.join(10)
+    assert started and not started[0].daemon
 
 
 def test_item4_opening_the_tab_prepares_an_already_drawn_model(studio, glo_model, monkeypatch):
