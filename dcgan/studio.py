@@ -687,9 +687,10 @@ class Studio:
 
     def classifier_job(self, image_size: int) -> tuple[Any, float]:
         """(process, when it started) training and caching the digit classifier for this size, started when none
-        runs. It trains once per installation: 60-110 s of CPU on the 2-core machine, the whole first-use cost
-        of *Measure diversity*. In a process of its own, niced, with one torch thread: a thread here would hold
-        the GIL against the requests being served, and one still inside torch when the app exits aborts it."""
+        runs. It trains once per installation: 1-2 minutes on the 2-core machine (57-150 s measured), the whole
+        first-use cost of *Measure diversity*. In a process of its own, niced, with one torch thread: a thread here
+        would hold the GIL against the requests being served, and one still inside torch when the app exits
+        aborts it."""
         with self._lock:
             job = self._classifier_jobs.get(image_size)
             if job is None or job[0].poll() is not None:  # none yet, or it ended (and the cache is still missing)
@@ -723,8 +724,8 @@ class Studio:
 
         _, started = self.classifier_job(model.config.image_size)
         return (f"the digit classifier is being trained once for this installation, in the background "
-                f"({time.monotonic() - started:.0f} s so far; about 60-110 s on a 2-core CPU; then it is cached "
-                f"in {cache_path(model.config.image_size).parent}/)")
+                f"({time.monotonic() - started:.0f} s so far; it takes 1-2 minutes on a 2-core CPU; then it is "
+                f"cached in {cache_path(model.config.image_size).parent}/)")
 
     # ---- verdict calibration ----
     def inversion_reference(self, model: LoadedModel, restarts: int, steps: int,
