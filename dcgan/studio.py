@@ -16,8 +16,10 @@ the Studio too: ui/ keeps no state of its own (tests/test_structure.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import shutil
@@ -54,6 +56,7 @@ LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (directi
 SHARED_S = 1.0  # pages polling within this long of one another share one computation (the Train tab's curves)
 MAX_CHECKPOINT_FRAMES = 4  # D's-view frames of saved runs kept for every visitor
 EXPORT_KEEP_S = 3600.0  # Gradio copies a handed-out file into its own cache at once; ours may go after this
+CHILD_NICE = 10  # the Explore tab's warm-ups give way to training and requests
 PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples with at least this share of them
 
 # The Train tab's form: the settings a person sets (-> TrainConfig; everything else keeps its preset or config
@@ -296,18 +299,59 @@ def diversity_verdict(ratio: float) -> str:
 
 def memorisation_ratio(nearest: float, yardstick: float) -> float:
     """A sample's distance to its nearest training image over the distance held-out real images typically have
-    to theirs (latent.heldout_nn_distance): NaN without a yardstick."""
+    to theirs (the median of latent.heldout_nn_distances): NaN without a yardstick."""
     return nearest / yardstick if math.isfinite(yardstick) and yardstick > 0 else float("nan")
 
 
-def memorisation_verdict(ratio: float) -> str:
-    if not math.isfinite(ratio):
-        return "no held-out images to compare with"
-    if ratio < 0.3:
-        return "looks like a copy of a training image"
-    if ratio < 0.7:
-        return "closer than usual to a training image: look at the pictures"
-    return "no closer to the training set than new real images are: not a copy"
+SUSPICIOUS_PERCENTILE = 5.0  # closer to the training set than this percentile of held-out real images: suspicious
+
+
+@dataclass(frozen=True)
+class MemorisationVerdict:
+    word: str  # "copy" | "suspiciously close" | "not a copy" | "unknown"
+    closer_share: float  # share of held-out real images nearer to a training image than the sample (NaN: none)
+    text: str  # the verdict with the numbers and the rule behind it
+
+
+def memorisation_verdict(nearest: float, heldout: torch.Tensor | list[float]) -> MemorisationVerdict:
+    """Whether a sample's distance to its nearest training image is unusually small, judged against the same
+    distance for held-out real images (latent.heldout_nn_distances), which no training image copies. A ratio to
+    their median called 0.74 'no closer than new real images' (issue 29, item 8); the distribution decides:
+    below its SUSPICIOUS_PERCENTILE-th percentile is suspiciously close, below its smallest value a likely copy,
+    anything else is within what new real images show."""
+    held = torch.as_tensor(heldout, dtype=torch.float64).flatten()
+    held = held[torch.isfinite(held)]
+    if held.numel() == 0:
+        return MemorisationVerdict("unknown", float("nan"), "no held-out images to compare with")
+    low = float(torch.quantile(held, SUSPICIOUS_PERCENTILE / 100))
+    median, smallest = float(held.median()), float(held.min())
+    share = float((held < nearest).double().mean())
+    rule = (f"Rule: closer than the {SUSPICIOUS_PERCENTILE:.0f}th percentile of held-out real images "
+            f"({low:.3f}) is suspiciously close; closer than all {held.numel()} of them ({smallest:.3f}), "
+            f"a likely copy.")
+    seen = (f"{share:.0%} of {held.numel()} held-out real images lie closer to a training image than this "
+            f"sample (their median is {median:.3f})")
+    if nearest < smallest:
+        word, what = "copy", "likely a copy of a training image: closer than any held-out real image comes"
+    elif nearest < low:
+        word, what = "suspiciously close", "suspiciously close to a training image: look at the pictures"
+    elif nearest < median:
+        word, what = "not a copy", "closer than typical, but new real images come this close too: not a copy"
+    else:
+        word, what = "not a copy", "as far from the training set as new real images are: not a copy"
+    return MemorisationVerdict(word, share, f"**{what}**. {seen}. {rule}")
+
+
+def digit_classifier_applies(cfg: TrainConfig) -> bool:
+    """The project's digit classifier judges models of the bundled digits only (it knows nothing else)."""
+    return cfg.dataset == "digits"
+
+
+def digit_classifier_ready(image_size: int) -> bool:
+    """Whether the digit classifier for this size is cached (loading it then takes well under a second)."""
+    from .digit_classifier import cache_path
+
+    return cache_path(image_size).exists()
 
 
 @dataclass(frozen=True)
@@ -320,7 +364,7 @@ class DigitCoverage:
 def digit_coverage(model: LoadedModel, real: torch.Tensor, n: int) -> DigitCoverage | None:
     """Which digits the project's classifier sees in n samples and in n real images; None for a model not
     trained on the bundled digits (the classifier knows nothing else)."""
-    if model.config.dataset != "digits":
+    if not digit_classifier_applies(model.config):
         return None
     generated, seen = latent.digit_coverage(model.generator, real, n=n)
     return DigitCoverage(generated, seen, sum(1 for c in generated if c >= PRESENT_SHARE * n))
@@ -368,6 +412,9 @@ class Studio:
         self._exports: Path | None = None
         self._lock = threading.Lock()  # creates the hook and the picture files once
         self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
+        self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
+        self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
+        self._prepare_lock = threading.Lock()  # one warm-up computes at a time
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -636,12 +683,89 @@ class Studio:
         and thirty visitors pinning live snapshots seconds apart cost one computation."""
         return self.directions.get(model, (k,), lambda: latent.principal_directions(model.generator, k=k))
 
+    # ---- preparing the Explore tab ----
+    def prepare_explore(self, model: LoadedModel) -> threading.Thread:
+        """Prepare ahead what the Explore tab's heavy tools need on first use (issue 29, item 4): in a thread (one
+        torch thread, low OS priority; seconds) the model's training data and the inversion verdict's calibration
+        at the tool's default settings; for a digits model, the digit classifier in a process of its own
+        (classifier_job). The tab calls this when it shows a model; once per model. Returns the thread (started;
+        never a daemon, even when a server's daemon thread starts it: a daemon thread still inside torch when the
+        interpreter exits aborts the process)."""
+        key = model.key or ("object", id(model.generator))
+        with self._lock:
+            if key in self._preparing:
+                return self._preparing[key]
+            thread = threading.Thread(target=self._prepare, args=(model,), name="dcgan-explore-prepare", daemon=False)
+            self._preparing[key] = thread
+            while len(self._preparing) > 4 * MAX_MODELS:  # forget old ones (preparing again is cheap: all cached)
+                self._preparing.popitem(last=False)
+        thread.start()
+        return thread
+
+    def _prepare(self, model: LoadedModel) -> None:
+        from .train import lower_thread_priority
+
+        torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
+        lower_thread_priority(CHILD_NICE)
+        with self._prepare_lock:
+            try:
+                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size):
+                    self.classifier_job(model.config.image_size)
+                latent.dataset_for(model.config)
+                self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
+            except Exception as exc:  # offline data, say: each tool says so when it is used
+                logging.getLogger("dcgan.app").info("preparing Explore for %s: %s", model.label, exc)
+
+    def classifier_job(self, image_size: int) -> tuple[Any, float]:
+        """(process, when it started) training and caching the digit classifier for this size, started when none
+        runs. It trains once per installation: 1-2 minutes on the 2-core machine (57-150 s measured), the whole
+        first-use cost of *Measure diversity*. In a process of its own, niced, with one torch thread: a thread here
+        would hold the GIL against the requests being served, and one still inside torch when the app exits
+        aborts it."""
+        with self._lock:
+            job = self._classifier_jobs.get(image_size)
+            if job is None or job[0].poll() is not None:  # none yet, or it ended (and the cache is still missing)
+                job = (self._classifier_process(image_size), time.monotonic())
+                self._classifier_jobs[image_size] = job
+            return job
+
+    def _classifier_process(self, image_size: int) -> Any:
+        import subprocess
+        import sys
+
+        from . import digit_classifier
+
+        code = ("import sys, torch; torch.set_num_threads(1); from dcgan.digit_classifier import "
+                "get_digit_classifier; get_digit_classifier(int(sys.argv[1]))")
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, DCGAN_CACHE=str(digit_classifier.CACHE_DIR),
+                   PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        proc = subprocess.Popen([sys.executable, "-c", code, str(image_size)], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with contextlib.suppress(OSError):  # not allowed here: it keeps the app's priority
+            os.setpriority(os.PRIO_PROCESS, proc.pid, CHILD_NICE)
+        return proc
+
+    def classifier_status(self, model: LoadedModel) -> str | None:
+        """None when the digit classifier is ready for `model` (or does not apply); otherwise what is being
+        prepared and for how long, for the page (starting the job if none runs)."""
+        if not digit_classifier_applies(model.config) or digit_classifier_ready(model.config.image_size):
+            return None
+        from .digit_classifier import cache_path
+
+        _, started = self.classifier_job(model.config.image_size)
+        return (f"the digit classifier is being trained once for this installation, in the background "
+                f"({time.monotonic() - started:.0f} s so far; it takes 1-2 minutes on a 2-core CPU; then it is "
+                f"cached in {cache_path(model.config.image_size).parent}/)")
+
     # ---- verdict calibration ----
     def inversion_reference(self, model: LoadedModel, restarts: int, steps: int,
                             n: int = CALIBRATION_IMAGES) -> list[float]:
         """MSEs of n held-out real images inverted by the same G with the same settings (computed once
-        per model and settings; the first call costs n inversions). A conditional G is given each image's
-        true class instead of trying all of them (10x cheaper; its error is at most a little higher)."""
+        per model and settings). A conditional G is given each image's true class instead of trying all of them
+        (10x cheaper; its error is at most a little higher). The n images go through G in one batch
+        (latent.invert_many): n separate inversions made the first inversion of a model 4-6x slower than the
+        next (issue 29, item 4)."""
 
         def calibrate() -> list[float]:
             data = latent.dataset_for(model.config)
@@ -649,13 +773,14 @@ class Studio:
             picks = torch.linspace(0, held.shape[0] - 1, min(n, held.shape[0])).long()
             labels = data.val_labels if data.val.shape[0] else data.train_labels
             conditional = bool(model.config.num_classes) and labels is not None
-            return [latent.invert(model.generator, to_float(held[i]), restarts=restarts, steps=steps, seed=1,
-                                  label=int(labels[i]) if conditional else None).mse for i in picks.tolist()]
+            found = latent.invert_many(model.generator, to_float(held[picks]), restarts=restarts, steps=steps,
+                                       seed=1, labels=[int(labels[i]) for i in picks] if conditional else None)
+            return [inv.mse for inv in found]
 
         return self.calibrations.get(model, (int(restarts), int(steps), n), calibrate)
 
 
 __all__ = ["Studio", "LoadedModel", "ModelCache", "ModelMemo", "SharedCache", "Shared", "PictureFiles",
            "smoothed_speed", "inversion_verdict", "diversity_verdict", "memorisation_ratio", "memorisation_verdict",
-           "digit_coverage", "health_hint", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS", "TEXT_FIELDS",
-           "MAX_STEPS"]
+           "MemorisationVerdict", "digit_coverage", "health_hint", "use_cache_dir", "USER_ERRORS", "FORM_FIELDS",
+           "TEXT_FIELDS", "MAX_STEPS"]

@@ -468,7 +468,8 @@ def test_explore_tools_on_a_checkpoint(studio, explored, monkeypatch):
     memo = tools.run_memorisation(session, 3, False)
     assert len(memo["memo_gallery"]) == 9 and "held-out real images" in memo["memo_text"]
     monkeypatch.setattr(latent, "digit_coverage", lambda G, real, n: ([n // 10] * 10, [n // 10] * 10))
-    div = tools.run_diversity(session, 64)
+    monkeypatch.setattr(studio, "classifier_status", lambda model: None)  # as if the classifier were ready
+    div = tools.run_diversity(studio, session, 64)
     assert div["div_text"].startswith("## Diversity") and set(div["div_plot"]["images"]) == {"generated", "real"}
     assert len(div["class_plot"]) == 20 and all(isinstance(d, str) for d in div["class_plot"]["digit"])  # bars
 

@@ -45,3 +45,36 @@ def test_explore_slider_moves_the_image(page, tmp_path, trained_checkpoint):  # 
     wait_for(lambda: image_bytes(page, moved) != before, timeout=60, what="the image to change")
     assert image_bytes(page, start) == before  # the start image stays for comparison
     assert len(page.locator("#explore-grid img").all()) == 16
+
+
+def grid_bytes(page) -> list[bytes]:  # noqa: F811
+    images = page.locator("#explore-grid img").all()
+    return [image_bytes(page, img) for img in images]
+
+
+def test_item6_psi_typed_with_enter_and_new_samples_redraw_the_grid(page, tmp_path, trained_checkpoint):  # noqa: F811
+    """Issue 29, item 6: typing ψ = 0.3 and pressing Enter redraws the grid (a slider's number box fires no
+    release until it loses focus); *New samples* draws the next seed's grid and shows that seed."""
+    run_dir = tmp_path / "checkpoints" / "fixture-run"
+    run_dir.mkdir(parents=True)
+    shutil.copy(trained_checkpoint, run_dir / "step_00000300.safetensors")
+    page.goto(launch_app(tmp_path))
+    page.get_by_role("tab", name="Explore").click()
+    wait_for(lambda: "step_00000300" in (page.locator("#explore-checkpoint input").input_value() or ""),
+             what="the checkpoint in the list")
+    page.locator("#explore-load").click()
+    wait_for(lambda: len(page.locator("#explore-grid img").all()) == 16, timeout=90, what="the 16 samples")
+    seed_box = page.locator("#explore-seed input[type=number]")
+    assert seed_box.input_value() == "0"
+    at_one = grid_bytes(page)
+
+    psi_box = page.locator("#explore-psi input[type=number]")
+    psi_box.fill("0.3")
+    psi_box.press("Enter")
+    wait_for(lambda: grid_bytes(page) != at_one, timeout=60, what="the grid at ψ = 0.3")
+    truncated = grid_bytes(page)
+    assert psi_box.input_value() == "0.3" and seed_box.input_value() == "0"
+
+    page.locator("#explore-samples").click()
+    wait_for(lambda: seed_box.input_value() == "1", timeout=60, what="the next seed in the seed box")
+    wait_for(lambda: grid_bytes(page) not in (truncated, at_one), timeout=60, what="new samples")

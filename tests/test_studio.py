@@ -299,7 +299,7 @@ def test_picture_helpers_do_not_need_a_browser():
     arr = np.zeros((4, 4), np.uint8)
     Image.fromarray(arr)  # the verdict helpers are plain text
     assert "collapse" in studio_module.diversity_verdict(0.2)
-    assert "copy" in studio_module.memorisation_verdict(0.1)
+    assert "copy" in studio_module.memorisation_verdict(0.1, [0.3, 0.4]).text
 
 
 def test_the_package_runs_from_any_folder(tmp_path):

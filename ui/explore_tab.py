@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 
+from dcgan import latent
 from ui import explore_tools as tools
 from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, new_view
 from ui.state import Studio
@@ -23,8 +24,9 @@ NOTE_SLIDERS = """**Latent sliders.** Each slider moves z along one direction, i
 that it changes stroke thickness, slant or shape smoothly, while a *raw z dimension* usually mixes several
 small changes: single coordinates of z mean nothing in particular."""
 NOTE_GRID = """**Samples.** Lower the truncation ψ to pull every z towards the prior's centre: samples become cleaner
-and more alike (fidelity), ψ = 1 is the full diversity G was trained on. Click a sample to use it in the tool
-chosen under *clicking a sample sets*."""
+and more alike (fidelity), ψ = 1 is the full diversity G was trained on. *New samples* draws the next seed's grid;
+type a seed and press Enter to see that one again. Click a sample to use it in the tool chosen under *clicking a
+sample sets*."""
 NOTE_INTERP = """**Interpolation.** Notice that the frames change gradually, with no jumps or garbage in between: the
 generator has learned a smooth map, not a lookup table of training images. *slerp* keeps |z| typical of the
 Gaussian prior; *lerp*'s middle frames have a smaller |z| and often look fainter or blurrier."""
@@ -35,15 +37,19 @@ NOTE_CLASS = """**Class control** (conditional models). The same z is drawn as e
 (thickness, slant, size) stays while the identity changes: z carries style, the label carries content. The
 interpolation blends the one-hot class input with z fixed."""
 NOTE_INVERT = """**Inversion.** Upload or draw an image; Adam searches z (several random starts at once) so that G(z)
-matches it pixel by pixel. The error is judged against real held-out images inverted by the same G with the
-same settings (computed once per model): a shape G can draw comes back about as closely as they do; one it
-cannot draw comes back as the nearest thing it *can* draw. The result becomes the slider start."""
+matches it pixel by pixel. A drawing on a plain page is first made to look like G's samples: the same polarity
+(black on white becomes white on black for digits) and its shape scaled and centred as G's shapes are. The error
+is judged against real held-out images inverted by the same G with the same settings (computed once per model): a
+shape G can draw comes back about as closely as they do; one it cannot draw comes back as the nearest thing it
+*can* draw. The result becomes the slider start."""
 NOTE_MEMO = """**Memorisation check.** The nearest training images of a sample, by pixel distance (RMS on the [−1, 1]
-scale). Compare the distance with the yardstick: held-out real images lie this far from their nearest training
-image. A sample much closer than that is (nearly) a copy of a training image."""
-NOTE_DIVERSITY = """**Diversity meter.** The mean distance between pairs of generated samples versus between pairs of
-real images. Near 1: G varies as much as the data. Towards 0: mode collapse, many z give the same image. On digits
-the bar chart shows which digits a classifier sees in the samples: a collapsed generator piles up on a few."""
+scale). The yardstick is how close held-out real images, which copy nothing, come to their nearest training image:
+a sample closer than 95 % of them (their 5th percentile) is suspiciously close, one closer than all of them is
+likely a copy of a training image."""
+NOTE_DIVERSITY = """**Diversity meter.** The mean distance between pairs of generated samples (at ψ = 1, whatever the
+grid's ψ) versus between pairs of real images. Near 1: G varies as much as the data. Towards 0: mode collapse, many
+z give the same image. On digits the bar chart shows which digits a classifier sees in the samples: a collapsed
+generator piles up on a few."""
 
 
 def build(studio: Studio, view: gr.State | None = None) -> None:
@@ -68,9 +74,10 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
         with gr.Column(scale=2):
             gr.Markdown(NOTE_GRID)
             with gr.Row(equal_height=True):
-                C["seed"] = gr.Number(0, label="grid seed", precision=0, scale=1)
-                C["psi"] = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ", scale=2)
-            C["samples_btn"] = gr.Button("New samples", size="sm", elem_id="explore-samples")
+                C["seed"] = gr.Number(0, label="grid seed", precision=0, scale=1, elem_id="explore-seed")
+                C["psi"] = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ", scale=2,
+                                     elem_id="explore-psi")
+            C["samples_btn"] = gr.Button("New samples (next seed)", size="sm", elem_id="explore-samples")
             C["gallery"] = gr.Gallery(label="samples #0..#15", columns=4, height="auto", allow_preview=False,
                                       elem_id="explore-grid")
             C["pick_mode"] = gr.Radio(tools.PICK_MODES, value="sliders", label="clicking a sample sets")
@@ -136,8 +143,9 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                                                  brush=gr.Brush(default_size=18, colors=["#000000"]),
                                                  elem_id="explore-editor")
                     with gr.Column():
-                        C["restarts"] = gr.Slider(1, 8, value=4, step=1, label="random restarts")
-                        C["steps"] = gr.Slider(50, 600, value=250, step=50, label="optimisation steps")
+                        C["restarts"] = gr.Slider(1, 8, value=latent.INVERT_RESTARTS, step=1, label="random restarts")
+                        C["steps"] = gr.Slider(50, 600, value=latent.INVERT_STEPS, step=50,
+                                               label="optimisation steps")
                         C["invert_btn"] = gr.Button("Invert: find z", variant="primary", elem_id="explore-invert")
                 with gr.Row():
                     C["target_img"] = gr.Image(label="target as G sees it", interactive=False, height=200)
@@ -203,7 +211,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         return tools.run_inversion(studio, s, editor, restarts, steps, k, f, progress)
 
     def diversity(s, n, progress=gr.Progress()):
-        return tools.run_diversity(s, n, progress)
+        return tools.run_diversity(studio, s, n, progress)
 
     # the tools that draw with the shared slider directions or write a GIF take the studio
     def slide(session, kind, first, *amounts):  # the names of the public explore_sliders endpoint
@@ -233,10 +241,16 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     if root is not None:
         root.load(choices, None, C["checkpoint"], **PRIVATE)
 
-    samples = fast(named(tools.new_samples))
-    C["samples_btn"].click(samples, ins("session", "seed", "psi"), ins("session", "gallery"),
-                           api_name="explore_samples", **FAST)
-    C["psi"].release(samples, ins("session", "seed", "psi"), ins("session", "gallery"), **PRIVATE, **FAST)
+    C["samples_btn"].click(fast(named(tools.new_samples)), ins("session", "seed", "psi"),
+                           ins("session", "gallery", "seed"), **PRIVATE, **FAST)
+    # the grid of the seed and ψ as shown: Enter in the seed box (the public endpoint: a seed always draws the same
+    # grid); any new ψ, dragged or typed (a slider's number box has no submit event, and release fires only when
+    # it loses focus)
+    redraw_grid = fast(named(tools.draw_samples))
+    C["seed"].submit(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
+                     api_name="explore_samples", **FAST)
+    C["psi"].change(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
+                    trigger_mode="always_last", **PRIVATE, **FAST)
     for j, sl in enumerate(sliders):
         sl.input(fast(slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
                  trigger_mode="always_last", show_progress="hidden",

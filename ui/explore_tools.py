@@ -24,7 +24,6 @@ from dcgan.studio import (
     digit_coverage,
     diversity_verdict,
     inversion_verdict,
-    memorisation_ratio,
     memorisation_verdict,
 )
 from ui.common import user_error
@@ -113,7 +112,8 @@ def zero_sliders() -> dict[str, float]:
 
 def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind: str,
                first: float) -> dict[str, Any]:
-    """Pin `model` in this browser and redraw everything that depends on it."""
+    """Pin `model` in this browser and redraw everything that depends on it; start preparing the heavy tools."""
+    studio.prepare_explore(model)
     session = dict(session, model=model, drawn=model.key, label=0,
                    z=latent.sample_latents(model.config.nz, 1, session.get("seed", 0) + 1000))
     start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
@@ -149,7 +149,10 @@ def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) ->
     """When the tab opens: draw the model this browser picked elsewhere (Train, Hub) if it is not drawn yet;
     with none, the start-up model or the live run. Leaves a drawn model alone."""
     model = session.get("model") or studio.default_model or studio.live_model()
-    if model is None or (session.get("model") is model and session.get("drawn") == model.key):
+    if model is None:
+        return {}
+    if session.get("model") is model and session.get("drawn") == model.key:
+        studio.prepare_explore(model)  # once per model: the tab is shown, its heavy tools may come next
         return {}
     return show_model(studio, model, session, kind, first)
 
@@ -157,9 +160,18 @@ def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) ->
 # ---- tools -----------------------------------------------------------------------------------
 
 
-def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
-    session = dict(session, seed=int(seed or 0), psi=float(psi))
+def draw_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
+    """The grid of this seed at this truncation (a seed typed in, a new ψ): the same seed draws the same grid."""
+    session = dict(session, seed=int(seed or 0), psi=float(1.0 if psi is None else psi))
     return {"session": session, "gallery": grid_gallery(session)}
+
+
+def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
+    """*New samples*: the next seed's grid, the seed box advanced to it (the same seed would redraw the same
+    images); a seed typed in but not drawn yet is drawn as typed."""
+    typed = int(seed or 0)
+    drawn = draw_samples(session, typed + 1 if typed == session.get("seed", 0) else typed, psi)
+    return {**drawn, "seed": drawn["session"]["seed"]}
 
 
 def slide(studio: Studio, session: dict[str, Any], kind: str, first: float, *amounts: float) -> np.ndarray:
@@ -248,13 +260,16 @@ def run_arithmetic(session: dict[str, Any], ta: str, tb: str, tc: str) -> dict[s
         ia, ib, ic = (latent.parse_indices(t or "", GRID) for t in (ta, tb, tc))
     except ValueError as exc:
         raise user_error(f"Arithmetic: {exc}") from None
-    res = latent.vector_arithmetic(z, ia, ib, ic)
-    label = labels[ic[:1]]  # conditional: keep C's class
-    images = render(model, torch.cat([res.terms, res.result[None]]), label.expand(4))
+    n = model.config.num_classes
+    onehots = torch.nn.functional.one_hot(labels, n).float() if n else None
+    res = latent.vector_arithmetic(z, ia, ib, ic, onehots)
+    # conditional: each term as its own class (A's zeros as zeros), the result as C's
+    classes = torch.cat([res.term_classes, res.result_class[None]]) if n else None
+    images = render(model, torch.cat([res.terms, res.result[None]]), classes)
     pics = [picture(images, i, 160) for i in range(4)]
     # the paper shows the result with a little noise added: is the effect robust?
     jitter = res.result[None] + 0.25 * seeded_latents(model.config.nz, 8)[0]
-    variants = render(model, jitter, label.expand(8))
+    variants = render(model, jitter, res.result_class.expand(8, -1) if n else None)
     return {"equation": equation_image(pics, ["-", "+", "="]), "variants": strip_picture(variants, 96)}
 
 
@@ -289,9 +304,10 @@ def run_inversion(studio: Studio, session: dict[str, Any], editor: Any, restarts
     if arr is None or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] == 4 and arr[..., 3].max() == 0):
         raise user_error("Upload an image or draw one in the box first.")
     try:
-        target = latent.target_from_array(arr, model.generator)
+        prepared = latent.prepare_target(arr, model.generator)
     except (ValueError, OSError) as exc:
         raise user_error(f"Could not read the image: {exc}") from None
+    target = prepared.image
     progress(0.05, desc="optimising z")
     inv = latent.invert(model.generator, target, restarts=int(restarts), steps=int(steps))
     progress(0.4, desc="inverting real held-out images for comparison (once per model)")
@@ -303,7 +319,10 @@ def run_inversion(studio: Studio, session: dict[str, Any], editor: Any, restarts
     session = dict(session, z=inv.z[None].clone(), label=inv.label or 0)
     start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
     cls = f" · best class {inv.label}" if inv.label is not None else ""
-    text = (f"Reconstruction error: MSE {inv.mse:.4f} on the [−1, 1] scale · PSNR {inv.psnr:.1f} dB{cls}. "
+    done = [what for what, yes in (("inverted to this model's polarity", prepared.flipped),
+                                   ("scaled and centred as its samples are", prepared.framed)) if yes]
+    seen = f"Your picture was {' and '.join(done)} (see *target as G sees it*). " if done else ""
+    text = (f"{seen}Reconstruction error: MSE {inv.mse:.4f} on the [−1, 1] scale · PSNR {inv.psnr:.1f} dB{cls}. "
             f"**{verdict.word}**: {verdict.text}. It is now the slider start: open *Sliders* to edit it.")
     diff = (inv.image - target).abs().mean(0, keepdim=True) * 2 - 1  # |error| as a grey picture
     return {"session": session, "target_img": picture(target[None]), "recon_img": picture(inv.image[None]),
@@ -328,25 +347,27 @@ def run_memorisation(session: dict[str, Any], index: float, use_slider_start: bo
     found = render(model, z, label)
     data = training_data(model)
     d, idx = latent.nearest_training(found, data.train, k=int(k))
-    yardstick = latent.heldout_nn_distance(data)
+    heldout = latent.heldout_nn_distances(data)
     gallery = [(picture(found, 0, 128), "sample")]
     gallery += [(upscale(image_array(data.train[j].float() / 127.5 - 1), 128), f"#{j}: {dist:.3f}")
                 for j, dist in zip(idx[0].tolist(), d[0].tolist(), strict=True)]
     nearest = float(d[0, 0])
-    ratio = memorisation_ratio(nearest, yardstick)
-    text = (f"Nearest training image at distance **{nearest:.3f}**; held-out real images are typically "
-            f"**{yardstick:.3f}** from theirs (ratio {ratio:.2f}): {memorisation_verdict(ratio)}. "
+    verdict = memorisation_verdict(nearest, heldout)
+    text = (f"Nearest training image at distance **{nearest:.3f}**: {verdict.text} "
             f"Searched {data.train.shape[0]} training images of '{data.name}'.")
     return {"memo_gallery": gallery, "memo_text": text}
 
 
-def run_diversity(session: dict[str, Any], n: float, progress: Any = None) -> dict[str, Any]:
+def run_diversity(studio: Studio, session: dict[str, Any], n: float, progress: Any = None) -> dict[str, Any]:
+    """The diversity meter at ψ = 1 (whatever the grid's ψ: truncation lowers diversity by design) and, on
+    digits, the digit chart: when the digit classifier is still being prepared, the numbers come at once and the
+    message says what is being prepared instead of the page waiting a minute for the chart."""
     progress = progress or (lambda *a, **k: None)
     model = session_model(session)
     data = training_data(model)
     real = data.val if data.val.shape[0] >= 32 else data.train
     progress(0.2, desc="pairwise distances")
-    div = latent.diversity(model.generator, real, n=int(n), psi=session["psi"])
+    div = latent.diversity(model.generator, real, n=int(n), psi=1.0)
     bins = np.linspace(0, max(float(div.generated_distances.max()), float(div.real_distances.max()), 1e-3), 25)
     rows = []
     for name, dists in (("generated", div.generated_distances), ("real", div.real_distances)):
@@ -354,11 +375,18 @@ def run_diversity(session: dict[str, Any], n: float, progress: Any = None) -> di
         share = counts / max(counts.sum(), 1)
         rows += [{"distance": round(float((lo + hi) / 2), 4), "share of pairs": float(s), "images": name}
                  for lo, hi, s in zip(bins[:-1], bins[1:], share, strict=True)]
-    text = (f"## Diversity {div.ratio:.2f}\nMean pairwise distance of {int(n)} samples **{div.generated:.3f}** "
+    grid_psi = float(session.get("psi", 1.0))
+    psi_note = "" if grid_psi == 1.0 else f" (not the grid's ψ = {grid_psi:g}: truncation lowers diversity by design)"
+    text = (f"## Diversity {div.ratio:.2f}\nMeasured at truncation ψ = 1, the model's full diversity{psi_note}. "
+            f"Mean pairwise distance of {int(n)} samples **{div.generated:.3f}** "
             f"versus **{div.real:.3f}** for real images ({diversity_verdict(div.ratio)}).")
     classes = pd.DataFrame({"digit": pd.Series(dtype="str"), "share of images": pd.Series(dtype="float"),
                             "images": pd.Series(dtype="str")})
-    progress(0.6, desc="classifying digits (the classifier trains once, ~20 s, on first use)")
+    preparing = studio.classifier_status(model)
+    if preparing is not None:
+        text += f"\n\nDigit chart: {preparing}. Press *Measure diversity* again when it is ready."
+        return {"div_text": text, "div_plot": pd.DataFrame(rows), "class_plot": classes}
+    progress(0.6, desc="classifying digits")
     coverage = digit_coverage(model, real, int(n))
     if coverage is not None:
         # one bar per digit and kind, side by side (a bar plot stacks bars that share an x)
