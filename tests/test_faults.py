@@ -174,8 +174,9 @@ def test_trainer_shows_a_failed_save_and_keeps_training(tmp_path, digits_data):
     assert trainer.wait(60) == FINISHED
     status = trainer.status()
     assert status.iteration == 12
-    assert "could not write checkpoint" in status.error and "No space left on device" in status.error
+    assert "could not write" in status.error and "No space left on device" in status.error  # the latest failure
     assert sum("could not write checkpoint" in e for e in status.events) == 3  # at 5, 10 and the end
+    assert sum("could not write samples.png" in e for e in status.events) == 1  # then the run's last samples
     assert not list(tmp_path.rglob("*.tmp"))
 
 
