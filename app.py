@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
@@ -65,12 +66,11 @@ def build_app(studio: Studio) -> gr.Blocks:
     return demo
 
 
-def timers_in(block: gr.blocks.Block) -> list[gr.Timer]:
-    import gradio as gr
-
+def blocks_in(block: gr.blocks.Block, wanted: Callable[[gr.blocks.Block], bool]) -> list:
+    """The blocks under `block` that are `wanted` (not looking inside one that is)."""
     found = []
     for child in getattr(block, "children", []):
-        found += [child] if isinstance(child, gr.Timer) else timers_in(child)
+        found += [child] if wanted(child) else blocks_in(child, wanted)
     return found
 
 
@@ -80,7 +80,7 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
     The first tab's timers run from the start; choosing a tab starts its timers and stops the others'."""
     import gradio as gr
 
-    own = [timers_in(tab) for tab in tabs]
+    own = [blocks_in(tab, lambda b: isinstance(b, gr.Timer)) for tab in tabs]
     every = [t for timers in own for t in timers]
     for timers in own[1:]:
         for timer in timers:
@@ -94,21 +94,13 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
 CHECKPOINT_LIST = "checkpoint-list"  # elem_classes of a dropdown of saved checkpoints
 
 
-def lists_in(block: gr.blocks.Block) -> list[gr.Dropdown]:
-    found = []
-    for child in getattr(block, "children", []):
-        classes = getattr(child, "elem_classes", None) or []
-        found += [child] if CHECKPOINT_LIST in classes else lists_in(child)
-    return found
-
-
 def refresh_lists_on_select(tabs: list[gr.Tab], studio: Studio) -> None:
     """Choosing a tab refreshes its lists of saved checkpoints: a page opened before a run existed shows the run
     without a press on ↻ (a list with nothing chosen gets the newest)."""
     import gradio as gr
 
     for tab in tabs:
-        lists = lists_in(tab)
+        lists = blocks_in(tab, lambda b: CHECKPOINT_LIST in (getattr(b, "elem_classes", None) or []))
         if not lists:
             continue
 

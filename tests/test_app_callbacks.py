@@ -249,17 +249,17 @@ def test_long_runs_plot_at_most_500_smoothed_points():
 
 def test_live_view_sends_only_what_changed(studio):
     seen, out = tv.live_view(studio, {})
-    assert "idle" in out["status"] and out["buttons"]["start"]
+    assert "idle" in out["status"] and tv.controls(out["state"])["start"]
     seen, again = tv.live_view(studio, seen)
     assert all(again[k] == {"__type__": "update"} for k in ("status", "loss_plot", "grid", "timeline"))
-    assert "buttons" not in again
+    assert "state" not in again
 
     act.start(studio, form())
     wait_until(lambda: len(studio.trainer.metrics) >= 3, what="metrics")
     file, msg = act.download_checkpoint(studio)
     assert file is None and "saves every 500 iterations; pause it" in msg
     seen, out = tv.live_view(studio, seen)
-    assert "running" in out["status"] and out["buttons"] == tv.controls("running")
+    assert "running" in out["status"] and out["state"] == "running"
     assert out["loss_plot"].value is not None and "records" in out["plot_caption"]
     assert out["grid"].value is not None and out["timeline"]
     first_grid = seen["grid"]

@@ -157,7 +157,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     Returns the new `seen` and a dict of component name -> new value or gr.skip(), plus, only when they changed:
     "form" (the run's settings, for a browser that has not seen this run yet: a late browser's form shows the
-    live run), "buttons" (which controls make sense), "poll_s" (the pace of the polls) and "history" (how many
+    live run), "state" (the buttons follow it: controls), "poll_s" (the pace of the polls) and "history" (how many
     quality-metric records: metrics_view draws them).
     """
     seen = dict(seen or {})
@@ -179,7 +179,7 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
     out["notice"] = notice if seen.get("notice") != notice else gr.skip()
     seen["notice"] = notice
     if seen.get("state") != st.state:
-        out["buttons"], out["state"] = controls(st.state), str(st.state)
+        out["state"] = str(st.state)  # the page's buttons follow it (controls)
         out["poll_s"] = POLL_ACTIVE_S if st.state in ACTIVE else POLL_IDLE_S
         seen["state"] = st.state
         seen["plots_at"] = 0.0  # a run that pauses or ends is drawn at once
