@@ -267,3 +267,23 @@ def test_item9_checkpoint_lists_follow_runs_made_after_the_page_opened(page, tmp
     wait_for(lambda: chosen("train-checkpoint") == "later-run/step_00000300.safetensors", timeout=20,
              what="the Train tab's list")
     assert chosen("dview-checkpoint") == "later-run/step_00000300.safetensors"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_item5_a_g_only_burst_is_drawn_in_the_page(page, tmp_path):  # noqa: F811
+    """In the browser: the G-only steps appear as their own series in both charts (the charts are rebuilt for
+    a new series; a data-only update would not draw it)."""
+    url = launch_app(tmp_path)
+    trainer = studio_of(url).trainer
+    page.goto(url)
+    page.wait_for_selector("#start-btn")
+    trainer.start(small_run(tmp_path, 100_000))
+    try:
+        wait_for(lambda: x_ticks(page, "d-plot"), timeout=120, what="the first D plot")
+        trainer.step(20, "g")
+        wait_for(lambda: "D(G(z)) fake (G-only steps)" in page.inner_text("#d-plot")
+                 and "loss_G (G-only steps)" in page.inner_text("#loss-plot"), timeout=60,
+                 what="the G-only series in both charts")
+    finally:
+        trainer.stop()

@@ -80,6 +80,13 @@ def curve_frame(rows: list[dict], series: dict[str, str], smooth: float = 0.0,
     return pd.concat(parts, ignore_index=True)
 
 
+def one_network_note(frame: pd.DataFrame) -> str | None:
+    """The chart's caption: which one-network series it has (None while it has none). It changes only when that
+    set changes, which is when the browser must rebuild the chart (see ui/train_view.py)."""
+    kinds = [name for name in ONE_NETWORK.values() if len(frame) and frame["series"].str.endswith(f"({name})").any()]
+    return f"lighter: single {' and '.join(kinds)}" if kinds else None
+
+
 def with_one_network_colors(colors: dict[str, str]) -> dict[str, str]:
     """A plot's colours plus a lighter shade of each for its one-network series (see curve_frame)."""
     out = dict(colors)

@@ -199,8 +199,18 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
         # None, not an empty table: the browser builds a plot's legend from the first data it gets. Data only:
         # a changed caption (or any other setting of the plot) makes the browser rebuild the whole chart, and
         # data that arrives while it rebuilds is lost (the plot froze: issue 29, item 1)
-        out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None)
-        out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None)
+        # The one exception is a new series (single steps of one network): the browser draws no series its chart
+        # was built without, and a rebuild reads the data the chart held before that update. So: the data with
+        # the new series first, then (next poll) the caption naming them, which rebuilds the chart on that data,
+        # then the data again for the polls after
+        notes = (plots.one_network_note(shown.losses), plots.one_network_note(shown.ds))
+        if notes != seen.get("notes", (None, None)):
+            if seen.get("next_notes") == notes:
+                seen["notes"] = notes
+            seen["next_notes"], seen["resend_until"] = notes, now + RESEND_S
+        caption = seen.get("notes", (None, None))
+        out["loss_plot"] = gr.LinePlot(value=shown.losses if len(shown.losses) else None, caption=caption[0])
+        out["d_plot"] = gr.LinePlot(value=shown.ds if len(shown.ds) else None, caption=caption[1])
         out["plot_caption"], out["hint"] = shown.caption, shown.hint
         seen["rows"], seen["smooth"], seen["plots_at"] = shown.rows, smooth, now
     else:
