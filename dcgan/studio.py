@@ -688,9 +688,9 @@ class Studio:
         """Prepare ahead what the Explore tab's heavy tools need on first use (issue 29, item 4): in a thread (one
         torch thread, low OS priority; seconds) the model's training data and the inversion verdict's calibration
         at the tool's default settings; for a digits model, the digit classifier in a process of its own
-        (classifier_job). The tab calls this when it shows a model; once per model. Returns the thread (started;
-        never a daemon, even when a server's daemon thread starts it: a daemon thread still inside torch when the
-        interpreter exits aborts the process)."""
+        (classifier_job), unless a run trains. The tab calls this when it shows a model; once per model. Returns
+        the thread (started; never a daemon, even when a server's daemon thread starts it: a daemon thread still
+        inside torch when the interpreter exits aborts the process)."""
         key = model.key or ("object", id(model.generator))
         with self._lock:
             if key in self._preparing:
@@ -709,7 +709,10 @@ class Studio:
         lower_thread_priority(CHILD_NICE)
         with self._prepare_lock:
             try:
-                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size):
+                # not while a run trains: a minute or two of a core taken from training and from every visitor's
+                # answers (Measure diversity then starts it on first use and says so)
+                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size) \
+                        and self.trainer.status().state not in ACTIVE:
                     self.classifier_job(model.config.image_size)
                 latent.dataset_for(model.config)
                 self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
