@@ -45,6 +45,7 @@ class Started(Report):
     run_dir: str
     history: tuple[dict, ...]
     pictures: Pictures
+    earlier: tuple[dict, ...] = ()  # a resumed run's rows up to its checkpoint (its event files): the whole curve
 
 
 @dataclass(frozen=True)

@@ -354,6 +354,9 @@ class Trainer:
         if isinstance(report, rp.Started):
             self._cfg, self._device, self._precision = report.cfg, report.device, report.precision
             self._folder, self._history = Path(report.run_dir), list(report.history)
+            self.metrics.clear()  # (folded twice: by start, then by the reader that hands it on)
+            for row in report.earlier:  # a resumed run's curve from its start
+                self.metrics.append(row)
             self._show(report.pictures)
         elif isinstance(report, rp.Log):
             self.metrics.append(report.row)

@@ -23,6 +23,7 @@ from . import runner
 from .config import TrainConfig
 from .data import ImageData
 from .images import grid_array
+from .runs import curves
 from .train import Control, GANTraining, Hook
 
 
@@ -130,9 +131,10 @@ class Relay(Hook):
 
     def on_start(self, run: GANTraining) -> None:
         first = self.pictures(run, run.fixed_samples())
+        earlier = [r for r in curves(self.run_dir).rows if r["iteration"] <= run.iteration] if run.iteration else []
         self.send(self._report(rp.Started, run, cfg=run.cfg, device=str(run.device),
                                precision=str(run.dtype).replace("torch.", ""), run_dir=self.run_dir,
-                               history=tuple(run.history), pictures=first))
+                               history=tuple(run.history), pictures=first, earlier=tuple(earlier)))
         self.started = True
 
     def on_log(self, run: GANTraining, row: dict) -> None:

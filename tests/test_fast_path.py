@@ -112,8 +112,9 @@ def test_bench_command_writes_side_by_side_json(tmp_path, capsys):
     assert row["batch"] == 16 and row["plain"]["images_per_s"] > 0 and row["fast"]["images_per_s"] > 0
     assert row["fast_over_plain"] == pytest.approx(row["fast"]["images_per_s"] / row["plain"]["images_per_s"],
                                                    rel=0.02, abs=0.01)
-    # the app's trainer beside the bare loop it runs (a block before it and one after)
+    # the app's trainer beside the bare loop it runs (bare, Trainer, bare, Trainer, bare)
     assert row["trainer"]["images_per_s"] > 0 and row["bare"]["images_per_s"] > 0
+    assert len(row["trainer"]["runs"]) == 2 and len(row["bare"]["blocks"]) == 3
     assert row["trainer_over_bare"] == pytest.approx(row["trainer"]["images_per_s"] / row["bare"]["images_per_s"],
                                                      rel=0.02, abs=0.01)
     assert row["fast"]["peak_rss_mib"] > 50

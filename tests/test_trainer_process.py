@@ -167,6 +167,19 @@ def test_pause_step_save_resume_and_stop_reach_the_training_process(tmp_path, di
     assert trainer.last_checkpoint().is_file()
 
 
+def test_a_resumed_run_shows_its_whole_curve_from_iteration_one(tmp_path, digits_data):
+    """Resume (Runs tab, or after Stop) draws the curves from the run's start, not from the checkpoint on."""
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=6, out_dir=str(tmp_path), run_name="r"), data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    first = [r["loss_d"] for r in trainer.metrics.since(0)]
+    trainer.start(tiny_config(steps=10), resume_from=tmp_path / "r" / "step_00000006.safetensors", data=digits_data)
+    assert trainer.wait(60) == FINISHED
+    rows = trainer.metrics.since(0)
+    assert [r["iteration"] for r in rows] == list(range(1, 11))
+    assert [r["loss_d"] for r in rows[:6]] == pytest.approx(first)  # read back from its event files
+
+
 def test_a_nan_in_the_training_process_rolls_back_then_pauses_the_run_here(tmp_path, digits_data):
     """A checkpoint whose D holds NaN: every step is NaN, so the roll-backs (each halving the rates) reach the last
     good state again and again until the run pauses; both messages come from NanRollback in the child."""
