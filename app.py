@@ -57,10 +57,11 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown(HEADER)
         view = gr.State(lambda: new_view(studio.default_model))  # a callable: each browser gets its own
         tabs = []
-        for title, module_name in TABS:
-            with gr.Tab(title) as tab:
-                importlib.import_module(module_name).build(studio, view)
-            tabs.append(tab)
+        with gr.Tabs():
+            for title, module_name in TABS:
+                with gr.Tab(title, id=title.lower()) as tab:  # the id: a button elsewhere can show this tab
+                    importlib.import_module(module_name).build(studio, view)
+                tabs.append(tab)
         poll_only_the_shown_tab(tabs)
         refresh_lists_on_select(tabs, studio)
     return demo

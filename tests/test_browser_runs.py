@@ -75,9 +75,9 @@ def test_two_runs_compared_side_by_side(page, tmp_path):  # noqa: F811
     wait_for(lambda: "Nothing changed" in page.inner_text("#runs-message"), what="the cancel message")
     assert all((studio.checkpoints_dir / n).is_dir() for n in NAMES)
 
-    # open the hinge run in Explore: that tab then shows its generator
+    # open the hinge run in Explore: the page shows that tab, with the run's generator (walkthrough 12c)
     choose(page, "runs-target", "hinge-run")
     page.click("#runs-explore")
-    wait_for(lambda: "Explore" in page.inner_text("#runs-message"), what="the open-in-Explore message")
-    page.get_by_role("tab", name="Explore").click()
+    wait_for(lambda: page.get_by_role("tab", name="Explore").get_attribute("aria-selected") == "true",
+             what="the Explore tab shown")
     wait_for(lambda: "hinge-run/step_" in page.inner_text("#explore-summary"), what="the run in the Explore tab")

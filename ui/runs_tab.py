@@ -175,14 +175,17 @@ def checkpoint_name(root: Path, name: str | None) -> str:
     return info.checkpoint.relative_to(root).as_posix()
 
 
+EXPLORE_TAB = "explore"  # the Explore tab's id (app.py: each tab's title, lower case)
+
+
 def open_in_explore(studio: Any, name: str | None, view: dict | None = None) -> tuple[dict | None, str]:
-    """(this browser's view with the run's generator pinned, message)."""
+    """(this browser's view with the run's generator pinned, message); the same view object when nothing opened."""
     try:
         model = studio.load_checkpoint(checkpoint_name(root_of(studio), name))
     except USER_ERRORS as exc:
         return view, problem(exc, again="Open in Explore")
     return (dict(view or {}, model=model),
-            f"{OK} Loaded `{model.label}`: open the **Explore** tab to look inside it.")
+            f"{OK} Loaded `{model.label}` in the **Explore** tab.")
 
 
 def resume(studio: Any, name: str | None, steps: Any, request: Any = None) -> str:
@@ -203,6 +206,8 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     `view`: the browser's explore state (a dict with "model"), so *Open in Explore* pins the run there."""
     root = root_of(studio)
     with_trainer = hasattr(studio, "trainer")
+    tab = gr.context.Context.block  # the Runs tab app.py opened around us, in the page's gr.Tabs
+    strip = tab.parent if isinstance(tab, gr.Tab) and isinstance(tab.parent, gr.Tabs) else None
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         refresh_btn = gr.Button("↻ Refresh", size="sm", scale=0, min_width=100, elem_id="runs-refresh")
@@ -296,8 +301,7 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     seen_runs = gr.State(None)
     timer = gr.Timer(REFRESH_S)
     timer.tick(lambda seen: poll(studio, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
-    tab = gr.context.Context.block  # the Runs tab app.py opened around us: showing it shows the runs of now
-    if isinstance(tab, gr.Tab):
+    if isinstance(tab, gr.Tab):  # showing the tab shows the runs of now
         tab.select(lambda seen: poll(studio, seen), seen_runs, [seen_runs, table, chosen, target], **cheap)
 
     def on_ask_rename(name: str | None, new: str):
@@ -325,8 +329,13 @@ def build(studio: Any, view: gr.State | None = None) -> None:
         restyle, view_inputs, plot_outputs, **cheap)
     if with_trainer:
         if view is not None:
-            explore_btn.click(fast(lambda name, v: open_in_explore(studio, name, v)), [target, view],
-                              [view, message], **FAST, **PRIVATE)
+            def to_explore(name: str | None, v: dict | None):
+                opened, note = open_in_explore(studio, name, v)
+                shown = [gr.Tabs(selected=EXPLORE_TAB) if opened is not v else gr.skip()] if strip else []
+                return (opened, note, *shown)
+
+            explore_btn.click(fast(to_explore), [target, view], [view, message, *([strip] if strip else [])],
+                              **FAST, **PRIVATE)
         else:
             explore_btn.click(fast(lambda name: open_in_explore(studio, name)[1]), target, message, **FAST, **PRIVATE)
         resume_btn.click(on_resume, [target, steps], message, **control)
