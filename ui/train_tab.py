@@ -201,7 +201,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
 def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: dict) -> None:
     """Events of the Train tab; `c` holds the components build() made, by name."""
     seen = gr.State({})
-    timer = gr.Timer(live.POLL_ACTIVE_S)  # the poll sets its own pace: every second while a run is active
+    timer = gr.Timer(live.POLL_ACTIVE_S)  # the poll sets its own pace: every 2 s while a run is active
     buttons = {k: c[f"{k}_btn"] for k in ("start", "pause", "resume", "step", "stop", "reset")}
     names = ["status", "notice", "loss_plot", "d_plot", "plot_caption", "hint", "grid", "timeline"]
     fields = list(form)

@@ -21,11 +21,13 @@ from ui.common import FAIL, OK, WARN
 from ui.plots import curve_frame  # noqa: F401  (ui/runs_tab.py imports it from here; ui.plots is its home)
 
 PLOTS_EVERY_S = 2.0  # while a run trains, a page redraws its charts at most this often (each redraw is costly)
-POLL_ACTIVE_S, POLL_IDLE_S = 1.0, 3.0  # a page polls every second while a run is active, else every 3 s
-RETURN_GAP_S = 4.0  # no poll for this long: the page showed another tab (its timers stop there)
+POLL_ACTIVE_S, POLL_IDLE_S = 2.0, 3.0  # a page polls every 2 s while a run is active (each poll costs the browser
+# ~0.3 CPU s on this 2-core Xeon whatever it carries: docs/PERFORMANCE.md), else every 3 s
+RETURN_GAP_S = 5.0  # no poll for this long: the page showed another tab (its timers stop there)
 RESEND_S = 2.5  # after such a gap the plots are sent again for this long: a chart shown again is rebuilt by the
 # browser, and data that lands while it rebuilds is dropped (issue 29, item 1)
 TIMELINE_FRAMES = 24  # past grids shown in the gallery (the GIF gets them all)
+TIMELINE_EVERY_S = 12.0  # while a run trains, the gallery of past grids (24 pictures) is sent at most this often
 NO_METRICS = ("No quality metrics in this run. Set *Quality metrics every* (Advanced) before starting to score the "
               "generator during training: a Fréchet distance in a digit classifier's features for digits/MNIST "
               "(FID with InceptionV3 where its weights exist); the best checkpoint is kept as best.safetensors.")
@@ -229,9 +231,10 @@ def live_view(studio: Studio, seen: dict | None, smooth: float = 0.6) -> tuple[d
 
     frames = trainer.frames()
     frame_key = (len(frames), frames[-1][0] if frames else -1)
-    if seen.get("frames") != frame_key:
+    timeline_due = st.state != RUNNING or now - seen.get("timeline_at", 0.0) >= TIMELINE_EVERY_S
+    if seen.get("frames") != frame_key and timeline_due:  # the live grid above shows the newest at once
         out["timeline"] = [(studio.pictures.png(f), f"it {it:,}") for it, f in timeline_frames(frames)]
-        seen["frames"] = frame_key
+        seen["frames"], seen["timeline_at"] = frame_key, now
     else:
         out["timeline"] = gr.skip()
 
