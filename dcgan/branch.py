@@ -12,6 +12,7 @@ path (a pushed card is public).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -182,6 +183,11 @@ def branch(run: str | Path, *, step: int | None = None, changes: Mapping[str, An
 def lineage(config: Mapping[str, Any] | TrainConfig) -> dict[str, Any] | None:
     """A run's branched_from record (see the module's docstring), or None for a run that is not a branch."""
     extra = config.extra if isinstance(config, TrainConfig) else (config or {}).get("extra")
+    if isinstance(extra, str):  # a config read back from TensorBoard's hparams holds extra as JSON text
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
     found = extra.get(LINEAGE_KEY) if isinstance(extra, dict) else None
     return found if isinstance(found, dict) and "run" in found else None
 
