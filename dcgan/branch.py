@@ -154,8 +154,8 @@ def plan_branch(run: str | Path, *, step: int | None = None, changes: Mapping[st
     if cfg.steps <= iteration:
         raise ConfigError("steps", f"the branch starts at iteration {iteration}, so its total must be above that "
                                    f"(got {cfg.steps}); give one with --steps (steps= in Python)")
-    diff = {k: (getattr(parent_cfg, k), v) for k, v in cfg.to_dict().items()
-            if k != "steps" and v != getattr(parent_cfg, k)}
+    diff = {k: (getattr(parent_cfg, k), getattr(cfg, k)) for k in values  # in the order given
+            if k != "steps" and getattr(cfg, k) != getattr(parent_cfg, k)}
     parent = checkpoint.parent.name
     where = Path(out_dir) if out_dir is not None else checkpoint.parent.parent
     if name:

@@ -251,9 +251,9 @@ def resolve_checkpoint(path: str | Path, best: bool = False, step: int | None = 
     lists the steps the run has saved (only the last keep_last are kept)."""
     path = Path(path)
     if step is not None:
-        folder = path if path.is_dir() else path.parent
-        if not folder.is_dir():
+        if not path.exists():
             raise CheckpointError(f"checkpoint {path} does not exist")
+        folder = path if path.is_dir() else path.parent
         wanted = folder / f"step_{step:08d}.safetensors"
         if not wanted.is_file():
             saved = [int(STEP_FILE.match(p.name).group(1)) for p in RunFolder(folder).step_files()]
