@@ -6,13 +6,12 @@ in a folder of its own. Its config records where it came from in `extra["branche
 folder name, "step": the iteration it branched at, "checkpoint": that file's name, "changes": {setting: [parent's
 value, branch's value]}}. Checkpoints carry the config, so the lineage survives a resume and a push (model card,
 training_config.json), and TensorBoard's hparams and `dcgan runs` show it. Only names are recorded, never a local
-path (a pushed card is public).
+path (a pushed card is public). `config.lineage` reads the record back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import config_of, read_meta, resolve_checkpoint
-from .config import ConfigError, TrainConfig, label
+from .config import LINEAGE_KEY, ConfigError, TrainConfig, label
 
-LINEAGE_KEY = "branched_from"
 NAME_LIMIT = 100  # the longest run name the Runs tab accepts (runs.check_new_name)
 
 _SAME_DATA = "the parent's weights, data order and held-out split belong to its data"
@@ -180,26 +178,4 @@ def branch(run: str | Path, *, step: int | None = None, changes: Mapping[str, An
     return train(plan.cfg, resume_from=plan.checkpoint, branch=True, **train_kwargs)
 
 
-def lineage(config: Mapping[str, Any] | TrainConfig) -> dict[str, Any] | None:
-    """A run's branched_from record (see the module's docstring), or None for a run that is not a branch."""
-    extra = config.extra if isinstance(config, TrainConfig) else (config or {}).get("extra")
-    if isinstance(extra, str):  # a config read back from TensorBoard's hparams holds extra as JSON text
-        try:
-            extra = json.loads(extra)
-        except ValueError:
-            return None
-    found = extra.get(LINEAGE_KEY) if isinstance(extra, dict) else None
-    return found if isinstance(found, dict) and "run" in found else None
-
-
-def describe(record: Mapping[str, Any] | None) -> str:
-    """One line for tables and cards: `parent @ step (key=value, ...)`; "" for None."""
-    if not record:
-        return ""
-    changes = record.get("changes") or {}
-    what = ", ".join(f"{k}={_text(v[-1] if isinstance(v, list) and v else v)}" for k, v in changes.items())
-    return f"{record.get('run', '?')} @ {record.get('step', '?')}" + (f" ({what})" if what else "")
-
-
-__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "lineage", "describe", "default_name", "FIXED",
-           "CHANGEABLE", "LINEAGE_KEY"]
+__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "default_name", "FIXED", "CHANGEABLE"]

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
-from .branch import lineage
-from .config import TrainConfig, help_text
+from .config import TrainConfig, help_text, lineage
 from .images import grid_array, upscale
 from .models import Generator, count_parameters, sample
 

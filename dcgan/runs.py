@@ -40,9 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .branch import describe, lineage
 from .checkpoint import BEST_FILE, STEP_FILE, CheckpointError, is_hidden, read_meta
-from .config import TrainConfig, label
+from .config import TrainConfig, label, lineage
 from .config import recipe_of as config_recipe
 from .metrics import METRIC_KEY
 from .tblog import GRID_TAG, GRIDS_SUFFIX, METRIC_PREFIX, SCALARS, event_files
@@ -96,7 +95,7 @@ class RunInfo:
         row.update({"iterations": self.iterations, "training time": _duration(self.training_s),
                     f"best {METRIC_KEY}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "",
-                    "branched from": describe(self.branched_from),
+                    "branched from": lineage_text(self.branched_from),
                     "problems": "; ".join(self.problems)})
         return row
 
@@ -620,6 +619,15 @@ def delete_run(root: str | Path, name: str, active: str | Path | None = None) ->
 
 
 # ---- formatting and the command line ----------------------------------------------------------
+
+
+def lineage_text(record: Mapping[str, Any] | None) -> str:
+    """A branch's parent in one cell: `parent @ step (key=value, ...)`; "" for a run that is not a branch."""
+    if not record:
+        return ""
+    changes = record.get("changes") or {}
+    what = ", ".join(f"{k}={_short(v[-1] if isinstance(v, list) and v else v)}" for k, v in changes.items())
+    return f"{record.get('run', '?')} @ {record.get('step', '?')}" + (f" ({what})" if what else "")
 
 
 def _short(value: Any) -> Any:

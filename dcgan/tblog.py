@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
+from .config import LINEAGE_KEY, lineage
 from .train import Hook
 
 # loop row key -> scalar tag; runs.py reads the same tags back
@@ -53,8 +54,6 @@ def _finite(value: Any) -> bool:
 def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
     """The config as TensorBoard hparams (numbers, text, booleans; anything else as JSON text); a branch
     (dcgan/branch.py) also gets its parent run, step and changes as columns of their own."""
-    from .branch import LINEAGE_KEY, lineage
-
     out = {}
     for key, value in sorted(config.items()):
         if isinstance(value, (bool, int, float, str)):
