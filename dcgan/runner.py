@@ -114,8 +114,7 @@ def write_samples(run_dir: Path, images: torch.Tensor) -> Path:
 
 
 def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None, branch: bool = False,
-          data: ImageData | None = None,
-          hooks: Sequence[Hook] = (), control: Control | None = None,
+          data: ImageData | None = None, hooks: Sequence[Hook] = (), control: Control | None = None,
           metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
           lower_is_better: bool = True, pause_on_nan: bool = False,
           opened: Callable[[GANTraining, RunFolder], None] | None = None) -> Outcome:
@@ -166,6 +165,5 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
     return Outcome(state, run, folder, nan_stop[0] if nan_stop else "")
 
 
-__all__ = ["train", "open_run", "carry_optimiser_settings", "Outcome",
-           "RunFailed", "failure_message", "tensorboard_hooks", "write_samples",
-           "SAMPLES_FILE"]
+__all__ = ["train", "open_run", "carry_optimiser_settings", "Outcome", "RunFailed", "failure_message",
+           "tensorboard_hooks", "write_samples", "SAMPLES_FILE"]
