@@ -1,4 +1,4 @@
-"""Command line: python -m dcgan {train,resume,sample} ... (python -m dcgan CMD --help for flags)."""
+"""Command line: python -m dcgan {train,resume,branch,sample} ... (python -m dcgan CMD --help for flags)."""
 
 from __future__ import annotations
 
@@ -103,10 +103,11 @@ def stop_on_signals(control, say):
             signal.signal(sig, old)
 
 
-def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: Path | None = None) -> int:
-    """Every command that trains (train, resume, pull --resume) runs this: `runner.train` in this process with a
-    progress bar (the runner adds NaN roll-back, TensorBoard, checkpoints and samples.png; quality metrics when
-    cfg.metric_every)."""
+def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: Path | None = None,
+                        branch: bool = False) -> int:
+    """Every command that trains (train, resume, branch, pull --resume) runs this: `runner.train` in this process
+    with a progress bar (the runner adds NaN roll-back, TensorBoard, checkpoints and samples.png; quality metrics
+    when cfg.metric_every)."""
     from .distributed import is_main
     from .metrics import make_metric_fn
     from .runner import SAMPLES_FILE, RunFailed, train
@@ -117,14 +118,14 @@ def train_in_foreground(desc: str, cfg: TrainConfig | None = None, resume_from: 
 
     def opened(run, folder) -> None:
         if resume_from is not None:
-            bar.write(f"resuming {resume_from} at iteration {run.iteration}")
+            bar.write(f"{'branching' if branch else 'resuming'} {resume_from} at iteration {run.iteration}")
         if is_main():
             print(f"training on {run.device} ({str(run.dtype).replace('torch.', '')}) -> {folder.path}")
 
     with stop_on_signals(control, bar.write):
         try:
-            outcome = train(cfg, resume_from=resume_from, hooks=[bar], control=control, metric_fn=make_metric_fn(),
-                            opened=opened)
+            outcome = train(cfg, resume_from=resume_from, branch=branch, hooks=[bar], control=control,
+                            metric_fn=make_metric_fn(), opened=opened)
         except RunFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -154,6 +155,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         cfg = config_of(read(path)[1])
         cfg = cfg.replace(steps=args.steps or cfg.steps, device=args.device or cfg.device)
     return train_in_foreground("resume", cfg, resume_from=path)
+
+
+def cmd_branch(args: argparse.Namespace) -> int:
+    """A new run from RUN's checkpoint at --step with --set changes (dcgan/branch.py), trained like resume."""
+    from .branch import parse_settings, plan_branch
+
+    plan = plan_branch(args.run, step=args.step, changes=parse_settings(args.set), name=args.name,
+                       steps=args.steps, out_dir=args.out_dir)
+    what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in plan.changes.items()) or "no settings changed"
+    print(f"branch of {plan.parent} at iteration {plan.step} ({what}) -> {plan.folder}")
+    return train_in_foreground("branch", plan.cfg, resume_from=plan.checkpoint, branch=True)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -300,6 +312,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="new total number of iterations (default: the original)")
     p.add_argument("--device", help="auto, cuda, mps or cpu (default: the original)")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("branch", help="a new run from a run's saved step with settings changed (\"what if?\"): same "
+                                      "weights, optimiser states, random state and data order")
+    p.add_argument("run", metavar="RUN", help="a run folder (its newest checkpoint, or --step) or a .safetensors "
+                                              "checkpoint")
+    p.add_argument("--step", type=int, help="branch at this saved step (step_XXXXXXXX.safetensors of the run)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting to change, e.g. --set lr_d=8e-4 --set loss=hinge (repeatable; the names of "
+                        "`train --help` with _; the networks' shapes, data and seed cannot change)")
+    p.add_argument("--name", help="the branch's run folder name (default: <parent>-<key>=<value>..., made unique)")
+    p.add_argument("--steps", type=int, help="the branch's total iterations (default: the parent's)")
+    p.add_argument("--out-dir", help="folder for the branch's run folder (default: beside the parent's)")
+    p.set_defaults(func=cmd_branch)
 
     p = sub.add_parser("sample", help="write a grid PNG of samples from a checkpoint")
     p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its newest checkpoint)")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
-from .config import TrainConfig, help_text
+from .config import TrainConfig, help_text, lineage
 from .images import grid_array, upscale
 from .models import Generator, count_parameters, sample
 
@@ -110,6 +110,13 @@ def build_card(repo_id: str, G: Generator, cfg: TrainConfig, meta: dict[str, Any
         resume = ("\n## Resume training\n\n`training_state.safetensors` holds the full training state (G, D, "
                   "EMA, both Adam states, RNG, data order, iteration), so training continues exactly where "
                   f"it stopped:\n\n```bash\npython -m dcgan pull {repo_id} --resume\n```\n")
+    parent = lineage(cfg)
+    branched = ""
+    if parent is not None:
+        changes = ", ".join(f"`{k}` {v[0]} → {v[1]}" for k, v in (parent.get("changes") or {}).items()
+                            if isinstance(v, list) and len(v) == 2) or "no settings changed"
+        branched = (f"\nBranched from the run `{parent.get('run', '?')}` at iteration {parent.get('step', '?')} "
+                    f"(same weights, optimiser states, random state and data order), with {changes}.\n")
     losses = ("![Discriminator and generator losses](losses.png)" if has_losses else
               "The loss curve of this run was not recorded in its checkpoint.")
     settings = {k: getattr(cfg, k) for k in ("dataset", "image_size", "channels", "nz", "ngf", "ndf", "num_classes",
@@ -123,7 +130,7 @@ def build_card(repo_id: str, G: Generator, cfg: TrainConfig, meta: dict[str, Any
 {count_parameters(G) / 1e6:.2f} M parameters, latent size {cfg.nz}, output {shape}{classes}.
 Trained for {iteration} iterations ({images_seen:,} images seen, batch {cfg.batch_size}, {cfg.loss} loss).
 The weights are the {"exponential moving average of the generator" if sampler == "G_ema" else "generator"}.
-
+{branched}
 ![64 samples from fixed noise (seed {SAMPLE_SEED})](samples.png)
 
 ## Use it

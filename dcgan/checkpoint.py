@@ -244,10 +244,22 @@ class RunFolder:
 # ---- finding checkpoints ----------------------------------------------------------------------
 
 
-def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
+def resolve_checkpoint(path: str | Path, best: bool = False, step: int | None = None) -> Path:
     """The one "run folder or file -> checkpoint" rule: a file is returned as is; a folder gives its
-    newest readable step_*.safetensors (best.safetensors when it has none, or first with best=True)."""
+    newest readable step_*.safetensors (best.safetensors when it has none, or first with best=True).
+    step: that iteration's step_XXXXXXXX.safetensors of the run (a file stands for its folder); the error
+    lists the steps the run has saved (only the last keep_last are kept)."""
     path = Path(path)
+    if step is not None:
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        folder = path if path.is_dir() else path.parent
+        wanted = folder / f"step_{step:08d}.safetensors"
+        if not wanted.is_file():
+            saved = [int(STEP_FILE.match(p.name).group(1)) for p in RunFolder(folder).step_files()]
+            listed = ", ".join(str(s) for s in saved) if saved else "none"
+            raise CheckpointError(f"{folder.name} has no checkpoint at step {step} (saved steps: {listed})")
+        return wanted
     if path.is_dir():
         best_file = path / BEST_FILE
         if best and best_file.is_file():

@@ -237,6 +237,22 @@ class TrainConfig:
         return cls.from_dict({**PRESETS[name], **overrides})
 
 
+LINEAGE_KEY = "branched_from"  # extra[LINEAGE_KEY]: where a branch (dcgan/branch.py) came from
+
+
+def lineage(config: dict[str, Any] | TrainConfig | None) -> dict[str, Any] | None:
+    """A branch's record of its parent ({"run", "step", "checkpoint", "changes": {setting: [parent's, branch's]}},
+    written by dcgan/branch.py into extra), from a config or its dict; None for a run that is not a branch."""
+    extra = config.extra if isinstance(config, TrainConfig) else (config or {}).get("extra")
+    if isinstance(extra, str):  # a config read back from TensorBoard's hparams holds extra as JSON text
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return None
+    found = extra.get(LINEAGE_KEY) if isinstance(extra, dict) else None
+    return found if isinstance(found, dict) and "run" in found else None
+
+
 def help_text(name: str) -> str:
     """The help text of a TrainConfig field (CLI --help, UI info lines, model card)."""
     return _field(name).metadata["help"]

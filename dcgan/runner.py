@@ -1,7 +1,7 @@
 """The one way to run training: open a run (new, or resumed from a checkpoint), attach the standard hooks
 (NaN roll-back, TensorBoard; `fit` itself saves the checkpoints), run `fit`, write its last samples as
-samples.png, and turn a failure into one clear message. The command line (`dcgan train / resume / pull
---resume`) and the app's training process (dcgan/trainer.py) both call `train`.
+samples.png, and turn a failure into one clear message. The command line (`dcgan train / resume / branch /
+pull --resume`), dcgan/branch.py and the app's training process (dcgan/trainer.py) all call `train`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import RunFolder, write_atomic
+from .checkpoint import RunFolder, config_of, read_meta, resolve_checkpoint, write_atomic
 from .config import TrainConfig
 from .data import ImageData
 from .metrics import METRIC_KEY
@@ -35,8 +35,18 @@ class Outcome:
 
 
 def open_run(cfg: TrainConfig | None, resume_from: str | Path | None = None,
-             data: ImageData | None = None) -> tuple[GANTraining, RunFolder]:
-    """A new run from cfg, or a checkpoint's (cfg, when given, sets its steps and device), and its folder."""
+             data: ImageData | None = None, branch: bool = False) -> tuple[GANTraining, RunFolder]:
+    """A new run from cfg, or a checkpoint's (cfg, when given, sets its steps and device), and its folder.
+
+    branch (dcgan/branch.py): the checkpoint's state under cfg as a whole (settings changed mid-run), in a
+    folder of its own (cfg.out_dir / cfg.run_name) rather than going on in the checkpoint's."""
+    if resume_from is not None and branch:
+        if cfg is None:
+            raise ValueError("a branch needs its config")
+        before = config_of(read_meta(resolve_checkpoint(resume_from)))
+        run = load_training(resume_from, data, **cfg.to_dict())
+        carry_optimiser_settings(run, before)
+        return run, RunFolder.open(run.cfg)
     if resume_from is not None:
         changes = {"steps": cfg.steps, "device": cfg.device} if cfg is not None else {}
         run = load_training(resume_from, data, **changes)
@@ -45,6 +55,21 @@ def open_run(cfg: TrainConfig | None, resume_from: str | Path | None = None,
             raise ValueError("a run needs a config or a checkpoint to resume")
         run = GANTraining(cfg, data)
     return run, RunFolder.open(run.cfg, resume_from)
+
+
+def carry_optimiser_settings(run: GANTraining, before: TrainConfig) -> None:
+    """Put the learning rates and Adam betas of run.cfg into the optimisers, where they differ from `before`
+    (the config the optimiser states were saved under): load_state_dict restores the saved param_groups,
+    which would otherwise keep the old values. A rate the NaN roll-back had lowered stays lowered by the
+    same factor; an unchanged one is not touched (a branch without changes continues bit for bit)."""
+    cfg = run.cfg
+    for opt, key in ((run.opt_g, "lr_g"), (run.opt_d, "lr_d")):
+        old, new = getattr(before, key), getattr(cfg, key)
+        for group in opt.param_groups:
+            if new != old:
+                group["lr"] = new * (group["lr"] / old)
+            if (cfg.beta1, cfg.beta2) != (before.beta1, before.beta2):
+                group["betas"] = (cfg.beta1, cfg.beta2)
 
 
 def failure_message(exc: BaseException, cfg: TrainConfig, device: torch.device | str) -> str:
@@ -88,8 +113,8 @@ def write_samples(run_dir: Path, images: torch.Tensor) -> Path:
     return path
 
 
-def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None, data: ImageData | None = None,
-          hooks: Sequence[Hook] = (), control: Control | None = None,
+def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None, branch: bool = False,
+          data: ImageData | None = None, hooks: Sequence[Hook] = (), control: Control | None = None,
           metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
           lower_is_better: bool = True, pause_on_nan: bool = False,
           opened: Callable[[GANTraining, RunFolder], None] | None = None) -> Outcome:
@@ -98,9 +123,10 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
     What opening the run raises (ConfigError, DatasetError, CheckpointError, out of memory) propagates as it
     is: nothing has started. An error while training raises RunFailed with one clear message; the run's
     checkpoints stay. A NaN that the roll-backs do not cure pauses the run (pause_on_nan: someone can resume
-    it) or stops it, saving the last good state. opened(run, folder) is called once the run is built."""
+    it) or stops it, saving the last good state. opened(run, folder) is called once the run is built.
+    branch: resume_from's state trains under cfg in a new folder (see open_run; dcgan.branch.branch)."""
     control = control or Control()
-    run, folder = open_run(cfg, resume_from, data)
+    run, folder = open_run(cfg, resume_from, data, branch)
     if opened is not None:
         opened(run, folder)
     nan_stop: list[str] = []
@@ -139,5 +165,5 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
     return Outcome(state, run, folder, nan_stop[0] if nan_stop else "")
 
 
-__all__ = ["train", "open_run", "Outcome", "RunFailed", "failure_message", "tensorboard_hooks", "write_samples",
-           "SAMPLES_FILE"]
+__all__ = ["train", "open_run", "carry_optimiser_settings", "Outcome", "RunFailed", "failure_message",
+           "tensorboard_hooks", "write_samples", "SAMPLES_FILE"]

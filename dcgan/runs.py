@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import BEST_FILE, STEP_FILE, CheckpointError, is_hidden, read_meta
-from .config import TrainConfig, label
+from .config import TrainConfig, label, lineage
 from .config import recipe_of as config_recipe
 from .metrics import METRIC_KEY
 from .tblog import GRID_TAG, GRIDS_SUFFIX, METRIC_PREFIX, SCALARS, event_files
@@ -78,6 +78,11 @@ class RunInfo:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def branched_from(self) -> dict[str, Any] | None:
+        """The parent run, step and changes of a branch (dcgan/branch.py), from its config; None otherwise."""
+        return lineage(self.config)
+
+    @property
     def ok(self) -> bool:
         return not self.problems
 
@@ -90,6 +95,7 @@ class RunInfo:
         row.update({"iterations": self.iterations, "training time": _duration(self.training_s),
                     f"best {METRIC_KEY}": "" if self.best_metric is None else f"{self.best_metric:.4g}",
                     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.started)) if self.started else "",
+                    "branched from": lineage_text(self.branched_from),
                     "problems": "; ".join(self.problems)})
         return row
 
@@ -615,6 +621,15 @@ def delete_run(root: str | Path, name: str, active: str | Path | None = None) ->
 # ---- formatting and the command line ----------------------------------------------------------
 
 
+def lineage_text(record: Mapping[str, Any] | None) -> str:
+    """A branch's parent in one cell: `parent @ step (key=value, ...)`; "" for a run that is not a branch."""
+    if not record:
+        return ""
+    changes = record.get("changes") or {}
+    what = ", ".join(f"{k}={_short(v[-1] if isinstance(v, list) and v else v)}" for k, v in changes.items())
+    return f"{record.get('run', '?')} @ {record.get('step', '?')}" + (f" ({what})" if what else "")
+
+
 def _short(value: Any) -> Any:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True) if value else ""
@@ -639,7 +654,8 @@ def format_table(runs: list[RunInfo]) -> str:
     if not runs:
         return "no runs"
     rows = [r.row() for r in runs]
-    columns = [c for c in rows[0] if c != "problems" or any(r["problems"] for r in rows)]
+    optional = ("problems", "branched from")  # shown when a run has one
+    columns = [c for c in rows[0] if c not in optional or any(r[c] for r in rows)]
     cells = [[str(c) for c in columns]] + [[str(r[c]) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
@@ -649,7 +665,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser("runs", help="list the runs under a checkpoints folder",
                             description="List the runs under a checkpoints folder: status (finished, stopped, "
                                         "failed, running, interrupted), recipe, data set, size and key settings, "
-                                        "iterations, training time, best metric, start time and problems.")
+                                        "iterations, training time, best metric, start time, the run a branch "
+                                        "was branched from (at which step, what changed) and problems.")
     parser.add_argument("root", nargs="?", default="checkpoints",
                         help="folder of run folders (default: checkpoints, in the current folder: where `train` "
                              "writes them unless given --out-dir)")

@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
+from .config import LINEAGE_KEY, lineage
 from .train import Hook
 
 # loop row key -> scalar tag; runs.py reads the same tags back
@@ -51,13 +52,19 @@ def _finite(value: Any) -> bool:
 
 
 def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as TensorBoard hparams (numbers, text, booleans; anything else as JSON text)."""
+    """The config as TensorBoard hparams (numbers, text, booleans; anything else as JSON text); a branch
+    (dcgan/branch.py) also gets its parent run, step and changes as columns of their own."""
     out = {}
     for key, value in sorted(config.items()):
         if isinstance(value, (bool, int, float, str)):
             out[key] = value
         else:
             out[key] = json.dumps(value, sort_keys=True)
+    parent = lineage(config)
+    if parent is not None:
+        out[f"{LINEAGE_KEY}/run"] = str(parent.get("run", ""))
+        out[f"{LINEAGE_KEY}/step"] = int(parent.get("step", 0))
+        out[f"{LINEAGE_KEY}/changes"] = json.dumps(parent.get("changes") or {}, sort_keys=True)
     return out
 
 
