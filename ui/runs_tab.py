@@ -61,9 +61,9 @@ def listed_runs(studio: Any) -> list[runs.RunInfo]:
 
 
 def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
-    """The table; its problems column only when a run has one."""
+    """The table; its problems and branched-from columns only when a run has one."""
     frame = pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": []})
-    return frame.drop(columns="problems") if "problems" in frame and not frame["problems"].any() else frame
+    return frame.drop(columns=[c for c in ("branched from", "problems") if c in frame and not frame[c].any()])
 
 
 def run_names(root: Path) -> list[str]:
