@@ -325,7 +325,8 @@ class Trainer:
             with self._lock:
                 if report.run_id != self._run_id:
                     continue
-                self._fold(report)
+                if report is not started:  # start() folded it before this reader began
+                    self._fold(report)
             for subscriber, _ in () if failed else subscribers:
                 try:
                     subscriber(report)
@@ -354,7 +355,6 @@ class Trainer:
         if isinstance(report, rp.Started):
             self._cfg, self._device, self._precision = report.cfg, report.device, report.precision
             self._folder, self._history = Path(report.run_dir), list(report.history)
-            self.metrics.clear()  # (folded twice: by start, then by the reader that hands it on)
             for row in report.earlier:  # a resumed run's curve from its start
                 self.metrics.append(row)
             self._show(report.pictures)
