@@ -20,8 +20,7 @@ from typing import Any
 
 from .checkpoint import config_of, read_meta, resolve_checkpoint
 from .config import LINEAGE_KEY, ConfigError, TrainConfig, label
-
-NAME_LIMIT = 100  # the longest run name the Runs tab accepts (runs.check_new_name)
+from .runs import NAME_LIMIT
 
 _SAME_DATA = "the parent's weights, data order and held-out split belong to its data"
 _SHAPES = "it changes the networks' layers, so the parent's weights would not fit"

@@ -563,6 +563,9 @@ def _render(checkpoint: Path) -> np.ndarray:
 # ---- rename and delete ------------------------------------------------------------------------
 
 
+NAME_LIMIT = 100  # characters of a run name (the Runs tab's rename, a branch's default name)
+
+
 def check_new_name(root: Path, name: str) -> str:
     """The stripped new name, or RunsError saying why it cannot be one."""
     name = (name or "").strip()
@@ -572,8 +575,8 @@ def check_new_name(root: Path, name: str) -> str:
         raise RunsError(f"{name!r}: a run name cannot contain / or \\ (runs live directly in {root})")
     if ".." in name or is_hidden(name):
         raise RunsError(f"{name!r}: a run name cannot contain '..' or start with '.'")
-    if len(name) > 100 or not name.isprintable():
-        raise RunsError(f"{name!r}: use at most 100 printable characters")
+    if len(name) > NAME_LIMIT or not name.isprintable():
+        raise RunsError(f"{name!r}: use at most {NAME_LIMIT} printable characters")
     if (root / name).exists():
         raise RunsError(f"a run named {name!r} already exists; choose another name")
     return name
