@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 # again (as every multiprocessing child does with the main module) and needs none of them (2 s less per start).
 
 # (tab title, module with build(studio, view)): every tab gets the studio and this browser's view state
-TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Runs", "ui.runs_tab"), ("Hub", "ui.hub_tab"))
+TABS = (("Train", "ui.train_tab"), ("Explore", "ui.explore_tab"), ("Runs", "ui.runs_tab"), ("Hub", "ui.hub_tab"),
+        ("Lessons", "ui.lessons"))
 HEADER = ("# DCGAN Studio\n"
           "Train a deep convolutional GAN on real images and watch it learn: the discriminator D learns to tell "
           "real images from fakes, the generator G learns to fool it.")
 CSS = """
 #train-status { font-size: 1.05em; }
-#train-message:empty, #run-notice:empty { display: none; }
+#train-message:empty, #run-notice:empty, #link-message:empty { display: none; }
 button:disabled, button[disabled] { opacity: 0.4; filter: grayscale(1); cursor: not-allowed; box-shadow: none; }
 #zip-upload .wrap { padding-top: 1.6em; }
 /* help under a field: readable (Gradio's default grey on white is about 1.9:1) */
@@ -55,16 +56,45 @@ def build_app(studio: Studio) -> gr.Blocks:
     # Gradio's own copies of uploads and generated files: swept hourly, deleted after a day.
     with gr.Blocks(title="DCGAN Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(HEADER)
+        link_message = gr.Markdown("", elem_id="link-message")
         view = gr.State(lambda: new_view(studio.default_model))  # a callable: each browser gets its own
-        tabs = []
-        with gr.Tabs():
+        tabs, parts = [], {}
+        with gr.Tabs() as tab_set:
             for title, module_name in TABS:
                 with gr.Tab(title, id=title.lower()) as tab:  # the id: a button elsewhere can show this tab
-                    importlib.import_module(module_name).build(studio, view)
+                    parts[title.lower()] = importlib.import_module(module_name).build(studio, view)
                 tabs.append(tab)
-        poll_only_the_shown_tab(tabs)
+        timers_for = poll_only_the_shown_tab(tabs)
         refresh_lists_on_select(tabs, studio)
+        open_links(demo, studio, link_message, tab_set, parts["train"], timers_for)
     return demo
+
+
+def open_links(demo: gr.Blocks, studio: Studio, message: gr.Markdown, tab_set: gr.Tabs, train: dict,
+               timers_for: Callable[[int], list]) -> None:
+    """A page opened with a link (dcgan/links.py: ?dataset=...&hide=lr_d&tab=lessons&lesson=collapse) fills
+    the Train form, hides the named controls, opens the tab (its timers with it) and names what did not apply."""
+    import gradio as gr
+
+    from dcgan import lessons, links
+
+    form, ids = train["form"], [title.lower() for title, _ in TABS]
+    names = [n for n in links.SETUP if n in form]
+
+    def on_open(request: gr.Request):
+        query = dict(request.query_params) if request is not None else {}
+        link = links.parse(query, studio.build_config, ids, lessons.BY_ID)
+        tab = link.tab or ("lessons" if link.lesson else None)
+        updates = [gr.update(**({"value": link.form[n]} if n in link.form else {}),
+                             **({"visible": False} if n in link.hide else {}))
+                   if n in link.form or n in link.hide else gr.skip() for n in names]
+        timers = timers_for(ids.index(tab)) if tab else [gr.skip()] * len(timers_for(0))
+        return [f"⚠ {link.message}" if link.message else "", gr.Tabs(selected=tab) if tab else gr.skip(),
+                *updates, {n: link.form[n] for n in names if n in link.form}, *timers]
+
+    on_open.__annotations__["request"] = gr.Request  # gradio is imported here only, so name it for the injection
+    demo.load(on_open, None, [message, tab_set, *[form[n] for n in names], train["link_form"],
+                              *timers_for.timers], show_progress="hidden", api_visibility="private")
 
 
 def blocks_in(block: gr.blocks.Block, wanted: Callable[[gr.blocks.Block], bool]) -> list:
@@ -75,10 +105,11 @@ def blocks_in(block: gr.blocks.Block, wanted: Callable[[gr.blocks.Block], bool])
     return found
 
 
-def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
+def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> Callable[[int], list]:
     """A page polls for the tab it shows and no other: thirty students exploring cost no status polls.
 
-    The first tab's timers run from the start; choosing a tab starts its timers and stops the others'."""
+    The first tab's timers run from the start; choosing a tab starts its timers and stops the others'. Returns
+    timers_for(i): the Timer updates that show tab i (a link that opens another tab uses it); .timers lists them."""
     import gradio as gr
 
     own = [blocks_in(tab, lambda b: isinstance(b, gr.Timer)) for tab in tabs]
@@ -86,10 +117,16 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> None:
     for timers in own[1:]:
         for timer in timers:
             timer.active = False
-    for tab, timers in zip(tabs, own, strict=True):
-        shown = set(map(id, timers))
-        tab.select(lambda shown=shown: [gr.Timer(active=id(t) in shown) for t in every], None, every,
+
+    def timers_for(index: int) -> list:
+        shown = set(map(id, own[index]))
+        return [gr.Timer(active=id(t) in shown) for t in every]
+
+    for index, tab in enumerate(tabs):
+        tab.select(lambda index=index: timers_for(index), None, every,
                    queue=False, show_progress="hidden", api_visibility="private")
+    timers_for.timers = every
+    return timers_for
 
 
 CHECKPOINT_LIST = "checkpoint-list"  # elem_classes of a dropdown of saved checkpoints

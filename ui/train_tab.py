@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from dcgan import config as config_module
+from dcgan import links
 from dcgan.config import (
     DATASETS,
     DEVICES,
@@ -20,6 +21,7 @@ from dcgan.config import (
     NATIVE_CHANNELS,
     PRECISIONS,
     PRESETS,
+    ConfigError,
     TrainConfig,
     recipe_of,
 )
@@ -27,7 +29,7 @@ from dcgan.studio import TEXT_FIELDS
 from ui import dview_panel, plots
 from ui import train_actions as act
 from ui import train_view as live
-from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
+from ui.common import FAST, OK, POLL, PRIVATE, REFRESH, problem
 from ui.state import Studio
 
 LOSS_COLORS = MappingProxyType({"loss_D": "#d62728", "loss_G": "#1f77b4"})
@@ -105,9 +107,10 @@ def field(name: str, default: Any) -> gr.components.Component:
 # ---- layout ------------------------------------------------------------------------------------
 
 
-def build(studio: Studio, view: gr.State | None = None) -> None:
+def build(studio: Studio, view: gr.State | None = None) -> dict:
     """The Train tab's components and events (called inside `with gr.Tab("Train")`); `view` is the browser's
-    view state shared with Explore and Hub (a private one when none is given)."""
+    view state shared with Explore and Hub (a private one when none is given). Returns the form's components
+    and the settings a link set (app.open_links fills them from a link)."""
     session = view if view is not None else gr.State({"model": None})
     defaults = {**TrainConfig().to_dict(), **DEFAULTS}
     form: dict[str, gr.components.Component] = {}
@@ -141,6 +144,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                                         elem_id="step-mode", min_width=120, scale=2)
                 step_btn = gr.Button("Step k", interactive=False, size="md", min_width=80, scale=1, elem_id="step-btn")
             message = gr.Markdown("", elem_id="train-message")
+            link_ui = link_layout()  # links (issue 26): see the section at the end of this file
             with gr.Accordion("Checkpoints", open=False):
                 with gr.Row(equal_height=True):
                     ckpt = gr.Dropdown([], label="Saved runs", scale=4, elem_id="train-checkpoint",
@@ -196,6 +200,8 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                 samples = gr.Image(label="Samples", interactive=False, format="png", height=300, elem_id="samples")
 
     wire(studio, session, form, zip_file, locals())
+    wire_links(studio, form, link_ui)
+    return {"form": form, "link_form": link_ui["link_form"]}
 
 
 def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: dict) -> None:
@@ -228,7 +234,9 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     run_state.change(lambda state: [gr.Button(interactive=live.controls(state)[k]) for k in buttons], run_state,
                      list(buttons.values()), **hidden)
     run_state.change(lambda _: gr.Dropdown(choices=studio.list_checkpoints()), run_state, c["ckpt"], **hidden)
-    run_form.change(lambda values: [values[f] if f in values else gr.skip() for f in fields], run_form,
+    # a late page shows the live run's settings, except those a link set (issue 26: the link's set-up wins)
+    run_form.change(lambda values, linked: [values[f] if f in values and f not in (linked or {}) else gr.skip()
+                                            for f in fields], [run_form, c["link_ui"]["link_form"]],
                     list(form.values()), **hidden)
     n_history.change(lambda _: live.metrics_view(studio), n_history,
                      [c["metrics_plot"], c["metrics_table"], c["metrics_note"]], **hidden)
@@ -319,3 +327,42 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
         lambda p: gr.File(visible=bool(p)), c["gif_file"], c["gif_file"])
     c["sample_btn"].click(lambda s, seed: act.new_samples(studio, s, seed), [session, c["sample_seed"]],
                           [c["samples"], c["sample_note"]], **PRIVATE, **FAST)
+
+
+# ---- links (issue 26): "Copy link to this set-up" and the controls a link hides (dcgan/links.py) -------------
+COPY_LINK_JS = """(query, hide, message) => {
+  const url = query && !query.startsWith("⚠") ? window.location.origin + window.location.pathname + query : query;
+  if (url && navigator.clipboard && !url.startsWith("⚠")) { navigator.clipboard.writeText(url).catch(() => {}); }
+  return [url, hide, message];
+}"""
+
+
+def link_layout() -> dict:
+    """The Copy-link row: the button, which controls the link hides, and the link itself (to read or copy)."""
+    with gr.Accordion("Share this set-up as a link", open=False):
+        with gr.Row(equal_height=True):
+            copy_btn = gr.Button("Copy link to this set-up", size="sm", elem_id="copy-link-btn", scale=1)
+            hide = gr.Dropdown(list(links.HIDABLE), value=[], multiselect=True, label="Hide in the link",
+                               elem_id="link-hide", scale=2)
+        link = gr.Textbox(label="Link", interactive=False, buttons=["copy"], elem_id="setup-link")
+        note = gr.Markdown("", elem_id="link-note")
+    return {"copy_btn": copy_btn, "hide": hide, "link": link, "note": note, "link_form": gr.State({})}
+
+
+def wire_links(studio: Studio, form: dict, ui: dict) -> None:
+    """Copy link: the form as a query string (only what differs from a fresh page), made a full URL and copied
+    to the clipboard in the browser; a form the app would refuse gets the reason instead."""
+    names = list(form)
+
+    def query(*values_and_hide: Any) -> tuple[str, list, str]:
+        *values, hide = values_and_hide
+        try:
+            text = links.query_of(dict(zip(names, values, strict=True)), studio.build_config, hide=hide or ())
+        except ConfigError as exc:
+            return "", hide, problem(exc, again="Copy link")
+        return text or "?", hide, f"{OK} Copied: anyone who opens it gets this set-up" + (
+            f", with {', '.join(hide)} hidden." if hide else ".")
+
+    ui["copy_btn"].click(query, [*form.values(), ui["hide"]], [ui["link"], ui["hide"], ui["note"]], **PRIVATE).then(
+        None, [ui["link"], ui["hide"], ui["note"]], [ui["link"], ui["hide"], ui["note"]], js=COPY_LINK_JS,
+        **PRIVATE)
