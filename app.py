@@ -64,6 +64,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Tab(title, id=title.lower()) as tab:  # the id: a button elsewhere can show this tab
                     parts[title.lower()] = importlib.import_module(module_name).build(studio, view)
                 tabs.append(tab)
+        parts["lessons"]["progress"].render()  # in no tab: a browser's lesson progress is read back on every load
         timers_for = poll_only_the_shown_tab(tabs)
         refresh_lists_on_select(tabs, studio)
         open_links(demo, studio, link_message, tab_set, parts["train"], timers_for)
@@ -90,11 +91,12 @@ def open_links(demo: gr.Blocks, studio: Studio, message: gr.Markdown, tab_set: g
                    if n in link.form or n in link.hide else gr.skip() for n in names]
         timers = timers_for(ids.index(tab)) if tab else [gr.skip()] * len(timers_for(0))
         return [f"⚠ {link.message}" if link.message else "", gr.Tabs(selected=tab) if tab else gr.skip(),
-                *updates, {n: link.form[n] for n in names if n in link.form}, *timers]
+                *updates, {n: link.form[n] for n in names if n in link.form},
+                list(link.hide) if link.hide else gr.skip(), *timers]  # a copied link hides the same controls
 
     on_open.__annotations__["request"] = gr.Request  # gradio is imported here only, so name it for the injection
     demo.load(on_open, None, [message, tab_set, *[form[n] for n in names], train["link_form"],
-                              *timers_for.timers], show_progress="hidden", api_visibility="private")
+                              train["link_hide"], *timers_for.timers], show_progress="hidden", api_visibility="private")
 
 
 def blocks_in(block: gr.blocks.Block, wanted: Callable[[gr.blocks.Block], bool]) -> list:

@@ -72,7 +72,11 @@ class Question:
         if self.choices:
             return list(self.choices)
         edges = np.linspace(self.low, self.high, SLIDER_BINS + 1)
-        return [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        decimals = 0 if self.step >= 1 else 1
+        width = len(str(int(abs(self.high)))) + (decimals + 1 if decimals else 0)
+        # fixed width, so the bars sort as text in their own order ("0.9–1.0", "07–13", ...)
+        return [f"{a:0{width}.{decimals}f}–{b:0{width}.{decimals}f}"
+                for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def bin_of(self, answer: float | str) -> int:
         if self.choices:
@@ -190,11 +194,11 @@ def distinct_looks(images: torch.Tensor, real: torch.Tensor, share: float = 0.5)
     real_d = _distances(real)
     real_d.fill_diagonal_(float("inf"))
     threshold = share * float(real_d.min(dim=1).values.median())
-    d = _distances(images)
-    left, groups = list(range(images.shape[0])), 0
-    while left:
-        first = left[0]
-        left = [j for j in left[1:] if float(d[first, j]) > threshold]
+    near = (_distances(images) <= threshold).numpy()
+    left, groups = np.ones(images.shape[0], dtype=bool), 0
+    while left.any():
+        first = int(np.argmax(left))
+        left &= ~near[first]
         groups += 1
     return groups
 
@@ -206,8 +210,8 @@ WHO_WINS_STEPS = 300
 STRONG_D_STEPS = 200
 COLLAPSE_STEPS = 400
 COLLAPSE_FROM = 100  # the untrained start draws alike pictures too: counted from here
-LEARN_STEPS = 800
-WALK_STEPS = 800
+LEARN_STEPS = 500
+WALK_STEPS = 500
 
 
 def read_who_wins(view: RunView) -> Reading:
@@ -252,9 +256,10 @@ def read_collapse(view: RunView) -> Reading:
         return Reading(False)
     real = real_reference(cfg)
     looks = _frame_measure(view, lambda x: distinct_looks(x, real))
+    real_looks = distinct_looks(real, real)
     curves = [{"x": i, "y": v, "series": "different-looking samples (of 64)"} for i, v in looks]
-    curves += [{"x": looks[0][0], "y": distinct_looks(real, real), "series": "64 real images"},
-               {"x": looks[-1][0], "y": distinct_looks(real, real), "series": "64 real images"}]
+    curves += [{"x": looks[0][0], "y": real_looks, "series": "64 real images"},
+               {"x": looks[-1][0], "y": real_looks, "series": "64 real images"}]
     if not _ended(view):
         return Reading(False, curves=curves, y_title="different-looking samples")
     settled = [p for p in looks if p[0] >= COLLAPSE_FROM] or looks
@@ -262,7 +267,7 @@ def read_collapse(view: RunView) -> Reading:
     frame = next(grid for it, grid in view.frames if it == worst_at)
     return Reading(True, float(worst), f"At its worst (iteration {worst_at:,}) the 64 fixed-noise samples showed "
                    f"only **{worst}** different looks; at the end {looks[-1][1]} (64 real digits: "
-                   f"{distinct_looks(real, real)}). The picture is the grid at its worst.", curves,
+                   f"{real_looks}). The picture is the grid at its worst.", curves,
                    y_title="different-looking samples", picture=frame)
 
 
@@ -486,7 +491,10 @@ def reading(studio: Any, lesson_id: str) -> Reading | None:
     st = studio.trainer.status()
     if not run_dir or st.run_dir != run_dir:
         return None
-    return lesson(lesson_id).read(RunView.of(studio.trainer))
+    view = RunView.of(studio.trainer)
+    key = ("lesson", lesson_id, run_dir, str(view.status.state), len(view.rows), len(view.frames),
+           view.frames[-1][0] if view.frames else -1)
+    return studio.shared.get(key, lambda: lesson(lesson_id).read(view))  # once for every page polling together
 
 
 def progress_text(studio: Any, lesson_id: str) -> str:

@@ -8,6 +8,7 @@ On a public Space the owner runs the lesson and sees everyone's predictions; vis
 from __future__ import annotations
 
 import uuid
+from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
@@ -20,6 +21,10 @@ from ui.state import Studio
 
 POLL_S = 1.5
 STORAGE_KEY = "dcgan-studio-lessons"
+SERIES_COLORS = MappingProxyType({"D(x) real": "#2ca02c", "D(G(z)) fake": "#ff7f0e", "0.5 (can't tell)": "#7f7f7f",
+                                  "your prediction": "#9467bd", "64 real images": "#2ca02c",
+                                  "different-looking samples (of 64)": "#ff7f0e", "ink, share of real": "#1f77b4",
+                                  "sharpness, share of real": "#d62728"})  # as the Train tab colours D(x), D(G(z))
 INTRO = ("### Lessons: predict, run, reveal\nEach lesson says what to look at, asks for your prediction **before** "
          "the run, trains a small set-up (under 90 s on a 2-core CPU), then draws your prediction against what "
          "happened and says why. Your progress stays in this browser; the class's answers are anonymous and "
@@ -89,7 +94,7 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
                   f"**{shown_answer(q, seen['value'])}**. {right}\n\n{seen['text']}\n\n**Why:** {chosen.why}")
     if reading is not None and reading.curves:
         rows = list(reading.curves)
-        if q.slider and mine is not None and seen is not None:
+        if q.slider and mine is not None:  # from the first point: a chart draws no series it was built without
             xs = [r["x"] for r in rows]
             rows += [{"x": min(xs), "y": float(mine), "series": "your prediction"},
                      {"x": max(xs), "y": float(mine), "series": "your prediction"}]
@@ -99,11 +104,12 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
         reading.picture is not None and seen is not None else gr.Image(visible=False)
     if owner(studio, request):
         hist = lessons.class_answers(studio).histogram(lesson_id)
-        outcome_bar = q.bin_of(seen["value"]) if seen is not None else -1
-        frame = pd.DataFrame([{"answer": bar, "count": n, "kind": "the outcome" if k == outcome_bar else "predictions"}
-                              for k, (bar, n) in enumerate(hist)])
+        frame = pd.DataFrame([{"answer": bar, "count": n} for bar, n in hist])
         total = sum(n for _, n in hist)
         note = f"**The class's predictions** ({total} answer{'s' if total != 1 else ''}, anonymous)"
+        if seen is not None:
+            bar = hist[q.bin_of(seen["value"])][0]
+            note += f". The outcome, **{shown_answer(q, seen['value'])}**, is in the bar *{bar}*."
         class_plot = gr.BarPlot(value=frame, visible=True)
     else:
         note, class_plot = "", gr.BarPlot(visible=False)
@@ -120,8 +126,9 @@ def _verdict(q: lessons.Question, mine: Any, outcome: Any) -> str:
 
 
 def build(studio: Studio, view: gr.State | None = None) -> dict:
-    """The Lessons tab (inside `with gr.Tab("Lessons")`); returns its lesson picker for the app's link load."""
-    progress = gr.BrowserState({}, storage_key=STORAGE_KEY)
+    """The Lessons tab (inside `with gr.Tab("Lessons")`). Returns the browser's progress state, which the app
+    renders outside every tab: inside a tab the page shows later, it would not be read back on a reload."""
+    progress = gr.BrowserState({}, storage_key=STORAGE_KEY, render=False)
     gr.Markdown(INTRO)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -139,13 +146,12 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
         with gr.Column(scale=3, min_width=420):
             reveal = gr.Markdown(elem_id="lesson-reveal")
             plot = gr.LinePlot(None, x="x", y="y", color="series", label="What happened", visible=False,
-                               elem_id="lesson-plot")
+                               elem_id="lesson-plot", color_map=dict(SERIES_COLORS))
             picture = gr.Image(label="The run's samples", interactive=False, format="png", visible=False,
                                elem_id="lesson-picture")
             class_note = gr.Markdown(elem_id="lesson-class-note")
-            class_plot = gr.BarPlot(None, x="answer", y="count", color="kind", label="The class's predictions",
-                                    visible=False, elem_id="lesson-class-plot",
-                                    color_map={"predictions": "#1f77b4", "the outcome": "#2ca02c"})
+            class_plot = gr.BarPlot(None, x="answer", y="count", label="The class's predictions", visible=False,
+                                    elem_id="lesson-class-plot")
             clear_btn = gr.Button("Clear the class's answers", size="sm", elem_id="lesson-clear-btn")
     timer = gr.Timer(POLL_S)
     shown = [look, question, choice, slider, predict_btn, mine, progress]
@@ -205,4 +211,4 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
                   **PRIVATE)
     timer.tick(on_poll, [pick, progress], [*revealed, progress], show_progress="hidden", **PRIVATE)
     clear_btn.click(on_clear, pick, message, **PRIVATE)
-    return {"pick": pick, "timer": timer}
+    return {"progress": progress}

@@ -201,7 +201,7 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
 
     wire(studio, session, form, zip_file, locals())
     wire_links(studio, form, link_ui)
-    return {"form": form, "link_form": link_ui["link_form"]}
+    return {"form": form, "link_form": link_ui["link_form"], "link_hide": link_ui["hide"]}
 
 
 def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: dict) -> None:
