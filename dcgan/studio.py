@@ -453,7 +453,7 @@ class Studio:
         with self._lanes_lock:
             return list(self._lanes)
 
-    def lane(self, index: int) -> Trainer:
+    def trainer_of(self, index: int) -> Trainer:
         lanes = self.lanes
         if not 0 <= index < len(lanes):
             raise ValueError(f"there is no run {index + 1}; the page is out of date: wait for the next refresh")
@@ -485,7 +485,7 @@ class Studio:
         (dcgan.branch). The branch trains to its parent's steps."""
         self._free_lane(take=False)  # no room: say so before the parent saves
         if isinstance(source, int):
-            trainer = self.lane(source)
+            trainer = self.trainer_of(source)
             if trainer.status().state not in (RUNNING, PAUSED):
                 raise TrainerBusy(f"run {source + 1} is {trainer.status().state}: branch a saved step of it from the "
                                   f"Runs tab instead")
@@ -504,7 +504,7 @@ class Studio:
         """One of the common questions (dcgan.branch.WHAT_IF), asked of a live run at its current step."""
         if question not in WHAT_IF:
             raise ValueError(f"unknown question {question!r}; one of {', '.join(WHAT_IF)}")
-        cfg = self.lane(source).config
+        cfg = self.trainer_of(source).config
         if cfg is None:
             raise TrainerBusy("there is no run to ask about: start one first")
         return self.branch(source, WHAT_IF[question](cfg))
