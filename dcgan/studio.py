@@ -464,17 +464,19 @@ class Studio:
         return [(i, t) for i, t in enumerate(self.lanes) if t.status().state != IDLE]
 
     def _free_lane(self, take: bool = True) -> Trainer | None:
-        """A lane with no active run for a branch: the others first (lane 0 is the Start button's), a new one while
-        fewer than max_runs exist (take=False: None, nothing created), lane 0 last. TrainerBusy when max_runs runs
-        are active."""
+        """A lane with no active run for a branch: another lane than the first (the Start button's, whose ended run
+        may still be watched), a new one while fewer than max_runs exist (take=False: None, nothing created), the
+        first last. TrainerBusy when max_runs runs are active."""
         with self._lanes_lock:
-            for trainer in [*self._lanes[1:], self._lanes[0]]:
+            for trainer in self._lanes[1:]:
                 if trainer.status().state not in ACTIVE:
                     return trainer
             if len(self._lanes) < self.max_runs:
                 if take:
                     self._lanes.append(self._new_trainer())
                 return self._lanes[-1] if take else None
+            if self._lanes[0].status().state not in ACTIVE:
+                return self._lanes[0]
         raise TrainerBusy(f"{self.max_runs} runs already train at once, this app's limit (--max-runs or "
                           f"DCGAN_MAX_RUNS); stop or let one end first")
 
