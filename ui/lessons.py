@@ -71,9 +71,10 @@ def lesson_view(lesson_id: str, progress: dict) -> list:
             progress]
 
 
-def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) -> tuple[list, dict]:
-    """(outputs, progress): the lesson's status line, the reveal once this browser has predicted and the run has
-    reached its point, and (for the owner) the class's answers beside the outcome."""
+def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) -> tuple[list, list, dict]:
+    """(outputs, their keys, progress): the lesson's status line, the reveal once this browser has predicted and the
+    run has reached its point, and (for the owner) the class's answers beside the outcome. A poll sends only the
+    outputs whose key changed (each chart sent costs the browser a redraw)."""
     chosen = lessons.lesson(lesson_id)
     q = chosen.question
     mine = progress["answers"].get(lesson_id)
@@ -83,7 +84,7 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
     if reading is not None and reading.reached and mine is not None:
         seen = {"value": reading.value, "text": reading.text}
         progress = {**progress, "seen": {**progress["seen"], lesson_id: seen}}
-    plot, picture = gr.skip(), gr.skip()
+    plot, plot_key = gr.skip(), None
     if mine is None:
         reveal = "*Lock in your prediction first: the reveal follows the run.*"
     elif seen is None:
@@ -100,8 +101,10 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
                      {"x": max(xs), "y": float(mine), "series": "your prediction"}]
         plot = gr.LinePlot(value=pd.DataFrame(rows), x_title=reading.x_title, y_title=reading.y_title,
                            visible=True)
-    picture = gr.Image(value=reading.picture, visible=True) if reading is not None and \
-        reading.picture is not None and seen is not None else gr.Image(visible=False)
+        plot_key = (lesson_id, len(rows), rows[-1]["x"], mine)
+    shows_picture = reading is not None and reading.picture is not None and seen is not None
+    picture = gr.Image(value=reading.picture, visible=True) if shows_picture else gr.Image(visible=False)
+    picture_key = (lesson_id, status, shows_picture)
     if owner(studio, request):
         hist = lessons.class_answers(studio).histogram(lesson_id)
         frame = pd.DataFrame([{"answer": bar, "count": n} for bar, n in hist])
@@ -110,10 +113,11 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
         if seen is not None:
             bar = hist[q.bin_of(seen["value"])][0]
             note += f". The outcome, **{shown_answer(q, seen['value'])}**, is in the bar *{bar}*."
-        class_plot = gr.BarPlot(value=frame, visible=True)
+        class_plot, hist_key = gr.BarPlot(value=frame, visible=True), (lesson_id, tuple(hist))
     else:
-        note, class_plot = "", gr.BarPlot(visible=False)
-    return [status, reveal, plot, picture, note, class_plot], progress
+        note, class_plot, hist_key = "", gr.BarPlot(visible=False), None
+    return ([status, reveal, plot, picture, note, class_plot],
+            [status, reveal, plot_key, picture_key, note, hist_key], progress)
 
 
 def _verdict(q: lessons.Question, mine: Any, outcome: Any) -> str:
@@ -163,13 +167,13 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
         lesson_id = asked if asked in lessons.BY_ID else progress_value.get("lesson", lessons.LESSONS[0].id)
         lesson_id = lesson_id if lesson_id in lessons.BY_ID else lessons.LESSONS[0].id
         progress_value["lesson"] = lesson_id
-        outputs, progress_value = reveal_view(studio, lesson_id, progress_value, request)
+        outputs, _, progress_value = reveal_view(studio, lesson_id, progress_value, request)
         return [gr.Dropdown(value=lesson_id), *lesson_view(lesson_id, progress_value)[:-1], progress_value,
                 *outputs]
 
     def on_pick(lesson_id: str, saved: Any, request: gr.Request):
         progress_value = {**fresh_progress(saved), "lesson": lesson_id}
-        outputs, progress_value = reveal_view(studio, lesson_id, progress_value, request)
+        outputs, _, progress_value = reveal_view(studio, lesson_id, progress_value, request)
         return [*lesson_view(lesson_id, progress_value)[:-1], progress_value, "", *outputs]
 
     def on_predict(lesson_id: str, picked: Any, value: Any, saved: Any):
@@ -193,9 +197,12 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
             return problem(exc, again="Run the lesson")
         return f"{OK} The lesson's run has started: watch it here or on the Train tab."
 
-    def on_poll(lesson_id: str, saved: Any, request: gr.Request):
-        outputs, progress_value = reveal_view(studio, lesson_id, fresh_progress(saved), request)
-        return [*outputs, progress_value]
+    def on_poll(lesson_id: str, saved: Any, sent_keys: list | None, request: gr.Request):
+        outputs, keys, progress_value = reveal_view(studio, lesson_id, fresh_progress(saved), request)
+        sent_keys = sent_keys or [None] * len(keys)
+        fresh = [out if key is None or key != old else gr.skip()
+                 for out, key, old in zip(outputs, keys, sent_keys, strict=True)]
+        return [*fresh, progress_value if progress_value != saved else gr.skip(), keys]
 
     def on_clear(lesson_id: str, request: gr.Request) -> str:
         if not owner(studio, request):
@@ -209,6 +216,7 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
     predict_btn.click(on_predict, [pick, choice, slider, progress], [*shown, message], **PRIVATE)
     run_btn.click(on_run, [pick, progress], message, concurrency_limit=1, concurrency_id="train-control",
                   **PRIVATE)
-    timer.tick(on_poll, [pick, progress], [*revealed, progress], show_progress="hidden", **PRIVATE)
+    sent = gr.State(None)  # what this page's polls sent last (reveal_view's keys)
+    timer.tick(on_poll, [pick, progress, sent], [*revealed, progress, sent], show_progress="hidden", **PRIVATE)
     clear_btn.click(on_clear, pick, message, **PRIVATE)
     return {"progress": progress}
