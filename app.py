@@ -89,7 +89,7 @@ def open_links(demo: gr.Blocks, studio: Studio, message: gr.Markdown, tab_set: g
         updates = [gr.update(**({"value": link.form[n]} if n in link.form else {}),
                              **({"visible": False} if n in link.hide else {}))
                    if n in link.form or n in link.hide else gr.skip() for n in names]
-        timers = timers_for(ids.index(tab)) if tab else [gr.skip()] * len(timers_for(0))
+        timers = timers_for(ids.index(tab)) if tab else [gr.skip()] * len(timers_for.timers)
         return [f"⚠ {link.message}" if link.message else "", gr.Tabs(selected=tab) if tab else gr.skip(),
                 *updates, {n: link.form[n] for n in names if n in link.form},
                 list(link.hide) if link.hide else gr.skip(), *timers]  # a copied link hides the same controls

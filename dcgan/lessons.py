@@ -187,13 +187,17 @@ def _distances(images: torch.Tensor) -> torch.Tensor:
     return torch.cdist(flat, flat) / math.sqrt(flat.shape[1])
 
 
-def distinct_looks(images: torch.Tensor, real: torch.Tensor, share: float = 0.5) -> int:
-    """How many different-looking images there are among `images`: greedy groups of images closer to one another
-    than `share` of the typical nearest-neighbour distance among as many real images. Real images count (almost)
-    all as distinct; a collapsed generator's count drops to a handful."""
+def look_threshold(real: torch.Tensor, share: float = 0.5) -> float:
+    """Two images closer than this look alike: `share` of the typical nearest-neighbour distance among real images."""
     real_d = _distances(real)
     real_d.fill_diagonal_(float("inf"))
-    threshold = share * float(real_d.min(dim=1).values.median())
+    return share * float(real_d.min(dim=1).values.median())
+
+
+def distinct_looks(images: torch.Tensor, threshold: float) -> int:
+    """How many different-looking images there are among `images`: greedy groups of images closer to one another
+    than `threshold` (look_threshold). Real images count (almost) all as distinct; a collapsed generator's count
+    drops to a handful."""
     near = (_distances(images) <= threshold).numpy()
     left, groups = np.ones(images.shape[0], dtype=bool), 0
     while left.any():
@@ -208,7 +212,7 @@ def distinct_looks(images: torch.Tensor, real: torch.Tensor, share: float = 0.5)
 
 WHO_WINS_STEPS = 300
 STRONG_D_STEPS = 200
-COLLAPSE_STEPS = 400
+COLLAPSE_STEPS = 300
 COLLAPSE_FROM = 100  # the untrained start draws alike pictures too: counted from here
 LEARN_STEPS = 500
 WALK_STEPS = 500
@@ -255,8 +259,9 @@ def read_collapse(view: RunView) -> Reading:
     if cfg is None or not view.frames:
         return Reading(False)
     real = real_reference(cfg)
-    looks = _frame_measure(view, lambda x: distinct_looks(x, real))
-    real_looks = distinct_looks(real, real)
+    threshold = look_threshold(real)
+    looks = _frame_measure(view, lambda x: distinct_looks(x, threshold))
+    real_looks = distinct_looks(real, threshold)
     curves = [{"x": i, "y": v, "series": "different-looking samples (of 64)"} for i, v in looks]
     curves += [{"x": looks[0][0], "y": real_looks, "series": "64 real images"},
                {"x": looks[-1][0], "y": real_looks, "series": "64 real images"}]
@@ -512,5 +517,5 @@ def progress_text(studio: Any, lesson_id: str) -> str:
 
 
 __all__ = ["Lesson", "Question", "Reading", "RunView", "LESSONS", "BY_ID", "ClassAnswers", "class_answers",
-           "lesson", "start", "reading", "config_of", "progress_text", "grid_images", "distinct_looks", "ink",
-           "sharpness", "mid_grey"]
+           "lesson", "start", "reading", "config_of", "progress_text", "grid_images", "look_threshold",
+           "distinct_looks", "ink", "sharpness", "mid_grey"]

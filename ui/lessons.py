@@ -16,7 +16,7 @@ import pandas as pd
 
 from dcgan import lessons
 from dcgan.studio import USER_ERRORS
-from ui.common import OK, PRIVATE, WARN, problem
+from ui.common import OK, POLL, PRIVATE, WARN, fast, problem
 from ui.state import Studio
 
 POLL_S = 1.5
@@ -210,13 +210,15 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
         lessons.class_answers(studio).clear(lesson_id)
         return f"{OK} The class's answers to this lesson are cleared."
 
+    # the readers run torch: with one thread each, as every serving request (ui/queues.py), beside the training run
     if gr.context.Context.root_block is not None:
-        gr.context.Context.root_block.load(on_load, progress, [pick, *shown, *revealed], **PRIVATE)
-    pick.input(on_pick, [pick, progress], [*shown, message, *revealed], **PRIVATE)
+        gr.context.Context.root_block.load(fast(on_load), progress, [pick, *shown, *revealed], **PRIVATE)
+    pick.input(fast(on_pick), [pick, progress], [*shown, message, *revealed], **PRIVATE)
     predict_btn.click(on_predict, [pick, choice, slider, progress], [*shown, message], **PRIVATE)
     run_btn.click(on_run, [pick, progress], message, concurrency_limit=1, concurrency_id="train-control",
                   **PRIVATE)
     sent = gr.State(None)  # what this page's polls sent last (reveal_view's keys)
-    timer.tick(on_poll, [pick, progress, sent], [*revealed, progress, sent], show_progress="hidden", **PRIVATE)
+    timer.tick(fast(on_poll), [pick, progress, sent], [*revealed, progress, sent], show_progress="hidden", **POLL,
+               **PRIVATE)
     clear_btn.click(on_clear, pick, message, **PRIVATE)
     return {"progress": progress}

@@ -2,8 +2,9 @@
 
 `python -m dcgan.tools.lesson_times --out docs/lesson_times_cpu.json [--lessons who-wins,collapse]` runs each
 lesson's set-up exactly as its Run button does (dcgan.lessons.start on a Studio of its own, the training process
-included), polls the lesson's reader as a page does, and records the seconds from the click to the reveal, the
-iterations trained and the outcome. The machine's load average is recorded beside each lesson.
+included), polls the lesson's reader once a second with one torch thread (as the app serves a page's poll), and
+records the seconds from the click to the reveal, the iterations trained and the outcome, with the machine's load
+average before and after each lesson.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from .. import lessons
 from ..studio import Studio
 
 
-def time_lesson(studio: Studio, lesson_id: str, limit_s: float = 300.0, poll_s: float = 0.5) -> dict:
+def time_lesson(studio: Studio, lesson_id: str, limit_s: float = 300.0, poll_s: float = 1.0) -> dict:
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     lessons.start(studio, lesson_id)
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (the app's on a 2-core machine: 1)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the readers here run as the app's serving requests do (ui/queues.py)
     records = []
     with tempfile.TemporaryDirectory() as root:
         studio = Studio(Path(root) / "checkpoints", threads=args.threads)
