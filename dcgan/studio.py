@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint, dview, hub, latent
+from . import checkpoint, dview, hub, latent, runs
 from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
@@ -443,6 +443,18 @@ class Studio:
         return {str(st.run_dir): str(st.state) for st in (t.status() for t in self.lanes)
                 if st.run_dir and st.state != IDLE}
 
+    def list_runs(self) -> list[runs.RunInfo]:
+        """The runs under the root, with the app's word on its own: their state, and the settings of a run that
+        has saved nothing yet (a new branch stands under its parent at once)."""
+        listed = runs.list_runs(self.root, self.run_states())
+        live = {str(Path(st.run_dir).resolve()): t.config for t in self.lanes
+                if t.config is not None and (st := t.status()).run_dir}
+        for info in listed:
+            cfg = live.get(str(info.path.resolve()))
+            if not info.config and cfg is not None:
+                info.config = cfg.to_dict()
+        return listed
+
     # ---- several runs at once ----
     def _new_trainer(self) -> Trainer:
         return Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, threads=self.threads)
@@ -651,18 +663,17 @@ class Studio:
         return data
 
     def start(self, cfg: TrainConfig) -> None:
-        """Start a run; the same settings again within DOUBLE_CLICK_S (a double click on Start) start nothing
-        and raise nothing: the run they asked for is running."""
+        """Start a run; the same settings again within DOUBLE_CLICK_S of its start (a double click on Start, the
+        second click waiting here while the first loads the data) start nothing and raise nothing: the run they
+        asked for is running."""
         with self._start_lock:
-            last, self._last_start = self._last_start, (cfg.to_json(), time.monotonic())
+            last = self._last_start
             if last is not None and last[0] == cfg.to_json() and time.monotonic() - last[1] < DOUBLE_CLICK_S \
                     and self.trainer.status().state in ACTIVE:
                 return
-            try:
-                self.trainer.start(cfg, data=self._load_data(cfg))
-            except BaseException:
-                self._last_start = None
-                raise
+            self._last_start = None
+            self.trainer.start(cfg, data=self._load_data(cfg))
+            self._last_start = (cfg.to_json(), time.monotonic())
 
     def resume_plan(self, name: str | None, steps: Any) -> tuple[Path, int, int]:
         """(checkpoint, its iteration, iterations to train to) for 'Resume training': Steps above the
