@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import reports as rp
-from . import runner
+from . import runner, zerogpu
 from .config import TrainConfig
 from .data import ImageData
 from .images import grid_array
@@ -74,13 +74,17 @@ def reports(first: rp.Report, conn):
 
 
 def launch(job: Job) -> tuple[Any, Any, rp.Started]:
-    """Starts the training process and waits until it has built the run (or raises what building it raised)."""
+    """Starts the training process and waits until it has built the run (or raises what building it raised).
+    On ZeroGPU the run advances in GPU calls from this process instead (dcgan/zerogpu.py), behind the same pipe."""
     payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # here: what does not pickle starts nothing
-    ctx = context()
-    conn, child_end = ctx.Pipe()
-    proc = ctx.Process(target=main, args=(child_end,), name="dcgan-train", daemon=True)
-    proc.start()
-    child_end.close()
+    if zerogpu.chunked():
+        proc, conn = zerogpu.start()
+    else:
+        ctx = context()
+        conn, child_end = ctx.Pipe()
+        proc = ctx.Process(target=main, args=(child_end,), name="dcgan-train", daemon=True)
+        proc.start()
+        child_end.close()
     try:
         conn.send_bytes(payload)
         while not conn.poll(0.5):
@@ -130,6 +134,8 @@ class Relay(Hook):
                             snapshot=snap)
 
     def on_start(self, run: GANTraining) -> None:
+        if self.started:  # a ZeroGPU chunk after the first: the run goes on
+            return
         first = self.pictures(run, run.fixed_samples())
         earlier = [r for r in curves(self.run_dir).rows if r["iteration"] <= run.iteration] if run.iteration else []
         self.send(self._report(rp.Started, run, cfg=run.cfg, device=str(run.device),
@@ -219,13 +225,18 @@ def _obey(conn, control: Control) -> None:
         except (EOFError, OSError):
             control.stop()
             return
-        if isinstance(command, rp.Step):
-            control.step(command.k, command.update)
-        elif isinstance(command, rp.Pause):
-            control.pause()
-        elif isinstance(command, rp.Resume):
-            control.resume()
-        elif isinstance(command, rp.Save):
-            control.save()
-        elif isinstance(command, rp.Stop):
-            control.stop()
+        obey(command, control)
+
+
+def obey(command: rp.Command, control: Control) -> None:
+    """One command from the app, as a Control call."""
+    if isinstance(command, rp.Step):
+        control.step(command.k, command.update)
+    elif isinstance(command, rp.Pause):
+        control.pause()
+    elif isinstance(command, rp.Resume):
+        control.resume()
+    elif isinstance(command, rp.Save):
+        control.save()
+    elif isinstance(command, rp.Stop):
+        control.stop()
