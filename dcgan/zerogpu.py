@@ -170,7 +170,7 @@ def run_chunk(payload: bytes, carry: Carry, conn, seconds: float) -> Carry:
     carry.chunks += 1
     try:
         if carry.state is None:
-            run, folder = runner.open_run(job.cfg, job.resume_from, job.data)
+            run, folder = runner.open_run(job.cfg, job.resume_from, job.data, job.branch)
         else:
             tensors, meta = decode(carry.state, "the run's state")
             run = GANTraining(config_of(meta), job.data)
