@@ -71,7 +71,7 @@ import sys
 import app
 from dcgan.config import TrainConfig
 from dcgan.data import load_dataset
-from dcgan.studio import Studio
+from ui.state import Studio
 out, device, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 studio = Studio(root=f"{out}/app_runs")
 demo = app.build_app(studio)

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     import app
     from dcgan import worker
-    from dcgan.studio import Studio
+    from ui.state import Studio
     from dcgan.trainer import FINISHED, Trainer
     from tests.conftest import tiny_config
 
