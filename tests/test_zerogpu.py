@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from dcgan import runner, zerogpu
+from dcgan import runner, worker, zerogpu
 from dcgan.checkpoint import read
 from dcgan.trainer import FINISHED, PAUSED, STOPPED, Trainer
 from tests.conftest import tiny_config
@@ -23,15 +23,15 @@ def chunks(monkeypatch):
     """Chunks of 0.3 s through the real decorator; counts the GPU calls."""
     monkeypatch.setenv(zerogpu.CHUNK_ENV, "0.3")
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    real = spaces.GPU(duration=zerogpu.START_S)(zerogpu.run_chunk)
-    assert real is zerogpu.run_chunk  # off ZeroGPU the real decorator hands the function back
+    real = zerogpu.gpu_chunk(worker.run_chunk)  # spaces.GPU(duration=...)
+    assert real is worker.run_chunk  # off ZeroGPU the real decorator hands the function back
     calls: list[int] = []
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(zerogpu, "gpu_chunk", lambda: counted)
+    monkeypatch.setattr(zerogpu, "gpu_chunk", lambda chunk: counted)
     return calls
 
 
