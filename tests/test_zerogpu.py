@@ -43,7 +43,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 def test_chunked_training_ends_bit_exact_with_the_run_in_one_piece(tmp_path, digits_data, chunks):
-    cfg = tiny_config(steps=160, r1_gamma=1.0, ema_decay=0.99, diffaug="translation", out_dir=str(tmp_path))
+    cfg = tiny_config(steps=60, r1_gamma=1.0, ema_decay=0.99, diffaug="translation", out_dir=str(tmp_path))
     trainer = Trainer()
     trainer.start(cfg.replace(run_name="chunked"), data=digits_data)
     wait_for(lambda: trainer.status().state == FINISHED, 120)
@@ -51,13 +51,13 @@ def test_chunked_training_ends_bit_exact_with_the_run_in_one_piece(tmp_path, dig
     assert not [p for p in multiprocessing.active_children() if p.name == "dcgan-train"]  # the chunks ran here
     whole = runner.train(cfg.replace(run_name="whole"), data=digits_data)
     assert whole.state == "finished"
-    a, meta_a = read(tmp_path / "chunked" / "step_00000160.safetensors")
-    b, meta_b = read(tmp_path / "whole" / "step_00000160.safetensors")
+    a, meta_a = read(tmp_path / "chunked" / "step_00000060.safetensors")
+    b, meta_b = read(tmp_path / "whole" / "step_00000060.safetensors")
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different
     assert meta_a["losses"] == meta_b["losses"] and meta_a["images_seen"] == meta_b["images_seen"]
-    assert [r["iteration"] for r in trainer.metrics.since(0)] == list(range(1, 161))
+    assert [r["iteration"] for r in trainer.metrics.since(0)] == list(range(1, 61))
 
 
 def test_pause_step_save_resume_and_stop_work_between_and_inside_chunks(tmp_path, digits_data, chunks):
