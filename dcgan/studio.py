@@ -104,6 +104,7 @@ class ModelMemo:
         self._lock = threading.Lock()
         self._values: OrderedDict[tuple, Any] = OrderedDict()
         self._live: dict[tuple, tuple[float, Any]] = {}
+        self._gates: dict[tuple, threading.Lock] = {}  # a computation under way, per key
 
     def get(self, model: LoadedModel, args: tuple, compute: Callable[[], Any]) -> Any:
         key = (model.key or ("object", id(model.generator), model.generator), *args)  # G kept: its id stays its own
@@ -112,15 +113,21 @@ class ModelMemo:
             if key in self._values:
                 self._values.move_to_end(key)
                 return self._values[key]
-            recent = self._live.get(live) if live else None
-        fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
-        value = compute() if fresh else recent[1]
-        with self._lock:
-            if live and fresh:
-                self._live[live] = (time.monotonic(), value)
-            self._values[key] = value
-            while len(self._values) > self.size:
-                self._values.popitem(last=False)
+            gate = self._gates.setdefault(live or key, threading.Lock())
+        with gate:  # asked for at once by many visitors: one computes, the others wait and take its value
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+                recent = self._live.get(live) if live else None
+            fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
+            value = compute() if fresh else recent[1]
+            with self._lock:
+                if live and fresh:
+                    self._live[live] = (time.monotonic(), value)
+                self._values[key] = value
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+                self._gates.pop(live or key, None)
         return value
 
 
