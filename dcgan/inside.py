@@ -311,7 +311,8 @@ def unit_gallery(h: torch.Tensor, ranking: Ranking, k: int, side: int = 64) -> l
 def dissect_picture(G: Generator, layer: int, z: torch.Tensor, labels: torch.Tensor | None = None,
                     units: int = 4, ranking: Ranking | None = None) -> np.ndarray:
     """`dcgan dissect`'s picture: the layers of one sample, then for the layer's `units` highest-ranked units a
-    row each: the unit's strongest samples with its map over them, and the sample with the unit switched off."""
+    row each: the unit's strongest samples with its map over them, the sample, the sample with the unit switched
+    off, and with it switched on in the centre."""
     ranking = ranking or rank_units(G, layer)
     top = ranking.order[:units]
     maps = features(G, z, labels)
@@ -320,12 +321,13 @@ def dissect_picture(G: Generator, layer: int, z: torch.Tensor, labels: torch.Ten
     for u in top:
         strong = strongest_samples(G, ranking, u)
         off = render(G, z, labels, [Switch(layer, u)], {layer: ranking})[-1][0]
-        cells = strong + [upscale(image_array(maps[-1][0]), 96), upscale(image_array(off), 96)]
+        on = render(G, z, labels, [Switch(layer, u, "on", region="centre")], {layer: ranking})[-1][0]
+        cells = strong + [upscale(image_array(x), 96) for x in (maps[-1][0], off, on)]
         cells = [np.stack([c] * 3, -1) if c.ndim == 2 else c for c in cells]
         row = np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1)
         label = Image.new("RGB", (190, row.shape[0]), "white")
         ImageDraw.Draw(label).text((4, row.shape[0] // 2 - 16), f"layer {layer} unit {u}\nscore {ranking.score[u]:.3g}"
-                                   f"\nstrongest 9 | sample | off", fill="black", font=_font(13))
+                                   f"\nstrongest 9 | sample |\noff | on (centre)", fill="black", font=_font(13))
         rows.append(np.concatenate([np.asarray(label), row], axis=1))
     width = max(p.shape[1] for p in parts + rows)
     pad = [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in parts + rows]
@@ -513,8 +515,8 @@ class History:
             states.append((report.iteration, report.g_state))
             size = sum(t.numel() * t.element_size() for t in report.g_state.values())
             limit = max(4, min(HISTORY_MAX, HISTORY_BYTES // max(size, 1)))
-            if len(states) > limit:
-                states[:] = states[:1] + states[2::2] if len(states) > 2 else states
+            if len(states) > limit:  # the first and the newest stay, every other one between goes
+                states[:] = states[:1] + states[2:-1:2] + states[-1:]
 
     def iterations(self, run_dir: str) -> list[int]:
         with self._lock:

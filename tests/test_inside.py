@@ -92,3 +92,32 @@ def test_real_digits_through_the_histogram_code_give_the_real_histogram(digits_d
     # stacked digits: a mode id 100r + 10g + b counts each of its three digits
     assert inside.real_digit_shares(torch.tensor([123, 999]), stacked=True) == [0, 1 / 6, 1 / 6, 1 / 6, 0, 0, 0, 0,
                                                                                0, 0.5]
+
+
+def test_the_snapshot_history_keeps_a_thinned_run_and_rebuilds_its_generators():
+    from dcgan import reports as rp
+    from dcgan.config import TrainConfig
+
+    cfg = TrainConfig(dataset="digits", image_size=28, channels=1, nz=16, ngf=8)
+    states = {it: {k: v.clone() for k, v in small_g(seed=it).state_dict().items()} for it in range(0, 60, 10)}
+    grid = torch.zeros(2, 2, 3, dtype=torch.uint8).numpy()
+    history = inside.History()
+    first = rp.Pictures("run-a", 0, 0.0, grid, states[0])
+    history(rp.Started("run-a", 0, 0.0, cfg, "cpu", "fp32", "/runs/a", (), first))
+    for it in range(10, 60, 10):
+        history(rp.Pictures("run-a", it, 0.0, grid, states[it]))
+    history(rp.Pictures("other-run", 70, 0.0, grid, states[0]))  # a run it never saw start: ignored
+    assert history.iterations("/runs/a") == [0, 10, 20, 30, 40, 50]
+    G = history.generator("/runs/a", 30)
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(inside.features(G, z)[-1], inside.features(small_g(seed=30), z)[-1])
+    assert history.generator("/runs/a", 35) is None
+
+    inside.HISTORY_MAX, kept = 4, inside.HISTORY_MAX
+    try:
+        for it in (60, 70):
+            history(rp.Pictures("run-a", it, 0.0, grid, states[0]))
+            kept_now = history.iterations("/runs/a")
+            assert kept_now[0] == 0 and kept_now[-1] == it and len(kept_now) <= 4  # first and newest stay
+    finally:
+        inside.HISTORY_MAX = kept
