@@ -121,3 +121,22 @@ def test_the_snapshot_history_keeps_a_thinned_run_and_rebuilds_its_generators():
             assert kept_now[0] == 0 and kept_now[-1] == it and len(kept_now) <= 4  # first and newest stay
     finally:
         inside.HISTORY_MAX = kept
+
+
+def test_dissect_writes_the_picture_and_refuses_a_layer_g_lacks(tmp_path, digits_data, capsys):
+    from PIL import Image
+
+    from dcgan.__main__ import main
+    from dcgan.checkpoint import save_training
+    from dcgan.train import GANTraining
+    from tests.conftest import tiny_config
+
+    path = tmp_path / "run" / "step.safetensors"
+    save_training(GANTraining(tiny_config(ngf=8, ndf=8, nz=16), digits_data), path)
+    assert main(["dissect", str(path), "--layer", "3"]) == 2
+    assert "--layer must be in 1..2" in capsys.readouterr().err
+    out = tmp_path / "inside.png"
+    assert main(["dissect", str(path), "--layer", "1", "--units", "2", "--out", str(out)]) == 0
+    assert "layer 1 of 2; highest-ranked unit" in capsys.readouterr().out
+    width, height = Image.open(out).size
+    assert width > 12 * 96 and height > 220 + 2 * 96  # the layers, then two unit rows of 12 pictures
