@@ -134,13 +134,13 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
 
 
 def save_on_sigterm(studio: Studio) -> None:
-    """SIGTERM stops the live run, which saves a checkpoint, then exits: a Space restart loses nothing."""
+    """SIGTERM stops the runs, each saving a checkpoint, then exits: a Space restart loses nothing."""
 
     def handler(signum: int, frame: object) -> None:
-        log.info("SIGTERM: stopping the run (it saves a checkpoint), then exiting")
-        studio.trainer.stop(wait=True, timeout=120)
-        path = studio.trainer.last_checkpoint()
-        log.info("saved %s", path if path else "nothing (no run)")
+        log.info("SIGTERM: stopping the runs (each saves a checkpoint), then exiting")
+        studio.stop_all(wait=True, timeout=120)
+        saved = [str(p) for p in (t.last_checkpoint() for t in studio.lanes) if p]
+        log.info("saved %s", ", ".join(saved) if saved else "nothing (no run)")
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -157,12 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--checkpoints", default=os.environ.get("DCGAN_CHECKPOINTS", "checkpoints"),
                         help="the folder the app writes into: run folders, .uploads/ and .cache/")
+    parser.add_argument("--max-runs", type=int, default=None,
+                        help="runs trained at once (branches side by side), 1-4; default: one per core, at least 2 "
+                             "(or DCGAN_MAX_RUNS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from dcgan.studio import use_cache_dir
     from ui.state import Studio
 
-    studio = Studio(args.checkpoints)
+    studio = Studio(args.checkpoints, max_runs=args.max_runs)
     use_cache_dir(studio.cache_dir)
     threading.Thread(target=studio.trainer.warm_up, name="warm-up", daemon=True).start()
     save_on_sigterm(studio)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,15 @@ FIXED = {
     "extra": "free-form notes, not a training setting",
 }
 _TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+# The questions a student asks most while a GAN trains, as the changes a branch makes (the app's What-if buttons)
+WHAT_IF: dict[str, Callable[[TrainConfig], dict[str, Any]]] = {
+    "D learns ×2 faster": lambda c: {"lr_d": c.lr_d * 2},
+    "D learns ×½": lambda c: {"lr_d": c.lr_d / 2},
+    "G learns ×2 faster": lambda c: {"lr_g": c.lr_g * 2},
+    "G learns ×½": lambda c: {"lr_g": c.lr_g / 2},
+    "another loss": lambda c: {"loss": "bce" if c.loss == "hinge" else "hinge"},
+    "one more D step": lambda c: {"d_steps": c.d_steps + 1},
+}
 CHANGEABLE = tuple(k for k in _TYPES if k not in FIXED)
 
 
@@ -177,4 +186,4 @@ def branch(run: str | Path, *, step: int | None = None, changes: Mapping[str, An
     return train(plan.cfg, resume_from=plan.checkpoint, branch=True, **train_kwargs)
 
 
-__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "default_name", "FIXED", "CHANGEABLE"]
+__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "default_name", "FIXED", "CHANGEABLE", "WHAT_IF"]

@@ -652,11 +652,45 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def as_tree(runs: list[RunInfo]) -> list[tuple[int, RunInfo]]:
+    """(depth, run) with each branch right under its parent (siblings in the listing's order) and its depth in the
+    lineage: the Runs tab and `dcgan runs` show runs as a tree. A branch whose parent is gone (deleted, renamed)
+    stands at the top."""
+    names = {r.name for r in runs}
+    children: dict[str, list[RunInfo]] = {}
+    for r in runs:
+        parent = (r.branched_from or {}).get("run")
+        if parent in names and parent != r.name:
+            children.setdefault(parent, []).append(r)
+    out: list[tuple[int, RunInfo]] = []
+    placed: set[str] = set()
+
+    def place(run: RunInfo, depth: int) -> None:
+        if run.name not in placed:
+            placed.add(run.name)
+            out.append((depth, run))
+            for child in children.get(run.name, []):
+                place(child, depth + 1)
+
+    branches = {c.name for kids in children.values() for c in kids}
+    for r in runs:  # tops first; then anything a loop of renames left out
+        if r.name not in branches:
+            place(r, 0)
+    for r in runs:
+        place(r, 0)
+    return out
+
+
+def tree_rows(runs: list[RunInfo]) -> list[dict[str, Any]]:
+    """The table's rows in tree order, a branch's name indented under its parent's."""
+    return [{**r.row(), "run": ("   " * (depth - 1) + "└─ " if depth else "") + r.name} for depth, r in as_tree(runs)]
+
+
 def format_table(runs: list[RunInfo]) -> str:
-    """The runs table as aligned text columns."""
+    """The runs table as aligned text columns, branches under their parents."""
     if not runs:
         return "no runs"
-    rows = [r.row() for r in runs]
+    rows = tree_rows(runs)
     optional = ("problems", "branched from")  # shown when a run has one
     columns = [c for c in rows[0] if c not in optional or any(r[c] for r in rows)]
     cells = [[str(c) for c in columns]] + [[str(r[c]) for c in columns] for r in rows]
@@ -695,7 +729,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {where_to_look(root, prog)}")
         return 0
     if args.json:
-        for r in runs:
+        for r in runs:  # one run per line, as listed; "branched from" holds the lineage
             print(json.dumps({**r.row(), "path": str(r.path), "config": r.config}, default=str))
     else:
         print(format_table(runs))

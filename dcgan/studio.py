@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from . import checkpoint, dview, hub, inside, latent
+from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
 from .data import DatasetError, ImageData, check_fits, load_dataset, to_float
@@ -45,6 +46,8 @@ from .images import upscale
 from .metrics import METRIC_KEY, make_metric_fn, use_cache_dir
 from .models import Generator
 from .trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING, Trainer, TrainerBusy
+
+MAX_RUNS = 4  # runs trained at once, at most (the side-by-side view shows up to four)
 
 MAX_STEPS = 1_000_000  # a form value above this is a typo, not a plan (1M steps is days on a GPU)
 MAX_KEPT_UPLOADS = 5
@@ -389,16 +392,30 @@ def health_hint(rows: list[dict], window: int = 50) -> str:
 # ---- the studio -------------------------------------------------------------------------------
 
 
-class Studio:
-    """One per app process: the shared trainer plus everything under the root folder."""
+def default_max_runs() -> int:
+    """Runs the app trains at once unless told (DCGAN_MAX_RUNS, --max-runs): one per core, 2 to MAX_RUNS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return int(os.environ.get("DCGAN_MAX_RUNS") or min(MAX_RUNS, max(2, cores)))
 
-    def __init__(self, root: str | Path = "checkpoints", trainer: Trainer | None = None, threads: int = 0) -> None:
-        """trainer: the default trains in a process of its own (see dcgan/trainer.py) with `threads` torch threads."""
+
+class Studio:
+    """One per app process: the runs it trains (lanes; `trainer`, the first, is the run the Train tab shows in
+    full) plus everything under the root folder."""
+
+    def __init__(self, root: str | Path = "checkpoints", trainer: Trainer | None = None, threads: int = 0,
+                 max_runs: int | None = None) -> None:
+        """trainer: the first lane's (the default trains in a process of its own, see dcgan/trainer.py). threads:
+        torch threads for all runs together (0: torch's choice), shared out between max_runs lanes: several runs on
+        the cores of one never ask for more threads than there are (2 OpenMP threads of a run on a 2-core machine
+        beside anything else collapse: ui/queues.train_threads)."""
         self.root = Path(root)
         self.cache_dir = self.root / ".cache"
         self.uploads_dir = self.root / ".uploads"
-        self.trainer = trainer or Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY,
-                                          threads=threads)
+        self.max_runs = max(1, min(MAX_RUNS, int(max_runs or default_max_runs())))
+        self.threads = max(1, threads // self.max_runs) if threads and self.max_runs > 1 else threads
+        self.trainer = trainer or self._new_trainer()
+        self._lanes = [self.trainer]
+        self._lanes_lock = threading.Lock()
         self.models = ModelCache()
         self._start_lock = threading.Lock()
         self._last_start: tuple[str, float] | None = None  # (settings, when) of the last Start
@@ -422,10 +439,86 @@ class Studio:
         return self.root
 
     def run_states(self) -> dict[str, str]:
-        """{run folder: the trainer's state} for the run this app trains or last trained: the runs table takes
-        its status from here (a pause or a failure is known for sure only to the trainer)."""
-        st = self.trainer.status()
-        return {st.run_dir: str(st.state)} if st.run_dir and st.state != IDLE else {}
+        """{run folder: its trainer's state} for the runs this app trains or last trained: the runs table takes
+        their status from here (a pause or a failure is known for sure only to the trainer)."""
+        return {str(st.run_dir): str(st.state) for st in (t.status() for t in self.lanes)
+                if st.run_dir and st.state != IDLE}
+
+    # ---- several runs at once ----
+    def _new_trainer(self) -> Trainer:
+        return Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, threads=self.threads)
+
+    @property
+    def lanes(self) -> list[Trainer]:
+        """Every trainer so far; lane 0 is `trainer`, the run the Train tab shows in full."""
+        with self._lanes_lock:
+            return list(self._lanes)
+
+    def trainer_of(self, index: int) -> Trainer:
+        lanes = self.lanes
+        if not 0 <= index < len(lanes):
+            raise ValueError(f"there is no run {index + 1}; the page is out of date: wait for the next refresh")
+        return lanes[index]
+
+    def runs_now(self) -> list[tuple[int, Trainer]]:
+        """(lane, trainer) of every lane holding a run (training, paused or ended), in lane order."""
+        return [(i, t) for i, t in enumerate(self.lanes) if t.status().state != IDLE]
+
+    def _free_lane(self, take: bool = True) -> Trainer | None:
+        """A lane with no active run for a branch: another lane than the first (the Start button's, whose ended run
+        may still be watched), a new one while fewer than max_runs exist (take=False: None, nothing created), the
+        first last. TrainerBusy when max_runs runs are active."""
+        with self._lanes_lock:
+            for trainer in self._lanes[1:]:
+                if trainer.status().state not in ACTIVE:
+                    return trainer
+            if len(self._lanes) < self.max_runs:
+                if take:
+                    self._lanes.append(self._new_trainer())
+                return self._lanes[-1] if take else None
+            if self._lanes[0].status().state not in ACTIVE:
+                return self._lanes[0]
+        raise TrainerBusy(f"{self.max_runs} runs already train at once, this app's limit (--max-runs or "
+                          f"DCGAN_MAX_RUNS); stop or let one end first")
+
+    def branch(self, source: int | str, changes: dict[str, Any], step: int | None = None) -> tuple[int, BranchPlan]:
+        """Start a branch in a lane of its own and return (its lane, its plan). source: a lane whose run trains or
+        is paused (it saves now and the branch starts at this very step), or a saved run (a run folder or
+        checkpoint name under the root) at one of its saved steps (default its newest). changes: {setting: value}
+        (dcgan.branch). The branch trains to its parent's steps."""
+        self._free_lane(take=False)  # no room: say so before the parent saves
+        if isinstance(source, int):
+            trainer = self.trainer_of(source)
+            if trainer.status().state not in (RUNNING, PAUSED):
+                raise TrainerBusy(f"run {source + 1} is {trainer.status().state}: branch a saved step of it from the "
+                                  f"Runs tab instead")
+            path = trainer.save_checkpoint()
+        else:
+            path = self.resolve_checkpoint(source)
+        plan = plan_branch(path.parent if step is not None else path, step=step, changes=changes)
+        data = load_dataset(plan.cfg)
+        check_fits(plan.cfg, data)
+        with self._start_lock:
+            lane = self._free_lane()
+            lane.start(plan.cfg, resume_from=plan.checkpoint, data=data, branch=True)
+        return self.lanes.index(lane), plan
+
+    def what_if(self, source: int, question: str) -> tuple[int, BranchPlan]:
+        """One of the common questions (dcgan.branch.WHAT_IF), asked of a live run at its current step."""
+        if question not in WHAT_IF:
+            raise ValueError(f"unknown question {question!r}; one of {', '.join(WHAT_IF)}")
+        cfg = self.trainer_of(source).config
+        if cfg is None:
+            raise TrainerBusy("there is no run to ask about: start one first")
+        return self.branch(source, WHAT_IF[question](cfg))
+
+    def stop_all(self, wait: bool = True, timeout: float = 60.0) -> None:
+        """Stop every run (each saves a checkpoint first): SIGTERM on a Space."""
+        for trainer in self.lanes:
+            trainer.stop(wait=False)
+        if wait:
+            for trainer in self.lanes:
+                trainer.stop(wait=True, timeout=timeout)
 
     # ---- checkpoints ----
     def list_checkpoints(self) -> list[str]:

@@ -161,9 +161,10 @@ class Trainer:
 
     # ---- control ------------------------------------------------------------------------------
     def start(self, cfg: TrainConfig | None = None, *, resume_from: str | Path | None = None,
-              data: ImageData | None = None, paused: bool = False) -> None:
+              data: ImageData | None = None, paused: bool = False, branch: bool = False) -> None:
         """Start a new run (or resume a checkpoint) in a training process. Raises TrainerBusy if one is active,
-        and what building the run raised there (ConfigError, DatasetError, CheckpointError, out of memory)."""
+        and what building the run raised there (ConfigError, DatasetError, CheckpointError, out of memory).
+        branch: resume_from's state trains under cfg in a folder of its own (dcgan.branch.plan_branch's cfg)."""
         with self._lock:
             if self._state in ACTIVE:
                 raise TrainerBusy(f"a training run is already {self._state}; stop it first")
@@ -174,7 +175,7 @@ class Trainer:
             subscribers = list(self._subscribers)
             job = worker.Job(self._run_id, cfg, None if resume_from is None else str(resume_from), data, paused,
                        self.metric_fn, self.metric_key, self.lower_is_better, self.threads,
-                       any(wants for _, wants in subscribers), dict(os.environ))
+                       any(wants for _, wants in subscribers), dict(os.environ), branch)
         try:
             proc, conn, started = worker.launch(job)
         except BaseException:

@@ -40,6 +40,7 @@ class Job:
     threads: int
     snapshots: bool  # a subscriber wants D's view's snapshot with each picture
     env: dict[str, str]  # the app's environment now (a forkserver child has the server's)
+    branch: bool = False  # resume_from's state trains under cfg in a folder of its own (dcgan/branch.py)
 
 
 @functools.cache
@@ -196,7 +197,8 @@ def main(conn) -> None:
         relay.run, relay.run_dir = run, str(folder.path)
 
     try:
-        outcome = runner.train(job.cfg, resume_from=job.resume_from, data=job.data, hooks=[relay], control=control,
+        outcome = runner.train(job.cfg, resume_from=job.resume_from, branch=job.branch, data=job.data, hooks=[relay],
+                               control=control,
                                metric_fn=job.metric_fn, metric_key=job.metric_key,
                                lower_is_better=job.lower_is_better, pause_on_nan=True, opened=opened)
     except runner.RunFailed as exc:

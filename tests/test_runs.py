@@ -250,7 +250,7 @@ def test_open_in_explore_and_resume_from_the_runs_tab(tmp_path):
         studio.trainer.start(tiny_config(steps=10_000, out_dir=str(root), run_name="busy", ngf=8, ndf=8,
                                          batch_size=16))
         try:
-            runs.delete_run(root, "busy", runs_tab.active_dir(studio))
+            runs.delete_run(root, "busy", runs_tab.active_dir(studio, "busy"))
         finally:
             studio.trainer.stop()
     studio.trainer.reset()

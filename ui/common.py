@@ -28,7 +28,7 @@ def problem(exc: BaseException, again: str = "Start") -> str:
     """A short, lasting page message for an error a user can fix, naming the field and the button to press
     again. Logged as one line: a user's mistake is not a bug, so no traceback."""
     if isinstance(exc, TrainerBusy):
-        text = f"{WARN} **Busy**: {exc}. This app runs one training job at a time, shared by every viewer."
+        text = f"{WARN} **Busy**: {exc}."
     elif isinstance(exc, ConfigError):  # the field as the form names it; the setting's name for the CLI
         known = exc.field in {f.name for f in dataclasses.fields(TrainConfig)}
         name = f"{config.label(exc.field)}** (`{exc.field}`)" if known else f"{exc.field}**"

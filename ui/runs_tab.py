@@ -7,6 +7,7 @@ curves are drawn with the Train tab's own smoothing; open and resume go through 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -15,10 +16,13 @@ import gradio as gr
 import pandas as pd
 
 from dcgan import runs
+from dcgan.branch import parse_settings as branch_settings
+from dcgan.checkpoint import STEP_FILE
 from dcgan.images import upscale
 from dcgan.metrics import METRIC_KEY
 from dcgan.studio import USER_ERRORS
 from ui.common import FAST, OK, PRIVATE, fast, problem
+from ui.train_actions import LETTERS
 from ui.train_view import curve_frame
 
 MAX_COMPARE = 4
@@ -41,13 +45,12 @@ def root_of(studio: Any) -> Path:
     return Path(getattr(studio, "checkpoints_dir", studio))
 
 
-def active_dir(studio: Any) -> str | None:
-    """The folder of the run being trained now (never renamed or deleted under it)."""
-    trainer = getattr(studio, "trainer", None)
-    if trainer is None:
-        return None
-    st = trainer.status()
-    return st.run_dir if st.state in ("starting", "running", "paused") and st.run_dir else None
+def active_dir(studio: Any, name: str) -> str | None:
+    """The folder of `name` when one of the app's runs trains in it now (never renamed or deleted under it)."""
+    for run_dir, state in live_states(studio).items():
+        if state in ("starting", "running", "paused") and Path(run_dir).name == name:
+            return run_dir
+    return None
 
 
 def live_states(studio: Any) -> dict[str, str]:
@@ -61,8 +64,9 @@ def listed_runs(studio: Any) -> list[runs.RunInfo]:
 
 
 def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
-    """The table; its problems and branched-from columns only when a run has one."""
-    frame = pd.DataFrame([r.row() for r in listed]) if listed else pd.DataFrame({"run": []})
+    """The table as a tree (a branch under its parent); its problems and branched-from columns only when a run has
+    one."""
+    frame = pd.DataFrame(runs.tree_rows(listed)) if listed else pd.DataFrame({"run": []})
     return frame.drop(columns=[c for c in ("branched from", "problems") if c in frame and not frame[c].any()])
 
 
@@ -148,10 +152,10 @@ def confirm(studio: Any, pending: dict, request: Any = None) -> str:
     try:
         require_owner(studio, request)
         if pending.get("action") == "rename":
-            new = runs.rename_run(root, pending["name"], pending["new"], active_dir(studio))
+            new = runs.rename_run(root, pending["name"], pending["new"], active_dir(studio, pending["name"]))
             return f"{OK} Renamed `{pending['name']}` to `{new.name}`."
         if pending.get("action") == "delete":
-            runs.delete_run(root, pending["name"], active_dir(studio))
+            runs.delete_run(root, pending["name"], active_dir(studio, pending["name"]))
             return f"{OK} Deleted `{pending['name']}`."
         return "Nothing to confirm."
     except (runs.RunsError, PermissionError) as exc:
@@ -196,6 +200,39 @@ def resume(studio: Any, name: str | None, steps: Any, request: Any = None) -> st
     except USER_ERRORS as exc:  # RunsError is a ValueError
         return problem(exc, again="Resume training")
     return f"{OK} Resumed `{name}` at iteration {done:,}; training to {total:,}. Watch it in the **Train** tab."
+
+
+def saved_steps(root: Path, name: str | None) -> list[int]:
+    """The steps a run has saved (its step_*.safetensors), newest first: where it can branch."""
+    if not name:
+        return []
+    try:
+        return sorted((int(m.group(1)) for p in runs.run_path(root, name).glob("step_*.safetensors")
+                       if (m := STEP_FILE.match(p.name))), reverse=True)
+    except runs.RunsError:
+        return []
+
+
+def parse_changes(text: str) -> dict[str, str]:
+    """"lr_d=8e-4, loss=hinge" -> {setting: value text}: pairs split at a comma or space before the next
+    `name=` (so diffaug=translation,cutout stays one value); dcgan.branch checks names and values."""
+    pairs = [p.strip() for p in re.split(r"[,;\s]+(?=[A-Za-z_][\w-]*\s*=)", text or "") if p.strip()]
+    return branch_settings(pairs)
+
+
+def branch(studio: Any, name: str | None, step: Any, changes: str, request: Any = None) -> str:
+    """Start a branch of a saved run at one of its steps, with the changes typed, beside any run training."""
+    try:
+        require_owner(studio, request)
+        if not name:
+            raise runs.RunsError("choose a run first")
+        lane, plan = studio.branch(checkpoint_name(root_of(studio), name), parse_changes(changes),
+                                   step=int(step) if step not in (None, "") else None)
+    except (RuntimeError, *USER_ERRORS) as exc:
+        return problem(exc, again="Branch")
+    changed = ", ".join(f"{k} {old} → {new}" for k, (old, new) in plan.changes.items()) or "no change"
+    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changed}) as `{plan.cfg.run_name}`; it "
+            f"trains as run {LETTERS[lane]}: watch it beside the others in the **Train** tab (What if?).")
 
 
 # ---- layout and wiring -----------------------------------------------------------------------
@@ -251,6 +288,14 @@ def build(studio: Any, view: gr.State | None = None) -> None:
             new_name = gr.Textbox("", label="New name", scale=3, elem_id="runs-new-name")
             rename_btn = gr.Button("Rename…", size="md", scale=1, elem_id="runs-rename")
             delete_btn = gr.Button("Delete…", variant="stop", size="md", scale=1, elem_id="runs-delete")
+        with gr.Row(equal_height=True, visible=with_trainer):
+            branch_step = gr.Dropdown([], label="Branch at step", scale=1, elem_id="runs-branch-step",
+                                      info="one of the run's saved steps")
+            branch_set = gr.Textbox("", label="Changing", scale=3, elem_id="runs-branch-set",
+                                    placeholder="lr_d=8e-4, loss=hinge",
+                                    info="setting=value, …: learning rates, loss, D steps, EMA, R1, DiffAugment, "
+                                         "batch size, … (the networks' shapes and the data stay the parent's)")
+            branch_btn = gr.Button("Branch", size="md", scale=1, elem_id="runs-branch")
         with gr.Row(visible=False, equal_height=True) as confirm_row:
             question = gr.Markdown("", elem_id="runs-question")
             yes_btn = gr.Button("Confirm", variant="stop", size="md", scale=0, min_width=120, elem_id="runs-confirm")
@@ -339,6 +384,17 @@ def build(studio: Any, view: gr.State | None = None) -> None:
         else:
             explore_btn.click(fast(lambda name: open_in_explore(studio, name)[1]), target, message, **FAST, **PRIVATE)
         resume_btn.click(on_resume, [target, steps], message, **control)
+
+        def on_branch(name: str | None, step: Any, changes: str, request: gr.Request) -> str:
+            return branch(studio, name, step, changes, request)
+
+        def steps_of(name: str | None) -> gr.Dropdown:
+            found = saved_steps(root, name)
+            return gr.Dropdown(choices=found, value=found[0] if found else None)
+
+        target.change(steps_of, target, branch_step, **cheap)
+        branch_btn.click(on_branch, [target, branch_step, branch_set], message, **control).then(
+            refresh, [chosen, target], refresh_outputs, **read)
 
 
 def _plot(key: str) -> gr.LinePlot:

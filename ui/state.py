@@ -13,10 +13,10 @@ __all__ = ("Studio", "LoadedModel")
 
 
 class Studio(_studio.Studio):
-    def __init__(self, root: str | Path = "checkpoints", trainer=None) -> None:
+    def __init__(self, root: str | Path = "checkpoints", trainer=None, max_runs: int | None = None) -> None:
         from ui import access, queues
 
-        super().__init__(root, trainer, threads=queues.train_threads())
+        super().__init__(root, trainer, threads=queues.train_threads(), max_runs=max_runs)
         self.access = access.Access()
         self.lane = queues.HeavyLane()
 

@@ -20,6 +20,7 @@ from dcgan.trainer import ACTIVE, FINISHED, IDLE, PAUSED, RUNNING, STOPPED
 from ui.common import OK, WARN, problem
 from ui.state import Studio
 
+LETTERS = "ABCD"  # the runs side by side, by lane (lane 0, the run shown in full, is A)
 STEP_MODES = MappingProxyType({"both (D then G)": "both", "D only": "d", "G only": "g"})
 
 
@@ -145,6 +146,37 @@ def new_samples(studio: Studio, session: dict, seed: Any) -> tuple[Any, str]:
     seed = int(seed or 0) % 2**63
     images = sample(model.generator, 64, seed)
     return upscale(grid_array(images, nrow=8), 384), f"64 samples from **{model.label}**, seed {seed}."
+
+
+def what_if(studio: Studio, question: str, lane: int = 0, request: Any = None) -> str:
+    """Branch a live run at its current step with one of the common changes (dcgan.branch.WHAT_IF)."""
+    try:
+        studio.require_owner(request)
+        new_lane, plan = studio.what_if(lane, question)
+    except (RuntimeError, *USER_ERRORS) as exc:
+        return problem(exc, again=question)
+    changed = ", ".join(f"{k} {old} → {new}" for k, (old, new) in plan.changes.items())
+    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changed}) as `{plan.cfg.run_name}`: run "
+            f"{LETTERS[new_lane]} below, beside its parent.")
+
+
+def lane_control(studio: Studio, lane: int, action: str, request: Any = None) -> str:
+    """Pause, resume or stop one of the runs shown side by side."""
+    try:
+        studio.require_owner(request)
+        trainer = studio.trainer_of(lane)
+    except USER_ERRORS as exc:
+        return problem(exc)
+    state = trainer.status().state
+    if action == "pause" and state == RUNNING:
+        trainer.pause()
+    elif action == "resume" and state == PAUSED:
+        trainer.resume()
+    elif action == "stop" and state in ACTIVE:
+        trainer.stop(wait=True)
+    else:
+        return f"Nothing to {action}: run {LETTERS[lane]} is {state}."
+    return f"Run {LETTERS[lane]}: {trainer.status().state}."
 
 
 def download_checkpoint(studio: Studio, request: Any = None) -> tuple[str | None, str]:

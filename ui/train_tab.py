@@ -24,7 +24,7 @@ from dcgan.config import (
     recipe_of,
 )
 from dcgan.studio import TEXT_FIELDS
-from ui import dview_panel, plots
+from ui import dview_panel, plots, side_by_side
 from ui import train_actions as act
 from ui import train_view as live
 from ui.common import FAST, OK, POLL, PRIVATE, REFRESH
@@ -171,6 +171,8 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             smooth = gr.Slider(0, 0.99, value=0.6, step=0.01, label="Curve smoothing",
                                info="moving average; 0 = raw (long runs are also averaged into ≤500 points)")
             hint = gr.Markdown("")
+            with gr.Accordion("What if? Runs side by side", open=True, elem_id="side-by-side"):
+                side = side_by_side.build(studio)
             with gr.Accordion("How to read the plots", open=True), gr.Row():
                 gr.Markdown(EXPLAIN_D)
                 gr.Markdown(EXPLAIN_FAILURES)
@@ -212,14 +214,16 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     # a message is about the run shown when it was written (message_run): a page that sees another run (one
     # another browser started) drops it rather than saying "Started" beside someone else's run
     message_run = gr.State(None)
+    side, side_seen = c["side"], gr.State({})
 
-    def refresh(seen_value: dict, smooth_value: float, about: str | None):
+    def refresh(seen_value: dict, smooth_value: float, about: str | None, side_value: dict):
         new_seen, out = live.live_view(studio, seen_value, float(smooth_value or 0))
+        new_side, side_values = side_by_side.view(studio, side_value, float(smooth_value or 0))
         rare = [out.get(k, gr.skip()) for k in ("state", "form", "history")]
         stale = about is not None and about != studio.trainer.status().run_dir
         return [new_seen, *[out[k] for k in names], *rare,
                 gr.Timer(value=out["poll_s"]) if "poll_s" in out else gr.skip(),
-                *(("", None) if stale else (gr.skip(), gr.skip()))]
+                *(("", None) if stale else (gr.skip(), gr.skip())), new_side, *side_values]
 
     def said(text: str) -> tuple[str, str]:
         return text, studio.trainer.status().run_dir
@@ -232,8 +236,9 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
                     list(form.values()), **hidden)
     n_history.change(lambda _: live.metrics_view(studio), n_history,
                      [c["metrics_plot"], c["metrics_table"], c["metrics_note"]], **hidden)
-    outputs = [seen, *[c[n] for n in names], run_state, run_form, n_history, timer, c["message"], message_run]
-    polled = [seen, c["smooth"], message_run]
+    outputs = [seen, *[c[n] for n in names], run_state, run_form, n_history, timer, c["message"], message_run,
+               side_seen, *side_by_side.outputs(side)]
+    polled = [seen, c["smooth"], message_run, side_seen]
     # Polls only read the trainer, so they never wait behind a control click; they share the POLL group's one
     # worker (ui/queues.py), so thirty pages on this tab refresh less often instead of taking training's CPU.
     timer.tick(refresh, polled, outputs, show_progress="hidden", api_name="train_status", **POLL)
@@ -293,6 +298,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     buttons["step"].click(on_step, [c["step_k"], c["step_mode"]], message, **control).then(**after)
     buttons["stop"].click(on_stop, None, message, **control).then(**after)
     buttons["reset"].click(on_reset, None, message, **control).then(**after)
+    side_by_side.wire(studio, side, after)
     c["resume_ckpt_btn"].click(on_resume_checkpoint, [c["ckpt"], form["steps"], form["device"]], message,
                                **control).then(**after)
 
