@@ -36,7 +36,7 @@ from .images import grid_array, image_array, upscale
 from .models import Generator, num_stages, seeded_latents
 
 RANK_SAMPLES = 1000  # samples behind a unit's mean activation and strongest samples
-EFFECT_BUDGET = 8192  # unit x sample re-renders spent measuring the effect of switching units off
+EFFECT_BUDGET = 4096  # unit x sample re-renders spent measuring the effect of switching units off
 EFFECT_MAX_SAMPLES = 64  # ... on at most this many of the samples
 STRONGEST = 9  # strongest samples shown for a unit
 SHIFT_SAMPLES = 256  # samples read by the digit classifier with and without the switched units

@@ -48,7 +48,7 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> dict:
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))], "n": repeats}
 
 
-def switch_cost(repeats: int) -> dict:
+def switch_cost(repeats: int, rank_samples: int) -> dict:
     from ui import inside_g
     from ui.state import LoadedModel, Studio
 
@@ -58,7 +58,7 @@ def switch_cost(repeats: int) -> dict:
     G = Generator.from_config(cfg).eval()
     z = torch.randn(1, 100, generator=torch.Generator().manual_seed(0))
     t = time.perf_counter()
-    ranking = inside.rank_units(G, 2)
+    ranking = inside.rank_units(G, 2, n=rank_samples)
     rank_s = time.perf_counter() - t
     unit = ranking.order[0]
 
@@ -145,12 +145,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--switches", type=int, default=200)
     parser.add_argument("--skip", choices=("switch", "throughput"))
+    parser.add_argument("--rank-samples", type=int, default=inside.RANK_SAMPLES,
+                        help="samples behind the ranking timed before the switches (their speed does not depend on it)")
     args = parser.parse_args()
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
                          f"jobs)", "torch": torch.__version__, "when": time.strftime("%Y-%m-%d %H:%M"),
               "load_before": os.getloadavg()}
     if args.skip != "switch":
-        result["switch"] = switch_cost(args.switches)
+        result["switch"] = switch_cost(args.switches, args.rank_samples)
         print(json.dumps(result["switch"], indent=1))
     if args.skip != "throughput":
         result["throughput"] = throughput(args.window, args.rounds)

@@ -76,8 +76,10 @@ def layer_choices(model: LoadedModel) -> list[tuple[str, int]]:
             for k, (c, s) in enumerate(inside.layer_shapes(model.generator), start=1)]
 
 
-def draw(studio: Studio, session: dict[str, Any], seen: dict[str, Any], again: bool = False) -> dict[str, Any]:
-    """Everything that changed since this browser's last drawing: layers, units, images, snapshots, histogram."""
+def draw(studio: Studio, session: dict[str, Any], seen: dict[str, Any], again: bool = False,
+         may_rank: bool = True) -> dict[str, Any]:
+    """Everything that changed since this browser's last drawing: layers, units, images, snapshots, histogram.
+    may_rank False (the timer): a layer never ranked for this model or run is left for a click to rank."""
     seen = dict(seen or {})
     model = panel_model(studio, session or {}, seen)
     if model is None:
@@ -89,6 +91,10 @@ def draw(studio: Studio, session: dict[str, Any], seen: dict[str, Any], again: b
         out["layer"] = gr.Radio(choices=layer_choices(model), value=seen["layer"])
     seen["model"] = model.key[:2]
     layer = seen["layer"]
+    kept = studio.inside_g().rankings.peek((*inside.family(model.source, model.key), layer))
+    if not may_rank and kept is None:
+        out["status"] = f"**{model.label}** · layer {layer}: not ranked yet (choose a layer to rank its units)"
+        return {"seen": seen, **out, **histogram(studio, model, seen)}
     version, rank = ranking(studio, model, layer, again)
     z, label = chosen_latent(model, session or {})
     key = (model.key, tuple(z.flatten().tolist()[:4]), layer, tuple(seen.get("selected", [])), seen.get("mode"),
@@ -306,7 +312,7 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
         return draw(studio, s, {**(seen or {}), "open": True, "drawn": None, "hist": None, "snapshots": None})
 
     def tick(s, seen):
-        return draw(studio, s, seen) if (seen or {}).get("open") else {}
+        return draw(studio, s, seen, may_rank=False) if (seen or {}).get("open") else {}
 
     def unit_click(s, seen, evt: gr.SelectData):
         return pick_unit(studio, s, seen, int(evt.index))
@@ -314,14 +320,21 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
     def rank_again(s, seen):
         return draw(studio, s, dict(seen or {}), again=True)
 
-    acc.expand(fast(named(opened)), ins, shown, show_progress="hidden", **PRIVATE, **FAST)
+    # opening and choosing a layer may rank a layer's units (a second or two at 28x28, minutes at 64x64 on a busy
+    # 2-core CPU): the heavy lane's job, never the fast queue's
+    acc.expand(studio.lane.wrap(named(opened)), ins, shown, show_progress="hidden", **PRIVATE, **HEAVY)
     acc.collapse(lambda seen: {**(seen or {}), "open": False}, C["seen"], C["seen"], show_progress="hidden",
                  **PRIVATE)
     timer = gr.Timer(POLL_S)
     timer.tick(fast(named(tick)), ins, shown, show_progress="hidden", **PRIVATE, **POLL)
     C["units"].select(fast(named(unit_click)), ins, [*shown, C["strongest"]], show_progress="hidden", **PRIVATE,
                       **FAST)
-    for name in ("layer", "selected", "mode", "value", "region"):
+    def choose_layer(s, seen, layer):
+        return set_option(studio, s, seen, "layer", layer)
+
+    C["layer"].input(studio.lane.wrap(named(choose_layer)),
+                     [*ins, C["layer"]], shown, trigger_mode="always_last", **PRIVATE, **HEAVY)
+    for name in ("selected", "mode", "value", "region"):
         C[name].input(fast(named(lambda s, seen, v, name=name: set_option(studio, s, seen, name, v))),
                       [*ins, C[name]], shown, show_progress="hidden", trigger_mode="always_last", **PRIVATE, **FAST)
     C["scrub"].release(fast(named(lambda s, seen, v: scrub(studio, s, seen, v))), [*ins, C["scrub"]], shown,
@@ -333,4 +346,4 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
                      show_progress="hidden", **PRIVATE, **FAST)
 
 
-__all__ = ["build", "draw", "panel_model", "pick_unit", "measure_shift", "scrub"]
+__all__ = ("build", "draw", "panel_model", "pick_unit", "measure_shift", "scrub")
