@@ -431,7 +431,7 @@ def describe(switches: Sequence[Switch]) -> str:
 
 HISTORY_BYTES = 96 << 20  # the live run's generator snapshots kept for scrubbing back, at most this much
 HISTORY_MAX = 40  # ... and at most this many (the first kept, the rest thinned evenly)
-READ_EVERY_S = 5.0  # the live histogram is read again at most this often (a new snapshot comes every few seconds)
+READ_EVERY_S = 10.0  # the live histogram is read again at most this often (a new snapshot comes every few seconds)
 
 
 def family(source: str, key: tuple) -> tuple:
