@@ -2,8 +2,9 @@
 switched off or on with the image re-rendered, and for digits models what the classifier reads.
 
 Layout and wiring: the numbers come from dcgan/inside.py, the values every page shares from `studio.inside_g()`.
-Closed, the panel sends and computes nothing; open, its timer follows the live run's newest snapshot (the timer
-runs only while the Explore tab is shown: app.poll_only_the_shown_tab). Each callback returns {name: value}.
+Closed, the panel computes nothing and its timer stops itself at its first tick (showing the Explore tab starts
+every timer in it: app.poll_only_the_shown_tab); open, the timer follows the live run's newest snapshot. Each
+callback returns {name: value}.
 """
 
 from __future__ import annotations
@@ -312,7 +313,8 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
         return draw(studio, s, {**(seen or {}), "open": True, "drawn": None, "hist": None, "snapshots": None})
 
     def tick(s, seen):
-        return draw(studio, s, seen, may_rank=False) if (seen or {}).get("open") else {}
+        """A closed panel's timer stops itself (showing the Explore tab starts every timer in it)."""
+        return draw(studio, s, seen, may_rank=False) if (seen or {}).get("open") else {"timer": gr.Timer(active=False)}
 
     def unit_click(s, seen, evt: gr.SelectData):
         return pick_unit(studio, s, seen, int(evt.index))
@@ -322,11 +324,13 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
 
     # opening and choosing a layer may rank a layer's units (a second or two at 28x28, minutes at 64x64 on a busy
     # 2-core CPU): the heavy lane's job, never the fast queue's
-    acc.expand(studio.lane.wrap(named(opened)), ins, shown, show_progress="hidden", **PRIVATE, **HEAVY)
-    acc.collapse(lambda seen: {**(seen or {}), "open": False}, C["seen"], C["seen"], show_progress="hidden",
-                 **PRIVATE)
-    timer = gr.Timer(POLL_S)
-    timer.tick(fast(named(tick)), ins, shown, show_progress="hidden", **PRIVATE, **POLL)
+    timer = C["timer"] = gr.Timer(POLL_S)
+    acc.expand(lambda seen: ({**(seen or {}), "open": True}, gr.Timer(active=True)), C["seen"], [C["seen"], timer],
+               show_progress="hidden", queue=False, **PRIVATE).then(
+        studio.lane.wrap(named(opened)), ins, shown, show_progress="hidden", **PRIVATE, **HEAVY)
+    acc.collapse(lambda seen: ({**(seen or {}), "open": False}, gr.Timer(active=False)), C["seen"],
+                 [C["seen"], timer], show_progress="hidden", queue=False, **PRIVATE)
+    timer.tick(fast(named(tick)), ins, [*shown, timer], show_progress="hidden", **PRIVATE, **POLL)
     C["units"].select(fast(named(unit_click)), ins, [*shown, C["strongest"]], show_progress="hidden", **PRIVATE,
                       **FAST)
     def choose_layer(s, seen, layer):
