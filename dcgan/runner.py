@@ -28,7 +28,7 @@ class RunFailed(RuntimeError):
 
 @dataclass
 class Outcome:
-    state: str  # 'finished' or 'stopped'
+    state: str  # 'finished' or 'stopped' ('suspended': a ZeroGPU chunk ended)
     run: GANTraining
     folder: RunFolder
     nan_stop: str = ""  # why a NaN stopped the run (pause_on_nan=False), else ""
@@ -117,16 +117,19 @@ def train(cfg: TrainConfig | None = None, *, resume_from: str | Path | None = No
           data: ImageData | None = None, hooks: Sequence[Hook] = (), control: Control | None = None,
           metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
           lower_is_better: bool = True, pause_on_nan: bool = False,
-          opened: Callable[[GANTraining, RunFolder], None] | None = None) -> Outcome:
+          opened: Callable[[GANTraining, RunFolder], None] | None = None,
+          run_in: tuple[GANTraining, RunFolder] | None = None) -> Outcome:
     """Open the run and train it with `fit` until cfg.steps, cfg.minutes or a stop.
 
     What opening the run raises (ConfigError, DatasetError, CheckpointError, out of memory) propagates as it
     is: nothing has started. An error while training raises RunFailed with one clear message; the run's
     checkpoints stay. A NaN that the roll-backs do not cure pauses the run (pause_on_nan: someone can resume
     it) or stops it, saving the last good state. opened(run, folder) is called once the run is built.
-    branch: resume_from's state trains under cfg in a new folder (see open_run; dcgan.branch.branch)."""
+    branch: resume_from's state trains under cfg in a new folder (see open_run; dcgan.branch.branch).
+    run_in: a run already open (a ZeroGPU chunk after the first, dcgan/zerogpu.py); its Outcome may be
+    'suspended' (the chunk's end)."""
     control = control or Control()
-    run, folder = open_run(cfg, resume_from, data, branch)
+    run, folder = run_in if run_in is not None else open_run(cfg, resume_from, data, branch)
     if opened is not None:
         opened(run, folder)
     nan_stop: list[str] = []

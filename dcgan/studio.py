@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint, dview, hub, latent
+from . import checkpoint, dview, hub, inside, latent, runs
 from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
@@ -104,6 +104,7 @@ class ModelMemo:
         self._lock = threading.Lock()
         self._values: OrderedDict[tuple, Any] = OrderedDict()
         self._live: dict[tuple, tuple[float, Any]] = {}
+        self._gates: dict[tuple, threading.Lock] = {}  # a computation under way, per key
 
     def get(self, model: LoadedModel, args: tuple, compute: Callable[[], Any]) -> Any:
         key = (model.key or ("object", id(model.generator), model.generator), *args)  # G kept: its id stays its own
@@ -112,15 +113,21 @@ class ModelMemo:
             if key in self._values:
                 self._values.move_to_end(key)
                 return self._values[key]
-            recent = self._live.get(live) if live else None
-        fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
-        value = compute() if fresh else recent[1]
-        with self._lock:
-            if live and fresh:
-                self._live[live] = (time.monotonic(), value)
-            self._values[key] = value
-            while len(self._values) > self.size:
-                self._values.popitem(last=False)
+            gate = self._gates.setdefault(live or key, threading.Lock())
+        with gate:  # asked for at once by many visitors: one computes, the others wait and take its value
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+                recent = self._live.get(live) if live else None
+            fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
+            value = compute() if fresh else recent[1]
+            with self._lock:
+                if live and fresh:
+                    self._live[live] = (time.monotonic(), value)
+                self._values[key] = value
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+                self._gates.pop(live or key, None)
         return value
 
 
@@ -432,6 +439,7 @@ class Studio:
         self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
         self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
+        self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -442,6 +450,18 @@ class Studio:
         their status from here (a pause or a failure is known for sure only to the trainer)."""
         return {str(st.run_dir): str(st.state) for st in (t.status() for t in self.lanes)
                 if st.run_dir and st.state != IDLE}
+
+    def list_runs(self) -> list[runs.RunInfo]:
+        """The runs under the root, with the app's word on its own: their state, and the settings of a run that
+        has saved nothing yet (a new branch stands under its parent at once)."""
+        listed = runs.list_runs(self.root, self.run_states())
+        live = {str(Path(st.run_dir).resolve()): t.config for t in self.lanes
+                if t.config is not None and (st := t.status()).run_dir}
+        for info in listed:
+            cfg = live.get(str(info.path.resolve()))
+            if not info.config and cfg is not None:
+                info.config = cfg.to_dict()
+        return listed
 
     # ---- several runs at once ----
     def _new_trainer(self) -> Trainer:
@@ -651,18 +671,17 @@ class Studio:
         return data
 
     def start(self, cfg: TrainConfig) -> None:
-        """Start a run; the same settings again within DOUBLE_CLICK_S (a double click on Start) start nothing
-        and raise nothing: the run they asked for is running."""
+        """Start a run; the same settings again within DOUBLE_CLICK_S of its start (a double click on Start, the
+        second click waiting here while the first loads the data) start nothing and raise nothing: the run they
+        asked for is running."""
         with self._start_lock:
-            last, self._last_start = self._last_start, (cfg.to_json(), time.monotonic())
+            last = self._last_start
             if last is not None and last[0] == cfg.to_json() and time.monotonic() - last[1] < DOUBLE_CLICK_S \
                     and self.trainer.status().state in ACTIVE:
                 return
-            try:
-                self.trainer.start(cfg, data=self._load_data(cfg))
-            except BaseException:
-                self._last_start = None
-                raise
+            self._last_start = None
+            self.trainer.start(cfg, data=self._load_data(cfg))
+            self._last_start = (cfg.to_json(), time.monotonic())
 
     def resume_plan(self, name: str | None, steps: Any) -> tuple[Path, int, int]:
         """(checkpoint, its iteration, iterations to train to) for 'Resume training': Steps above the
@@ -744,6 +763,15 @@ class Studio:
         key = (str(path), path.stat().st_mtime_ns)
         label = path.relative_to(self.root.resolve()).as_posix()
         return key, self.dview_frames.get(key, lambda: dview.frame_of_checkpoint(path, label=label))
+
+    def inside_g(self) -> inside.Inside:
+        """What every Inside G panel shares (issue 25): rankings, the live digit histogram and the live run's
+        snapshot history, subscribed to the trainer on first use (as D's view is); the panel calls it when built."""
+        with self._lock:
+            if self._inside is None:
+                self._inside = inside.Inside()
+                self.trainer.subscribe(self._inside.history)
+            return self._inside
 
     @property
     def pictures(self) -> PictureFiles:

@@ -163,14 +163,15 @@ class TensorBoardHook(Hook):
         if writer is None:
             return
         self._write_pending(background=False)
-        step = int(run.iteration)
-        final = {FINAL_PREFIX + tag: value for tag, value in self._last.items()}
-        for tag, value in final.items():
-            writer.add_scalar(tag, value, step)
-        config = run.cfg.to_dict() if hasattr(run.cfg, "to_dict") else dict(run.cfg)
-        # the hparams summaries in the run's own folder: one row per run in TensorBoard's HPARAMS tab
-        for summary in hparams(hparam_values(config), final):
-            writer.file_writer.add_summary(summary)
+        if state != "suspended":  # a ZeroGPU chunk's end is not the run's: no hparams, the session goes on
+            step = int(run.iteration)
+            final = {FINAL_PREFIX + tag: value for tag, value in self._last.items()}
+            for tag, value in final.items():
+                writer.add_scalar(tag, value, step)
+            config = run.cfg.to_dict() if hasattr(run.cfg, "to_dict") else dict(run.cfg)
+            # the hparams summaries in the run's own folder: one row per run in TensorBoard's HPARAMS tab
+            for summary in hparams(hparam_values(config), final):
+                writer.file_writer.add_summary(summary)
         writer.close()
         self.writer = None
         if self.grid_writer is not None:

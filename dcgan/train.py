@@ -146,6 +146,7 @@ class GANTraining:
         self.images_seen = 0
         self.history: list[dict] = []  # quality-metric records, kept in checkpoints
         self.loss_log: list[list[float]] = []  # [iteration, loss_d, loss_g] per host sync, for loss curves
+        self.trained_s = 0.0  # training time of this session (for cfg.minutes); a ZeroGPU chunk carries it on
 
     # ---- the training step ---------------------------------------------------------------------
     def train_step(self, update: str = "both") -> StepStats:
@@ -396,7 +397,8 @@ class Hook:
         """A NaN / inf loss showed up at the last host sync (the loop skips that sync's row)."""
 
     def on_end(self, run: GANTraining, state: str) -> None:
-        """'finished', 'stopped' or 'failed' (then the exception propagates from fit)."""
+        """'finished', 'stopped' or 'failed' (then the exception propagates from fit); 'suspended' at the end of
+        a ZeroGPU chunk (the run goes on in the next chunk, with hooks of its own)."""
 
 
 class Turn(NamedTuple):
@@ -405,6 +407,7 @@ class Turn(NamedTuple):
     waited: bool = False  # the run was paused before this turn (paused time is not training time)
     save: bool = False  # no step: save a checkpoint now (asked for by hand)
     show: bool = False  # no step: the run has just paused; send the pictures of the state it paused in
+    suspend: bool = False  # no step: a ZeroGPU chunk ends here (dcgan/zerogpu.py); the next chunk's fit goes on
 
 
 class Control:
@@ -470,7 +473,8 @@ class Control:
 def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = None, *,
         folder=None, metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = "score",
         lower_is_better: bool = True) -> str:
-    """Train until cfg.steps or cfg.minutes (or a stop); returns 'finished' or 'stopped'.
+    """Train until cfg.steps or cfg.minutes (or a stop); returns 'finished' or 'stopped' ('suspended' when the
+    control ends a ZeroGPU chunk: Turn.suspend).
 
     folder (a checkpoint.RunFolder) gets a checkpoint every cfg.checkpoint_every steps and at the
     end; metric_fn scores the run every cfg.metric_every steps and keeps the best checkpoint by
@@ -526,7 +530,7 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
         tell("on_start")
         last_pictures = time.monotonic()
         t0, seen0 = time.perf_counter(), run.images_seen
-        trained_s, clock = 0.0, time.monotonic()  # training time for cfg.minutes: paused time does not count
+        clock = time.monotonic()  # run.trained_s is the training time for cfg.minutes: paused time does not count
         while run.iteration < cfg.steps and not timed_out:
             turn = control.next_turn() if control is not None else Turn()
             if turn is None:  # stop asked for (under torchrun: all ranks stop together at the next host sync)
@@ -545,12 +549,19 @@ def fit(run: GANTraining, hooks: Sequence[Hook] = (), control: Control | None = 
                 if pictures_at != run.iteration:
                     pictures()
                 continue
+            if turn.suspend:  # the end of a ZeroGPU chunk, not of the run: none of the end's pictures, score or save
+                if bool(bad):  # steps not yet synced went bad (a paused GPU run): roll back, then end the chunk
+                    window.clear()
+                    bad.zero_()
+                    tell("on_nan", run.iteration)
+                tell("on_end", "suspended")
+                return "suspended"
             stats = graph() if graph is not None and turn.update == "both" else run.train_step(turn.update)
             window.append(stats.as_tensor())
             bad |= stats.nonfinite()
             tick = time.monotonic()
-            trained_s, clock = trained_s + tick - clock, tick
-            out_of_time = bool(cfg.minutes) and trained_s >= cfg.minutes * 60
+            run.trained_s, clock = run.trained_s + tick - clock, tick
+            out_of_time = bool(cfg.minutes) and run.trained_s >= cfg.minutes * 60
             timed_out = out_of_time and distributed.world_size() == 1  # several ranks: agreed at the host sync
             done = run.iteration >= cfg.steps or timed_out
 

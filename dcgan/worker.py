@@ -4,6 +4,7 @@ typed reports (dcgan/reports.py) down a pipe; commands arrive on the same pipe. 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from . import reports as rp
-from . import runner
+from . import runner, zerogpu
 from .config import TrainConfig
 from .data import ImageData
 from .images import grid_array
@@ -75,13 +76,17 @@ def reports(first: rp.Report, conn):
 
 
 def launch(job: Job) -> tuple[Any, Any, rp.Started]:
-    """Starts the training process and waits until it has built the run (or raises what building it raised)."""
+    """Starts the training process and waits until it has built the run (or raises what building it raised).
+    On ZeroGPU the run advances in GPU calls from this process instead (dcgan/zerogpu.py), behind the same pipe."""
     payload = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)  # here: what does not pickle starts nothing
-    ctx = context()
-    conn, child_end = ctx.Pipe()
-    proc = ctx.Process(target=main, args=(child_end,), name="dcgan-train", daemon=True)
-    proc.start()
-    child_end.close()
+    if zerogpu.chunked():
+        proc, conn = start_chunks()
+    else:
+        ctx = context()
+        conn, child_end = ctx.Pipe()
+        proc = ctx.Process(target=main, args=(child_end,), name="dcgan-train", daemon=True)
+        proc.start()
+        child_end.close()
     try:
         conn.send_bytes(payload)
         while not conn.poll(0.5):
@@ -131,6 +136,8 @@ class Relay(Hook):
                             snapshot=snap)
 
     def on_start(self, run: GANTraining) -> None:
+        if self.started:  # a ZeroGPU chunk after the first: the run goes on
+            return
         first = self.pictures(run, run.fixed_samples())
         earlier = [r for r in curves(self.run_dir).rows if r["iteration"] <= run.iteration] if run.iteration else []
         self.send(self._report(rp.Started, run, cfg=run.cfg, device=str(run.device),
@@ -221,13 +228,161 @@ def _obey(conn, control: Control) -> None:
         except (EOFError, OSError):
             control.stop()
             return
-        if isinstance(command, rp.Step):
-            control.step(command.k, command.update)
-        elif isinstance(command, rp.Pause):
+        obey(command, control)
+
+
+def obey(command: rp.Command, control: Control) -> None:
+    """One command from the app, as a Control call."""
+    if isinstance(command, rp.Step):
+        control.step(command.k, command.update)
+    elif isinstance(command, rp.Pause):
+        control.pause()
+    elif isinstance(command, rp.Resume):
+        control.resume()
+    elif isinstance(command, rp.Save):
+        control.save()
+    elif isinstance(command, rp.Stop):
+        control.stop()
+
+
+# ---- ZeroGPU: the run in chunks, each a GPU call from the app's process (dcgan/zerogpu.py says why) ---------
+
+
+def take_commands(conn, control, wait: float = 0.0) -> None:
+    """Every command waiting on the pipe, as Control calls (waiting up to `wait` s for the first); the pipe
+    ending means the app is gone: stop (which saves)."""
+    try:
+        if not conn.poll(wait):
+            return
+        while True:
+            obey(recv(conn), control)
+            if not conn.poll(0):
+                return
+    except (EOFError, OSError):
+        control.stop()
+
+
+def run_chunk(payload: bytes, carry: zerogpu.Carry, conn, seconds: float) -> zerogpu.Carry:
+    """One GPU call: the run (built, or rebuilt from carry.state) trains for `seconds` or until it is paused,
+    stopped or done; what it reports goes down `conn`. Returns the new carry (carry.end set when the run ended).
+    Errors come back in carry.end, not raised: ZeroGPU would pass on only their class name."""
+    from .checkpoint import RunFolder, config_of, decode, encode
+
+    job = pickle.loads(payload)  # our own bytes, pickled by worker.launch from the app's Job
+    control = zerogpu.ChunkControl(lambda c: take_commands(conn, c), carry, seconds)
+    lock = threading.Lock()
+
+    def say(report: rp.Report) -> None:
+        with lock:
+            try:
+                send(conn, report)
+            except (OSError, ValueError):  # the app is gone: stop, which saves the run
+                control.stop()
+
+    relay = Relay(say, job, control)
+    relay.started = carry.started
+    carry.chunks += 1
+    try:
+        if carry.state is None:
+            run, folder = runner.open_run(job.cfg, job.resume_from, job.data, job.branch)
+        else:
+            tensors, meta = decode(carry.state, "the run's state")
+            run = GANTraining(config_of(meta), job.data)
+            run.load_state_dict(tensors, meta, "the run's state")
+            run.loss_log = [list(r) for r in meta["losses"]]
+            folder = RunFolder(carry.run_dir, run.cfg.keep_last)
+    except BaseException as exc:  # building the run failed (first chunk: nothing started)
+        carry.end = rp.End(job.run_id, 0, 0.0, "failed", f"{type(exc).__name__}: {exc}", _portable(exc))
+        return carry
+    relay.run, relay.run_dir = run, str(folder.path)
+    run.trained_s = carry.trained_s
+    try:
+        outcome = runner.train(run.cfg, data=job.data, hooks=[control, relay], control=control,
+                               metric_fn=job.metric_fn, metric_key=job.metric_key,
+                               lower_is_better=job.lower_is_better, pause_on_nan=True, run_in=(run, folder))
+    except runner.RunFailed as exc:
+        cause = None if relay.started else _portable(exc.__cause__ or exc)
+        carry.end = rp.End(job.run_id, run.iteration, run.epoch, "failed", str(exc), cause)
+        return carry
+    carry.started, carry.run_dir, carry.trained_s = relay.started, str(folder.path), run.trained_s
+    carry.iteration, carry.epoch = run.iteration, run.epoch
+    carry.control = zerogpu.saved(control)
+    if outcome.state == "suspended":
+        tensors, meta = run.state_dict()
+        meta["losses"] = run.loss_log  # all of it: the state_dict thins a long log for checkpoint files
+        carry.state = encode(tensors, meta)
+    else:
+        carry.end = rp.End(job.run_id, run.iteration, run.epoch, outcome.state)
+    return carry
+
+
+class Driver(threading.Thread):
+    """The chunk loop, in the app's process; stands where dcgan/trainer.py keeps its training process."""
+
+    def __init__(self, conn) -> None:
+        super().__init__(name="dcgan-chunks", daemon=True)
+        self.conn = conn
+        self.exitcode: int | None = None
+        self._context = contextvars.copy_context()  # the Start click's request: its visitor's ZeroGPU quota
+
+    def run(self) -> None:
+        try:
+            self._context.run(_drive, self.conn)
+            self.exitcode = 0
+        except BaseException:
+            self.exitcode = 1
+            raise
+        finally:
+            self.conn.close()
+
+    def kill(self) -> None:
+        """No thread can be killed: closing its pipe makes the run stop (and save) at its next turn."""
+        self.conn.close()
+
+
+def start_chunks() -> tuple[Driver, Any]:
+    """The chunk loop's thread and the app's end of its pipe (worker.launch sends the Job down it)."""
+    conn, driver_end = multiprocessing.Pipe()
+    driver = Driver(driver_end)
+    driver.start()
+    return driver, conn
+
+
+def _drive(conn) -> None:
+    """Chunk after chunk until the run ends; between chunks the commands arrive here."""
+    payload = conn.recv_bytes()
+    job = pickle.loads(payload)
+    carry = zerogpu.Carry(control=zerogpu.saved(Control(paused=job.paused)))
+    call = zerogpu.gpu_chunk(run_chunk)
+    while carry.end is None:
+        control = Control()
+        zerogpu.restore(control, carry.control)
+        while carry.chunks and zerogpu.idle(control):  # a paused run holds no GPU: wait for Resume, Step, Save, Stop
+            take_commands(conn, control, wait=0.5)
+        take_commands(conn, control)
+        carry.control = zerogpu.saved(control)
+        before = carry
+        try:
+            carry = call(payload, before, conn, zerogpu.chunk_seconds())
+        except Exception as exc:  # refused or aborted by ZeroGPU (quota, duration): paused at the state before
+            if not before.started:
+                carry = before
+                carry.end = rp.End(job.run_id, 0, 0.0, "failed", f"the GPU call failed: {exc}")
+                break
             control.pause()
-        elif isinstance(command, rp.Resume):
-            control.resume()
-        elif isinstance(command, rp.Save):
-            control.save()
-        elif isinstance(command, rp.Stop):
-            control.stop()
+            control.shown = True
+            carry = before
+            carry.control = zerogpu.saved(control)
+            why = f"The GPU call failed ({exc}): the run is paused at its last chunk's state; resume to try again."
+            try:
+                send(conn, rp.Event(job.run_id, carry.iteration, carry.epoch, message=why, problem=True, paused=True))
+            except (OSError, ValueError):
+                return
+    try:
+        send(conn, carry.end)
+    except (OSError, ValueError):
+        pass
+
+
+if zerogpu.on_zerogpu():  # ZeroGPU registers the app's GPU functions when Gradio launches: decorate before that
+    zerogpu.gpu_chunk(run_chunk)

@@ -94,7 +94,7 @@ def test_double_and_simultaneous_starts_make_one_job(studio):
     again = act.start(studio, form())  # the same settings at once (a double click): that run, no second job
     assert again.startswith("✓ Started") and trainer_threads() == 1
     other = act.start(studio, form(seed=2))
-    assert "Busy" in other and "one training job at a time" in other
+    assert "Busy" in other and "already running; stop it first" in other
 
     results = []
     barrier = threading.Barrier(4)

@@ -142,7 +142,7 @@ def test_the_lineage_is_recorded_listed_logged_and_kept_on_resume(root, digits_d
     assert main(["runs", str(root)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert "branched from" in table[0]
-    assert any(line.startswith(folder.name) and "parent @ 40" in line for line in table)
+    assert any(line.startswith(f"└─ {folder.name}") and "parent @ 40" in line for line in table)  # under its parent
 
     hparams = session_hparams(folder)  # TensorBoard's hparams carry the parent and the step
     assert (hparams["branched_from/run"], hparams["branched_from/step"]) == ("parent", 40)

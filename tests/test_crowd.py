@@ -350,16 +350,19 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monke
     contexts = []
     make_context = ssl.create_default_context
     monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: contexts.append(a) or make_context(*a, **k))
-    result = crowd(url, users=3, seconds=5, think_s=0.2, poll_s=1.0, baseline_s=3, ramp_s=0.5, timeout=120,
-                   watchers=2)
+    result = crowd(url, users=4, seconds=5, think_s=0.2, poll_s=1.0, baseline_s=3, ramp_s=0.5, timeout=120,
+                   watchers=2, processes=2)  # two visitors here, two in another process
     # the clients share one TLS context: gradio_client makes an httpx client per request, and each new
     # default context reads the certificate bundle (~40 ms of CPU on the cores of the app under test)
     assert len(contexts) <= 1 and result["requests"] > 20, (len(contexts), result["requests"])
     assert result["failed"] == 0, result["errors"]
     assert result["missing_endpoints"] == [] and set(result["endpoints"]) == set(ACTIONS)  # all from the description
     actions = result["actions"]
-    assert actions["open"]["ok"] == 3 + 2 and actions["use_live"]["ok"] == 3  # every page opened; explorers pinned
-    assert actions["sliders"]["ok"] >= 3 and actions["samples"]["ok"] >= 3  # each visitor's first moves
+    assert actions["open"]["ok"] == 4 + 2 and actions["use_live"]["ok"] == 4  # every page opened; explorers pinned
+    assert actions["sliders"]["ok"] >= 4 and actions["samples"]["ok"] >= 4  # each visitor's first moves
+    # like a browser, each answer's pictures were fetched (a pinned model shows several; a slider move one)
+    assert actions["picture"]["ok"] >= 2 * 4 + 4 + 4 and actions["picture"]["failed"] == 0
+    assert result["pictures"] and result["processes"] == 2
     assert actions["train_status"]["ok"] >= 2  # both Train pages polled (how often is CPU-bound)
     assert result["requests"] == sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values())
     assert result["training"]["read_from"] == "/train_progress"  # the cheap read, not the pages' poll
@@ -370,9 +373,44 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monke
     assert studio.trainer.status().state == "running"
 
 
+def test_the_pictures_of_an_answer_are_found_wherever_the_answer_puts_them():
+    from dcgan.tools.crowd import picture_urls
+
+    answer = ({"path": "/tmp/a.png", "url": "http://h/gradio_api/file=/tmp/a.png"}, "text",
+              [[{"image": {"url": "http://h/gradio_api/file=/tmp/b.png"}, "caption": None}], {"url": None}])
+    assert picture_urls(answer) == ["http://h/gradio_api/file=/tmp/a.png", "http://h/gradio_api/file=/tmp/b.png"]
+    assert picture_urls("no files") == []
+
+
 def test_the_cli_is_registered():
     from dcgan.__main__ import build_parser
 
     parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
     assert parsed.users == 2 and parsed.json and callable(parsed.func)
+    assert parsed.pictures and parsed.processes == 1  # pictures fetched unless --no-pictures
     assert Path(parsed.func.__code__.co_filename).parts[-2:] == ("tools", "crowd.py")
+
+
+def test_visitors_pinning_the_same_live_snapshot_at_once_wait_for_one_computation():
+    """Thirty "use the live run" at the same moment: the directions are computed once, not once per visitor
+    that arrived before the first finished (dcgan/studio.py ModelMemo)."""
+    from dcgan.studio import LoadedModel, ModelMemo
+
+    memo, runs, answers = ModelMemo(8), [], []
+    snapshot = LoadedModel("live 100", torch.nn.Linear(1, 1), tiny_config(), "live", ("live", "run1", 100))
+    older = LoadedModel("live 97", torch.nn.Linear(1, 1), tiny_config(), "live", ("live", "run1", 97))
+
+    def slow() -> str:
+        runs.append(1)
+        time.sleep(0.3)
+        return f"directions {len(runs)}"
+
+    threads = [threading.Thread(target=lambda m=m: answers.append(memo.get(m, (8,), slow)))
+               for m in [snapshot] * 10 + [older] * 5]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(runs) == 1 and set(answers) == {"directions 1"}
+    other = LoadedModel("run/x", torch.nn.Linear(1, 1), tiny_config(), "checkpoint", ("ck", "x"))
+    assert memo.get(other, (8,), slow) == "directions 2"  # another model computes its own

@@ -68,6 +68,9 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
     assert branch.status().iteration == held
     assert set(studio.run_states().values()) == {"running", "paused"}
     assert act.lane_control(studio, 1, "pause").startswith("Nothing to pause")
+    assert act.lane_control(studio, 1, "step") == "Run B: one step, then paused."
+    wait_until(lambda: branch.status().iteration == held + 1, what="the branch's single step")
+    assert parent.status().state == "running"
 
     # the side-by-side view: both runs' columns, heads saying what differs, grids, curves of both
     seen, values = side_by_side.view(studio, {}, 0.0)
@@ -93,7 +96,7 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
 
 def fake_components(lanes: int) -> dict:
     """Stand-ins with the shape side_by_side.build returns (outputs() only reads them), without Gradio Blocks."""
-    names = ("column", "head", "grid", "pause", "resume", "stop")
+    names = ("column", "head", "grid", *side_by_side.ACTIONS)
     return {"note": object(), "plots_row": object(), "loss_plot": object(), "d_plot": object(),
             "slots": [{k: object() for k in names} for _ in range(lanes)]}
 

@@ -63,6 +63,21 @@ class Tally:
         with self.lock:
             self.seconds[action].append(seconds)
 
+    def plain(self) -> dict[str, Any]:
+        """What a visitors' process sends back (picklable)."""
+        with self.lock:
+            return {"seconds": dict(self.seconds), "failed": dict(self.failed), "refused": dict(self.refused),
+                    "errors": list(self.errors)}
+
+    def merge(self, other: dict[str, Any]) -> None:
+        with self.lock:
+            for action, times in other["seconds"].items():
+                self.seconds[action].extend(times)
+            for kind in ("failed", "refused"):
+                for action, n in other[kind].items():
+                    getattr(self, kind)[action] += n
+            self.errors.extend(other["errors"][:max(0, 20 - len(self.errors))])
+
     def fail(self, action: str, error: BaseException | str, refused: bool = False) -> None:
         with self.lock:
             (self.refused if refused else self.failed)[action] += 1
@@ -189,13 +204,53 @@ def is_refusal(exc: BaseException) -> bool:
     return str(exc).lower().startswith("busy")
 
 
-def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float) -> bool:
-    """One request, timed from sending to having the app's answer (its pictures are not downloaded)."""
+def picture_urls(answer: Any) -> list[str]:
+    """The URLs of the files in an answer (download_files=False leaves them as file data with a url)."""
+    if isinstance(answer, dict):
+        url = answer.get("url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            return [url]
+        return [u for v in answer.values() for u in picture_urls(v)]
+    if isinstance(answer, (list, tuple)):
+        return [u for v in answer for u in picture_urls(v)]
+    return []
+
+
+def browser_fetcher(timeout: float) -> Any:
+    """What a browser tab fetches pictures with: one HTTP client, kept-alive connections (six, as Chromium
+    opens per host), bytes read and dropped (a browser decodes them; nothing is written to disk)."""
+    import httpx
+
+    return httpx.Client(timeout=timeout, verify=tls(), limits=httpx.Limits(max_connections=6))
+
+
+def fetch(fetcher: Any, urls: list[str], tally: Tally) -> bool:
+    """Every picture of an answer, like the page that asked; a failed fetch is a failed 'picture' request."""
+    ok = True
+    for url in urls:
+        t0 = time.perf_counter()
+        try:
+            fetcher.get(url).raise_for_status()
+        except Exception as exc:  # httpx.RemoteProtocolError ("Server disconnected ..."), ReadError, HTTP errors
+            tally.fail("picture", exc)
+            ok = False
+            continue
+        tally.add("picture", time.perf_counter() - t0)
+    return ok
+
+
+def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float,
+         fetcher: Any = None) -> bool:
+    """One request, timed from sending to having the app's answer and, with a fetcher, every picture in it
+    (what a browser waits for before it can paint)."""
     t0 = time.perf_counter()
     try:
-        page.submit(*endpoints.args(action, rng), api_name=endpoints.name(action)).result(timeout=timeout)
+        answer = page.submit(*endpoints.args(action, rng), api_name=endpoints.name(action)).result(timeout=timeout)
     except Exception as exc:  # AppError (a gr.Error toast or an exception in the app), timeout, connection
         tally.fail(action, exc, refused=is_refusal(exc))
+        return False
+    if fetcher is not None and not fetch(fetcher, picture_urls(answer), tally):
+        tally.fail(action, "a picture of the answer could not be fetched")
         return False
     tally.add(action, time.perf_counter() - t0)
     return True
@@ -205,8 +260,8 @@ def open_page(url: str, tally: Tally, timeout: float) -> Any | None:
     """One browser session (a gradio_client.Client); the time it takes is the "open" action."""
     t0 = time.perf_counter()
     try:
-        # download_files=False: the answer counts once the app has produced it; writing every picture to
-        # disk would make thirty clients on the app's own two cores the bottleneck (ROBUSTNESS.md)
+        # download_files=False: gradio_client would write every picture to disk, which made thirty clients on
+        # the app's own two cores the bottleneck (ROBUSTNESS.md); the pictures are fetched as a browser does
         page = client(url, timeout, download_files=False, max_workers=4)
     except Exception as exc:
         tally.fail("open", exc)
@@ -221,13 +276,23 @@ def mix(endpoints: Endpoints) -> dict[str, float]:
 
 
 def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float,
-            tally: Tally, timeout: float, stop: threading.Event) -> None:
-    """A student on the Explore tab (which sends no status polls)."""
+            tally: Tally, timeout: float, stop: threading.Event, pictures: bool = True) -> None:
+    """A student on the Explore tab (which sends no status polls); pictures: fetch each answer's pictures."""
     rng = random.Random(seed)
     page = open_page(url, tally, timeout)
     if page is None:
         return
-    if not call(page, endpoints, "use_live", rng, tally, timeout):
+    fetcher = browser_fetcher(timeout) if pictures else None
+    try:
+        explore(page, endpoints, until, rng, think_s, tally, timeout, stop, fetcher)
+    finally:
+        if fetcher is not None:
+            fetcher.close()
+
+
+def explore(page: Any, endpoints: Endpoints, until: float, rng: random.Random, think_s: float, tally: Tally,
+            timeout: float, stop: threading.Event, fetcher: Any) -> None:
+    if not call(page, endpoints, "use_live", rng, tally, timeout, fetcher):
         return  # no model to explore: the failure is counted; nothing else this visitor could do
     actions, weights = zip(*mix(endpoints).items(), strict=True)
     first = ["sliders", "samples"]  # every visitor tries these at least once, however short the crowd
@@ -235,7 +300,8 @@ def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: fl
         stop.wait(rng.expovariate(1 / think_s) if think_s > 0 and not stop.is_set() else 0)
         if not first and time.time() >= until:
             break
-        call(page, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout)
+        call(page, endpoints, first.pop(0) if first else rng.choices(actions, weights)[0], rng, tally, timeout,
+             fetcher)
 
 
 def watcher(url: str, endpoints: Endpoints, until: float, poll_s: float, tally: Tally, timeout: float,
@@ -366,9 +432,25 @@ def describe(url: str, timeout: float) -> Endpoints:
     return endpoints
 
 
+def visitors(url: str, endpoints: Endpoints, plan: list[tuple[int, float]], until: float, think_s: float,
+             timeout: float, seed: int, pictures: bool, tally: Tally | None = None,
+             stop: threading.Event | None = None) -> dict[str, Any]:
+    """Visitors (index, arrival delay) as threads of this process, until `until`; their tally, plain."""
+    tally, stop = tally or Tally(), stop or threading.Event()
+    threads = []
+    for i, delay in plan:
+        th = threading.Thread(target=lambda d=delay, i=i: (stop.wait(d), visitor(
+            url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop, pictures)), daemon=True)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join(timeout=max(0.0, until - time.time()) + timeout)
+    return tally.plain()
+
+
 def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0, poll_s: float = 1.0,
           baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
-          seed: int = 0, watchers: int = 0) -> dict[str, Any]:
+          seed: int = 0, watchers: int = 0, pictures: bool = True, processes: int = 1) -> dict[str, Any]:
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
     endpoints = describe(url, timeout)
     watch = TrainingWatch(url, endpoints, batch_size, timeout)
@@ -381,13 +463,19 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     tally, stop = Tally(), threading.Event()
     t_start = time.time()
     until = t_start + ramp_s + seconds
-    threads = []
-    for i in range(users):
-        delay = ramp_s * i / max(users, 1)  # arrivals spread over the ramp, not one burst
-        th = threading.Thread(target=lambda d=delay, i=i: (stop.wait(d), visitor(
-            url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop)), daemon=True)
-        th.start()
-        threads.append(th)
+    plan = [(i, ramp_s * i / max(users, 1)) for i in range(users)]  # arrivals spread over the ramp, not a burst
+    shares = [plan[k::max(1, processes)] for k in range(max(1, processes))]  # one share per process
+    pool = others = None
+    if len(shares) > 1:  # thirty clients' own Python work can fill a core: spread it (the GIL is per process)
+        import concurrent.futures
+        import multiprocessing
+
+        pool = concurrent.futures.ProcessPoolExecutor(len(shares) - 1, mp_context=multiprocessing.get_context("spawn"))
+        others = [pool.submit(visitors, url, endpoints, share, until, think_s, timeout, seed, pictures)
+                  for share in shares[1:]]
+    threads = [threading.Thread(target=visitors, args=(url, endpoints, shares[0], until, think_s, timeout, seed,
+                                                       pictures, tally, stop), daemon=True)]
+    threads[0].start()
     if poll_s > 0 and endpoints.has("train_status"):
         for i in range(watchers):
             th = threading.Thread(target=lambda d=ramp_s * i / max(watchers, 1): (stop.wait(d), watcher(
@@ -396,6 +484,13 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
             threads.append(th)
     for th in threads:
         th.join(timeout=max(0.0, until - time.time()) + timeout)
+    for future in others or ():
+        try:
+            tally.merge(future.result(timeout=max(0.0, until - time.time()) + timeout))
+        except Exception as exc:  # a visitors' process that died: its visitors count as one failure
+            tally.fail("process", exc)
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
     stop.set()
     t_end = time.time()
     seen = len(watch.samples)
@@ -408,7 +503,7 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     actions = summary(tally)
     return {
         "url": url, "users": users, "watchers": watchers, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s,
-        "poll_s": poll_s,
+        "poll_s": poll_s, "pictures": pictures, "processes": max(1, processes),
         "baseline_s": baseline_s, "seed": seed, "mix": mix(endpoints), "endpoints": endpoints.names,
         "missing_endpoints": sorted(endpoints.missing), "missing_why": endpoints.missing,
         "requests": sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values()),
@@ -463,6 +558,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="the run's batch size, when the status does not say it")
     p.add_argument("--timeout", type=float, default=120, help="seconds before a request counts as failed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pictures", dest="pictures", action="store_false",
+                   help="take the answers without fetching their pictures (a browser fetches them; default: fetch)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="spread the visitors over this many processes (default: 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (the table goes to stderr)")
     p.add_argument("--out", help="also write the JSON to this file")
     p.set_defaults(func=cmd_crowd)
@@ -472,7 +571,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def cmd_crowd(args: argparse.Namespace) -> int:
     try:
         result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
-                       args.batch_size, args.timeout, args.seed, args.watchers)
+                       args.batch_size, args.timeout, args.seed, args.watchers, args.pictures, args.processes)
     except MissingEndpoint as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
