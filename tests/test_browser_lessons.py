@@ -100,10 +100,8 @@ def test_a_lesson_from_prediction_to_reveal_with_a_class(browser, page, tmp_path
     def predict(pg, value: float) -> None:
         pg.goto(lesson_link)
         wait_for(lambda: "Who is winning" in pg.inner_text("#lesson-look"), what="the lesson to open")
-        assert "threads" in pg.inner_text("#link-message")
-        box = pg.locator("#lesson-slider input[type=number]")
-        box.fill(str(value))
-        box.press("Enter")
+        wait_for(lambda: "threads" in pg.inner_text("#link-message"), what="the link's message")  # its own load
+        set_number(pg, "lesson-slider", value)
         pg.click("#lesson-predict-btn")
         wait_for(lambda: f"Locked in: {value:g}" in pg.inner_text("#lesson-mine"), what="the locked prediction")
 
