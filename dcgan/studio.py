@@ -509,8 +509,8 @@ class Studio:
         if isinstance(source, int):
             trainer = self.trainer_of(source)
             if trainer.status().state not in (RUNNING, PAUSED):
-                raise TrainerBusy(f"run {source + 1} is {trainer.status().state}: branch a saved step of it from the "
-                                  f"Runs tab instead")
+                raise TrainerBusy(f"that run is {trainer.status().state}, not training: branch one of its saved steps "
+                                  f"from the Runs tab instead")
             path = trainer.save_checkpoint()
         else:
             path = self.resolve_checkpoint(source)

@@ -12,17 +12,10 @@ from dcgan import runs
 from dcgan.branch import WHAT_IF
 from dcgan.studio import Studio
 from dcgan.trainer import TrainerBusy
+from tests.browser import wait_for as wait_until
 from tests.conftest import tiny_config
 from ui import runs_tab, side_by_side
 from ui import train_actions as act
-
-
-def wait_until(check, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def steps_saved(folder) -> list[str]:

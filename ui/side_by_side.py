@@ -21,7 +21,7 @@ from ui import plots
 from ui import train_actions as act
 from ui.common import PRIVATE
 from ui.state import Studio
-from ui.train_view import PLOTS_EVERY_S, RESEND_S
+from ui.train_view import PLOTS_EVERY_S, RESEND_S, RETURN_GAP_S
 
 LETTERS = act.LETTERS
 # each run one hue: its first curve dark, its second light (loss_D / loss_G, D(x) / D(G(z)))
@@ -159,6 +159,9 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
     runs_key = tuple(t.status().run_dir for _, t in shown)
     if seen.get("runs") != runs_key:
         seen.update(runs=runs_key, rows=None, captioned=False, resend_until=now + RESEND_S)
+    if now - seen.get("polled_at", now) > RETURN_GAP_S:  # the tab was shown again: its charts are being rebuilt
+        seen["resend_until"] = now + RESEND_S
+    seen["polled_at"] = now
     active = any(t.status().state == RUNNING for _, t in shown)
     resend = now < seen["resend_until"]
     due = seen["rows"] is None or resend or not active or now - seen.get("plots_at", 0.0) >= PLOTS_EVERY_S
@@ -178,7 +181,7 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
 
 
 def wire(studio: Studio, c: dict[str, Any], after: dict[str, Any]) -> None:
-    """The buttons: What-if branches the run shown in full; each slot's Pause / Resume / Stop steers its run.
+    """The buttons: What-if branches the run shown in full; each slot's Pause / Resume / Step / Stop steers its run.
     `after` is the tab's refresh (run after each click, as for the tab's own buttons)."""
     control = {"concurrency_limit": 1, "concurrency_id": "train-control", **PRIVATE}
 
