@@ -469,8 +469,8 @@ class ClassAnswers:
 
 
 def class_answers(studio: Any) -> ClassAnswers:
-    """The studio's one ClassAnswers (made on first use: what every page of one app shares is the Studio's)."""
-    return vars(studio).setdefault("lesson_answers", ClassAnswers())
+    """The studio's one ClassAnswers (what every page of one app shares is the Studio's)."""
+    return studio.lesson_answers
 
 
 def config_of(studio: Any, lesson_id: str) -> TrainConfig:

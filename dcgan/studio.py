@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint, dview, hub, inside, latent, runs
+from . import checkpoint, dview, hub, inside, latent, lessons, runs
 from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
@@ -440,6 +440,7 @@ class Studio:
         self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
         self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
+        self.lesson_answers = lessons.ClassAnswers()  # the class's predictions, per lesson (in memory only)
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
