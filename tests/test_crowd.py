@@ -373,6 +373,42 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monke
     assert studio.trainer.status().state == "running"
 
 
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_real_page_among_the_visitors_times_its_sliders_from_input_to_painted_picture(crowd_app):
+    """`dcgan crowd --page`: a headless Chromium page opens the app, goes to Explore, uses the live run, moves
+    sliders with arrow keys and draws new samples; each time runs from the input event to the new picture painted.
+    The Explore answers it paints are the studio's PNG files (written whole), not per-request webp writes."""
+    from pathlib import Path as P
+
+    from dcgan.tools import crowd as crowd_module
+
+    if not P(crowd_module.CHROMIUM).exists():
+        pytest.skip(f"{crowd_module.CHROMIUM} is missing")
+    pytest.importorskip("playwright")
+    _, url, _ = crowd_app
+    tally, stop = Tally(), threading.Event()
+    srcs: list[str] = []
+    painted = crowd_module.painted
+
+    def spy(page, trigger, selector, count, timeout, event):
+        seconds = painted(page, trigger, selector, count, timeout, event)
+        srcs.extend(page.evaluate(crowd_module.SOURCES_JS, selector))
+        return seconds
+
+    crowd_module.painted = spy
+    try:
+        crowd_module.page_visitor(url, time.time() + 6, 0, 0.2, tally, 60, stop)
+    finally:
+        crowd_module.painted = painted
+    rows = summary(tally)
+    assert not tally.failed, tally.errors
+    assert rows["page_open"]["ok"] == 1 and rows["page_use_live"]["ok"] == 1
+    assert rows["page_sliders"]["ok"] >= 2 and rows["page_samples"]["ok"] >= 1, rows
+    assert all(0 < t < 60 for t in tally.seconds["page_sliders"])
+    assert srcs and all(src.split("?")[0].endswith(".png") for src in srcs), srcs[:3]
+
+
 def test_the_pictures_of_an_answer_are_found_wherever_the_answer_puts_them():
     from dcgan.tools.crowd import picture_urls
 

@@ -18,8 +18,16 @@ whose name is the action or ends with `_` + the action (`/explore_sliders` serve
 parameters (labels, components, defaults) come from the same description. An action the app does not
 describe is left out and named in the result; without `use_live` and `sliders` there is no crowd.
 
+Like a browser, each visitor fetches every picture of every answer (`--no-pictures`: not), on kept-alive
+connections; a picture GET that dies on a reused connection before any answer is sent once more, as Chromium
+does (`--no-retry`: not), and counted as `retried`. `--pages N` adds N real Chromium pages (Playwright,
+/usr/bin/chromium) on the Explore tab: each uses the live run, moves sliders with arrow keys and draws new samples,
+timed in the page from the input event to the new picture decoded and painted (`page_*` actions).
+
 Results are real app answers: an exception, an error toast or a timeout is a failed request;
-a "Busy" refusal of a heavy job is counted apart.
+a "Busy" refusal of a heavy job is counted apart. Every failure is kept in full in `errors` (the request: endpoint
+or picture URL, reused connection or not, its idle time; the whole chain of exceptions), so one seen once can be
+investigated.
 """
 
 from __future__ import annotations
