@@ -1,4 +1,4 @@
-"""Command line: python -m dcgan {train,resume,branch,sample} ... (python -m dcgan CMD --help for flags)."""
+"""Command line: python -m dcgan {train,resume,branch,sample,dissect} ... (python -m dcgan CMD --help for flags)."""
 
 from __future__ import annotations
 
@@ -278,6 +278,30 @@ def say_when_the_judge_trains(checkpoint: Path) -> None:
               f"{cache_path(size).parent} for every later eval", file=sys.stderr)
 
 
+def cmd_dissect(args: argparse.Namespace) -> int:
+    """Inside G as a picture (dcgan/inside.py): the layers of one sample, then the layer's highest-ranked units,
+    each with its strongest samples and the sample with the unit switched off."""
+    from . import inside
+    from .checkpoint import load_generator
+    from .images import save_png
+
+    G, cfg, _ = load_generator(args.checkpoint, ema=not args.no_ema)
+    layers = inside.num_layers(G)
+    if not 1 <= args.layer <= layers:
+        print(f"error: --layer must be in 1..{layers} for this {cfg.image_size}x{cfg.image_size} generator",
+              file=sys.stderr)
+        return 2
+    z, labels = inside.latents(G, args.sample + 1, args.seed)
+    labels = None if labels is None else labels[args.sample:]
+    ranking = inside.rank_units(G, args.layer)
+    out = save_png(inside.dissect_picture(G, args.layer, z[args.sample:], labels, units=args.units,
+                                          ranking=ranking), args.out)
+    top = ", ".join(f"unit {u} ({ranking.score[u]:.3g})" for u in ranking.order[:args.units])
+    print(f"wrote {out}: layer {args.layer} of {layers}; highest-ranked {top} (mean activation x effect of "
+          f"switching off, {ranking.n} samples, effect on {ranking.effect_n})")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .pth_import import import_pth
 
@@ -370,6 +394,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("dissect", help="Inside G as a PNG: one sample's layers and a layer's highest-ranked units "
+                                       "(their strongest samples and the sample with the unit switched off)")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its newest checkpoint)")
+    p.add_argument("--layer", type=int, default=2, help="the layer whose units to rank, 1 = the first (default: 2)")
+    p.add_argument("--out", default="inside_g.png", help="output PNG (default: inside_g.png)")
+    p.add_argument("--units", type=int, default=4, help="how many of the highest-ranked units to show (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the sample (default: 0)")
+    p.add_argument("--sample", type=int, default=0, help="which sample of that seed (default: 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA copy")
+    p.set_defaults(func=cmd_dissect)
 
     p = sub.add_parser("import", help="convert a pytorch/examples DCGAN generator (netG_epoch_*.pth, a plain "
                                       "state dict, loaded weights-only) into a .safetensors checkpoint")

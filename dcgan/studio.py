@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint, dview, hub, latent, runs
+from . import checkpoint, dview, hub, inside, latent, runs
 from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
@@ -439,6 +439,7 @@ class Studio:
         self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
         self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
+        self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -508,8 +509,8 @@ class Studio:
         if isinstance(source, int):
             trainer = self.trainer_of(source)
             if trainer.status().state not in (RUNNING, PAUSED):
-                raise TrainerBusy(f"run {source + 1} is {trainer.status().state}: branch a saved step of it from the "
-                                  f"Runs tab instead")
+                raise TrainerBusy(f"that run is {trainer.status().state}, not training: branch one of its saved steps "
+                                  f"from the Runs tab instead")
             path = trainer.save_checkpoint()
         else:
             path = self.resolve_checkpoint(source)
@@ -762,6 +763,15 @@ class Studio:
         key = (str(path), path.stat().st_mtime_ns)
         label = path.relative_to(self.root.resolve()).as_posix()
         return key, self.dview_frames.get(key, lambda: dview.frame_of_checkpoint(path, label=label))
+
+    def inside_g(self) -> inside.Inside:
+        """What every Inside G panel shares (issue 25): rankings, the live digit histogram and the live run's
+        snapshot history, subscribed to the trainer on first use (as D's view is); the panel calls it when built."""
+        with self._lock:
+            if self._inside is None:
+                self._inside = inside.Inside()
+                self.trainer.subscribe(self._inside.history)
+            return self._inside
 
     @property
     def pictures(self) -> PictureFiles:

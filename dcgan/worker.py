@@ -174,6 +174,20 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+def reporter(conn, control: Control) -> Callable[[rp.Report], None]:
+    """say(report): sends it down the pipe, one sender at a time; if the app is gone, the run stops (and saves)."""
+    lock = threading.Lock()
+
+    def say(report: rp.Report) -> None:
+        with lock:
+            try:
+                send(conn, report)
+            except (OSError, ValueError):
+                control.stop()
+
+    return say
+
+
 def main(conn) -> None:
     """The training process: `runner.train` with a relay of its reports; commands arrive on the same pipe."""
     job: Job = recv(conn)
@@ -188,14 +202,7 @@ def main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the app stops us
     if job.threads:
         torch.set_num_threads(job.threads)
-    lock = threading.Lock()
-
-    def say(report: rp.Report) -> None:
-        with lock:
-            try:
-                send(conn, report)
-            except (OSError, ValueError):  # the app is gone: stop, which saves the run
-                control.stop()
+    say = reporter(conn, control)
 
     threading.Thread(target=_obey, args=(conn, control), name="dcgan-commands", daemon=True).start()
     relay = Relay(say, job, control)
@@ -270,14 +277,7 @@ def run_chunk(payload: bytes, carry: zerogpu.Carry, conn, seconds: float) -> zer
 
     job = pickle.loads(payload)  # our own bytes, pickled by worker.launch from the app's Job
     control = zerogpu.ChunkControl(lambda c: take_commands(conn, c), carry, seconds)
-    lock = threading.Lock()
-
-    def say(report: rp.Report) -> None:
-        with lock:
-            try:
-                send(conn, report)
-            except (OSError, ValueError):  # the app is gone: stop, which saves the run
-                control.stop()
+    say = reporter(conn, control)
 
     relay = Relay(say, job, control)
     relay.started = carry.started

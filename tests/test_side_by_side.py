@@ -12,17 +12,10 @@ from dcgan import runs
 from dcgan.branch import WHAT_IF
 from dcgan.studio import Studio
 from dcgan.trainer import TrainerBusy
+from tests.browser import wait_for as wait_until
 from tests.conftest import tiny_config
 from ui import runs_tab, side_by_side
 from ui import train_actions as act
-
-
-def wait_until(check, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def steps_saved(folder) -> list[str]:
@@ -68,6 +61,9 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
     assert branch.status().iteration == held
     assert set(studio.run_states().values()) == {"running", "paused"}
     assert act.lane_control(studio, 1, "pause").startswith("Nothing to pause")
+    assert act.lane_control(studio, 1, "step") == "Run B: one step, then paused."
+    wait_until(lambda: branch.status().iteration == held + 1, what="the branch's single step")
+    assert parent.status().state == "running"
 
     # the side-by-side view: both runs' columns, heads saying what differs, grids, curves of both
     seen, values = side_by_side.view(studio, {}, 0.0)
@@ -93,7 +89,7 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
 
 def fake_components(lanes: int) -> dict:
     """Stand-ins with the shape side_by_side.build returns (outputs() only reads them), without Gradio Blocks."""
-    names = ("column", "head", "grid", "pause", "resume", "stop")
+    names = ("column", "head", "grid", *side_by_side.ACTIONS)
     return {"note": object(), "plots_row": object(), "loss_plot": object(), "d_plot": object(),
             "slots": [{k: object() for k in names} for _ in range(lanes)]}
 

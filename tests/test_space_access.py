@@ -58,6 +58,20 @@ def test_public_space_refuses_training_without_password_or_login(space, tmp_path
         studio.require_owner(None)
 
 
+def test_on_a_space_only_the_owner_branches_or_steers_a_branch(space, tmp_path):
+    """What-if, the Runs tab's Branch and each side-by-side run's buttons are training controls: refused to a
+    visitor before anything is saved or started (issue 24); the checks come first, so no run is needed."""
+    from ui import runs_tab
+    from ui import train_actions as act
+
+    studio = Studio(tmp_path, max_runs=2)
+    guest = visitor("s1")
+    for message in (act.what_if(studio, "D learns ×½", 0, guest), act.lane_control(studio, 0, "pause", guest),
+                    runs_tab.branch(studio, "any-run", 4, "lr_d=1e-3", guest)):
+        assert "Not allowed" in message and "only the owner" in message, message
+    assert len(studio.lanes) == 1 and studio.trainer.status().state == "idle"
+
+
 def test_password_unlocks_only_that_session_and_owner_login_always_works(space, tmp_path):
     studio = Studio(tmp_path)
     assert studio.access.unlock(visitor("s1"), PASSWORD)

@@ -16,6 +16,7 @@ import numpy as np
 
 from dcgan import latent
 from ui import explore_tools as tools
+from ui import inside_g
 from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, new_view
 from ui.state import Studio
 
@@ -174,6 +175,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                                              x_label_angle=-45,
                                              title="digits a classifier sees in them (digits models)", height=260)
     wire(studio, C)
+    inside_g.build(studio, session)  # below the tools, full width: G's layers and units (issue 25)
 
 
 def wire(studio: Studio, C: dict[str, Any]) -> None:

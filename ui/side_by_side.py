@@ -21,7 +21,7 @@ from ui import plots
 from ui import train_actions as act
 from ui.common import PRIVATE
 from ui.state import Studio
-from ui.train_view import PLOTS_EVERY_S, RESEND_S
+from ui.train_view import PLOTS_EVERY_S, RESEND_S, RETURN_GAP_S
 
 LETTERS = act.LETTERS
 # each run one hue: its first curve dark, its second light (loss_D / loss_G, D(x) / D(G(z)))
@@ -29,6 +29,7 @@ HUES = MappingProxyType({"A": ("#1f77b4", "#9ecae1"), "B": ("#e6550d", "#fdae6b"
                          "D": ("#756bb1", "#bcbddc")})
 LOSS_SERIES = MappingProxyType({"loss_d": "loss_D", "loss_g": "loss_G"})
 D_SERIES = MappingProxyType({"d_real": "D(x)", "d_fake": "D(G(z))"})
+ACTIONS = ("pause", "resume", "step", "stop")  # each run's own buttons
 GRID_SIDE = 256  # pixels of each run's grid PNG
 ALONE = ("*One run.* A **What if?** button branches the run above at this very step (same weights, optimiser "
          "states, noise and data order) with one setting changed; both then train side by side here. The Runs tab "
@@ -92,7 +93,7 @@ def build(studio: Studio) -> dict[str, Any]:
                         "grid": gr.Image(show_label=False, interactive=False, format="png", height=GRID_SIDE,
                                          buttons=["fullscreen"], elem_id=f"side-grid-{lane}")}
                 with gr.Row():
-                    for action in ("pause", "resume", "stop"):
+                    for action in ACTIONS:
                         slot[action] = gr.Button(action.title(), size="sm", min_width=60,
                                                  elem_id=f"side-{action}-{lane}")
             c["slots"].append(slot)
@@ -108,7 +109,7 @@ def build(studio: Studio) -> dict[str, Any]:
 
 def outputs(c: dict[str, Any]) -> list:
     """The components `view` updates, in the order of its values."""
-    slots = [s[k] for s in c["slots"] for k in ("column", "head", "grid", "pause", "resume", "stop")]
+    slots = [s[k] for s in c["slots"] for k in ("column", "head", "grid", *ACTIONS)]
     return [c["note"], c["plots_row"], *slots, c["loss_plot"], c["d_plot"]]
 
 
@@ -131,7 +132,7 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
         trainer = lanes.get(lane)
         put(f"show{lane}", trainer is not None, lambda on: gr.Column(visible=on))
         if trainer is None:
-            values += [gr.skip()] * 5
+            values += [gr.skip()] * (2 + len(ACTIONS))
             seen.pop(f"grid{lane}", None)  # shown again later: its grid is sent again
             continue
         state = trainer.status().state
@@ -143,7 +144,8 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
             seen[f"grid{lane}"] = key
         else:
             values.append(gr.skip())
-        for action, live in (("pause", state == RUNNING), ("resume", state == PAUSED), ("stop", state in ACTIVE)):
+        for action, live in (("pause", state == RUNNING), ("resume", state == PAUSED),
+                             ("step", state in (RUNNING, PAUSED)), ("stop", state in ACTIVE)):
             put(f"{action}{lane}", live, lambda on: gr.Button(interactive=on))
 
     if not shown:
@@ -157,6 +159,9 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
     runs_key = tuple(t.status().run_dir for _, t in shown)
     if seen.get("runs") != runs_key:
         seen.update(runs=runs_key, rows=None, captioned=False, resend_until=now + RESEND_S)
+    if now - seen.get("polled_at", now) > RETURN_GAP_S:  # the tab was shown again: its charts are being rebuilt
+        seen["resend_until"] = now + RESEND_S
+    seen["polled_at"] = now
     active = any(t.status().state == RUNNING for _, t in shown)
     resend = now < seen["resend_until"]
     due = seen["rows"] is None or resend or not active or now - seen.get("plots_at", 0.0) >= PLOTS_EVERY_S
@@ -176,7 +181,7 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
 
 
 def wire(studio: Studio, c: dict[str, Any], after: dict[str, Any]) -> None:
-    """The buttons: What-if branches the run shown in full; each slot's Pause / Resume / Stop steers its run.
+    """The buttons: What-if branches the run shown in full; each slot's Pause / Resume / Step / Stop steers its run.
     `after` is the tab's refresh (run after each click, as for the tab's own buttons)."""
     control = {"concurrency_limit": 1, "concurrency_id": "train-control", **PRIVATE}
 
@@ -186,7 +191,7 @@ def wire(studio: Studio, c: dict[str, Any], after: dict[str, Any]) -> None:
 
         button.click(ask, None, c["message"], **control).then(**after)
     for lane, slot in enumerate(c["slots"]):
-        for action in ("pause", "resume", "stop"):
+        for action in ACTIONS:
             def steer(request: gr.Request, lane: int = lane, action: str = action) -> str:
                 return act.lane_control(studio, lane, action, request)
 

@@ -161,7 +161,7 @@ def what_if(studio: Studio, question: str, lane: int = 0, request: Any = None) -
 
 
 def lane_control(studio: Studio, lane: int, action: str, request: Any = None) -> str:
-    """Pause, resume or stop one of the runs shown side by side."""
+    """Pause, resume, step (one iteration, pausing first) or stop one of the runs shown side by side."""
     try:
         studio.require_owner(request)
         trainer = studio.trainer_of(lane)
@@ -172,11 +172,13 @@ def lane_control(studio: Studio, lane: int, action: str, request: Any = None) ->
         trainer.pause()
     elif action == "resume" and state == PAUSED:
         trainer.resume()
+    elif action == "step" and state in (RUNNING, PAUSED):
+        trainer.step(1)
     elif action == "stop" and state in ACTIVE:
         trainer.stop(wait=True)
     else:
         return f"Nothing to {action}: run {LETTERS[lane]} is {state}."
-    return f"Run {LETTERS[lane]}: {trainer.status().state}."
+    return f"Run {LETTERS[lane]}: {'one step, then ' if action == 'step' else ''}{trainer.status().state}."
 
 
 def download_checkpoint(studio: Studio, request: Any = None) -> tuple[str | None, str]:

@@ -349,6 +349,61 @@ def compare_trainer(cfg: TrainConfig, data: ImageData, steps: int, warmup: int, 
             "trainer_over_bare": round(trainer / bare, 3)}
 
 
+def run_rates(trainers: list, warmup: int, batch: int) -> tuple[float, list[float]]:
+    """(combined images/s, each run's) over the window in which every run was past its warm-up and still
+    training, from the runs' own metric rows (wall-clock times, comparable between processes)."""
+    rows = [t.metrics.since(0) for t in trainers]
+    t0 = max(next(r["time"] for r in rs if r["iteration"] >= warmup) for rs in rows)
+    t1 = min(rs[-1]["time"] for rs in rows)
+    if t1 <= t0:
+        raise RuntimeError("the runs did not train at the same time; give more --steps")
+    rates = []
+    for rs in rows:
+        inside = [r for r in rs if t0 <= r["time"] <= t1]
+        first, last = inside[0], inside[-1]
+        rates.append((last["iteration"] - first["iteration"]) * batch / max(last["time"] - first["time"], 1e-9))
+    return sum(rates), rates
+
+
+def time_lanes(cfg: TrainConfig, data: ImageData, n: int, steps: int, warmup: int, threads: int) -> dict:
+    """n runs trained at once, as the app's lanes train them (dcgan.studio.Studio: each a Trainer, a training
+    process of its own with `threads` torch threads), each with its own seed; combined and per-run images/s."""
+    from ..trainer import Trainer
+
+    steps, warmup = whole_logs(cfg, steps, warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = [Trainer(threads=threads) for _ in range(n)]
+        for i, trainer in enumerate(trainers):
+            trainer.start(cfg.replace(steps=warmup + steps, checkpoint_every=0, out_dir=tmp, run_name=f"lane{i}",
+                                      seed=i), data=data)
+        for trainer in trainers:
+            if trainer.wait() != "finished":
+                raise RuntimeError(f"a run ended {trainer.status().state}: {trainer.status().error}")
+        combined, rates = run_rates(trainers, warmup, cfg.batch_size)
+    return {"runs": n, "images_per_s": round(combined, 1), "each": [round(r, 1) for r in rates]}
+
+
+def compare_lanes(cfg: TrainConfig, data: ImageData, n: int, steps: int, warmup: int) -> dict:
+    """One run alone against n at once, each with the torch threads the app gives a run when it allows n at once
+    (dcgan.studio.Studio shares the training threads out between its lanes), side by side: one, n, one, n, one;
+    lanes_over_one is the ratio of the means (combined images/s of n at once / one run alone)."""
+    from ..studio import Studio
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = Studio(tmp, threads=max(1, cores - 1), max_runs=n).threads  # as app.py's ui.state.Studio
+    alone, together = [], []
+    for _ in range(TRAINER_ROUNDS):
+        alone.append(time_lanes(cfg, data, 1, steps, warmup, threads))
+        together.append(time_lanes(cfg, data, n, steps, warmup, threads))
+    alone.append(time_lanes(cfg, data, 1, steps, warmup, threads))
+    one = statistics.mean(r["images_per_s"] for r in alone)
+    many = statistics.mean(r["images_per_s"] for r in together)
+    return {"lanes": {"runs": n, "threads_per_run": threads, "alone": alone, "together": together,
+                      "one_images_per_s": round(one, 1), "together_images_per_s": round(many, 1),
+                      "lanes_over_one": round(many / one, 3)}}
+
+
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -459,6 +514,8 @@ def bench(args: argparse.Namespace) -> dict:
             row["fast_over_plain"] = round(row["fast"]["images_per_s"] / row["plain"]["images_per_s"], 2)
         if args.trainer:
             row.update(compare_trainer(cfg, data, args.steps, args.warmup, graphs=not args.no_graphs))
+        if args.lanes > 1:
+            row.update(compare_lanes(cfg, data, args.lanes, args.steps, args.warmup))
         out["train"].append(row)
         _report(row, file=sys.stderr)
         del data
@@ -511,6 +568,11 @@ def _report(row: dict, file) -> None:
     for key in ("fast_over_plain", "trainer_over_bare"):
         if key in row:
             parts.append(f"{key} {row[key]}")
+    if "lanes" in row:
+        lanes = row["lanes"]
+        parts.append(f"{lanes['runs']} runs at once: {lanes['together_images_per_s']:.0f} img/s against "
+                     f"{lanes['one_images_per_s']:.0f} alone ({lanes['threads_per_run']} thread(s) each): "
+                     f"lanes_over_one {lanes['lanes_over_one']}")
     print(" | ".join(parts), file=file, flush=True)
 
 
@@ -533,6 +595,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--trainer", action="store_true",
                    help="also time the app's Trainer (a training process) beside the bare loop it runs: bare, "
                         "Trainer, bare, Trainer, bare; reports trainer_over_bare")
+    p.add_argument("--lanes", type=int, default=0,
+                   help="also time N runs at once as the app's lanes train them (each a training process with "
+                        "the app's threads per run) against one alone: one, N, one, N, one; reports lanes_over_one")
     p.add_argument("--images", type=int, default=2048, help="size of the random data set (default: 2048)")
     p.add_argument("--generate-batch", type=int, default=0,
                    help="large batch for generator inference (default: 1024 on a GPU, 64 on the CPU)")
