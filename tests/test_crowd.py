@@ -507,6 +507,9 @@ def test_the_cli_is_registered():
     parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
     assert parsed.users == 2 and parsed.json and callable(parsed.func)
     assert parsed.pictures and parsed.processes == 1  # pictures fetched unless --no-pictures
+    assert parsed.retry and parsed.pages == 0  # a stale connection's GET sent again as a browser does; no real page
+    parsed = build_parser().parse_args(["crowd", "--page", "--no-retry"])
+    assert parsed.pages == 1 and not parsed.retry
     assert Path(parsed.func.__code__.co_filename).parts[-2:] == ("tools", "crowd.py")
 
 
