@@ -373,6 +373,42 @@ def test_a_short_crowd_gets_every_answer_and_sees_the_run_train(crowd_app, monke
     assert studio.trainer.status().state == "running"
 
 
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_real_page_among_the_visitors_times_its_sliders_from_input_to_painted_picture(crowd_app):
+    """`dcgan crowd --page`: a headless Chromium page opens the app, goes to Explore, uses the live run, moves
+    sliders with arrow keys and draws new samples; each time runs from the input event to the new picture painted.
+    The Explore answers it paints are the studio's PNG files (written whole), not per-request webp writes."""
+    from pathlib import Path as P
+
+    from dcgan.tools import crowd as crowd_module
+
+    if not P(crowd_module.CHROMIUM).exists():
+        pytest.skip(f"{crowd_module.CHROMIUM} is missing")
+    pytest.importorskip("playwright")
+    _, url, _ = crowd_app
+    tally, stop = Tally(), threading.Event()
+    srcs: list[str] = []
+    painted = crowd_module.painted
+
+    def spy(page, trigger, selector, count, timeout, event):
+        seconds = painted(page, trigger, selector, count, timeout, event)
+        srcs.extend(page.evaluate(crowd_module.SOURCES_JS, selector))
+        return seconds
+
+    crowd_module.painted = spy
+    try:
+        crowd_module.page_visitor(url, time.time() + 6, 0, 0.2, tally, 60, stop)
+    finally:
+        crowd_module.painted = painted
+    rows = summary(tally)
+    assert not tally.failed, tally.errors
+    assert rows["page_open"]["ok"] == 1 and rows["page_use_live"]["ok"] == 1
+    assert rows["page_sliders"]["ok"] >= 1 and rows["page_samples"]["ok"] >= 1, rows  # its first moves, at least
+    assert all(0 < t < 60 for t in tally.seconds["page_sliders"])
+    assert srcs and all(src.split("?")[0].endswith(".png") for src in srcs), srcs[:3]
+
+
 def test_the_pictures_of_an_answer_are_found_wherever_the_answer_puts_them():
     from dcgan.tools.crowd import picture_urls
 
@@ -382,12 +418,98 @@ def test_the_pictures_of_an_answer_are_found_wherever_the_answer_puts_them():
     assert picture_urls("no files") == []
 
 
+class ClosingServer:
+    """An HTTP server on 127.0.0.1 that answers the first request of each connection, keeping it alive, and closes a
+    connection on its second request without answering: what uvicorn does when its keep-alive timeout closes an idle
+    connection just as the client sends on it (the request arrives at a socket that is being closed)."""
+
+    def __init__(self, answer_reused: bool = False) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/gradio_api/file=pic.png"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 3\r\n\r\npng")
+            conn.recv(65536)  # the next request on the kept-alive connection: closed unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_picture_get_that_dies_on_a_reused_connection_is_sent_again_like_a_browser_and_recorded(retry):
+    """The keep-alive race: a GET on a kept-alive connection the server closes unanswered. Like Chromium, the crowd's
+    picture fetcher sends it once more on a new connection (retry=True), counted and recorded in full; without the
+    retry it is a failure, recorded with its URL, the reused connection and its idle time."""
+    from dcgan.tools.crowd import Pictures
+
+    server, tally = ClosingServer(), Tally()
+    fetcher = Pictures(timeout=10, retry=retry)
+    try:
+        assert fetcher.get(server.url, tally)  # a new connection: answered, kept alive
+        time.sleep(0.05)
+        assert fetcher.get(server.url, tally) is retry  # reused: closed unanswered; a browser sends it again
+    finally:
+        fetcher.close()
+        server.close()
+    assert len(tally.seconds["picture"]) == 1 + retry
+    assert (tally.retried["picture"], tally.failed["picture"]) == ((1, 0) if retry else (0, 1))
+    [error] = tally.errors
+    assert error["url"] == server.url and error["reused_connection"] and not error["answer_started"]
+    assert 0.04 < error["idle_s"] < 5 and error.get("retried", False) is retry
+    assert "Server disconnected without sending a response" in error["text"], error["text"]
+    assert server.connections == 1 + retry
+
+
+def test_a_picture_get_that_dies_on_a_new_connection_is_a_failure_not_retried():
+    """Only a stale kept-alive connection is the race a browser hides; a server that drops a fresh connection fails."""
+    import socket
+
+    from dcgan.tools.crowd import Pictures
+
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def drop() -> None:
+        for _ in range(2):
+            conn, _ = sock.accept()
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=drop, daemon=True).start()
+    tally, fetcher = Tally(), Pictures(timeout=10)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.png"
+    try:
+        assert not fetcher.get(url, tally)
+    finally:
+        fetcher.close()
+        sock.close()
+    assert tally.failed["picture"] == 1 and not tally.retried
+    assert tally.errors[0]["reused_connection"] is False and tally.errors[0]["url"] == url
+
+
 def test_the_cli_is_registered():
     from dcgan.__main__ import build_parser
 
     parsed = build_parser().parse_args(["crowd", "--url", "http://127.0.0.1:1", "--users", "2", "--json"])
     assert parsed.users == 2 and parsed.json and callable(parsed.func)
     assert parsed.pictures and parsed.processes == 1  # pictures fetched unless --no-pictures
+    assert parsed.retry and parsed.pages == 0  # a stale connection's GET sent again as a browser does; no real page
+    parsed = build_parser().parse_args(["crowd", "--page", "--no-retry"])
+    assert parsed.pages == 1 and not parsed.retry
     assert Path(parsed.func.__code__.co_filename).parts[-2:] == ("tools", "crowd.py")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from dcgan import latent
 from ui import explore_tools as tools
@@ -180,11 +181,24 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
 def wire(studio: Studio, C: dict[str, Any]) -> None:
     """The events: inputs by name, outputs are every component a callback may name."""
 
+    def shared(value: Any) -> Any:
+        """A picture (or a gallery of them) as the studio's PNG file, written whole and renamed into place. Handed an
+        array, Gradio writes it to a path named by its content with a plain write (gradio.processing_utils.
+        save_pil_to_cache): visitors who get the same picture (every visitor on one snapshot gets the same grid)
+        rewrote a file while it was being served to another, and the server closed that connection mid-stream
+        ("Too much data for declared Content-Length"; docs/ROBUSTNESS.md, issue 27). A file it copies atomically."""
+        if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
+            return studio.pictures.png(value)
+        if isinstance(value, list) and value and all(isinstance(v, tuple) and isinstance(v[0], np.ndarray)
+                                                     for v in value):
+            return [(shared(picture), *rest) for picture, *rest in value]
+        return value
+
     def named(fn: Callable) -> Callable:
-        """A tools callback returning {name: value} -> {component: value}, as Gradio wants."""
+        """A tools callback returning {name: value} -> {component: value}, as Gradio wants (pictures as files)."""
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> dict:
-            out = {C[name]: value for name, value in fn(*args, **kwargs).items()}
+            out = {C[name]: shared(value) for name, value in fn(*args, **kwargs).items()}
             return out or {C["session"]: gr.skip()}  # nothing to change (Gradio wants at least one entry)
         return wrapper
 
@@ -217,7 +231,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
 
     # the tools that draw with the shared slider directions or write a GIF take the studio
     def slide(session, kind, first, *amounts):  # the names of the public explore_sliders endpoint
-        return tools.slide(studio, session, kind, first, *amounts)
+        return shared(tools.slide(studio, session, kind, first, *amounts))
 
     def random_start(s, k, f):
         return tools.random_start(studio, s, k, f)

@@ -18,8 +18,16 @@ whose name is the action or ends with `_` + the action (`/explore_sliders` serve
 parameters (labels, components, defaults) come from the same description. An action the app does not
 describe is left out and named in the result; without `use_live` and `sliders` there is no crowd.
 
+Like a browser, each visitor fetches every picture of every answer (`--no-pictures`: not), on kept-alive
+connections; a picture GET that dies on a reused connection before any answer is sent once more, as Chromium
+does (`--no-retry`: not), and counted as `retried`. `--pages N` adds N real Chromium pages (Playwright,
+/usr/bin/chromium) on the Explore tab: each uses the live run, moves sliders with arrow keys and draws new samples,
+timed in the page from the input event to the new picture decoded and painted (`page_*` actions).
+
 Results are real app answers: an exception, an error toast or a timeout is a failed request;
-a "Busy" refusal of a heavy job is counted apart.
+a "Busy" refusal of a heavy job is counted apart. Every failure is kept in full in `errors` (the request: endpoint
+or picture URL, reused connection or not, its idle time; the whole chain of exceptions), so one seen once can be
+investigated.
 """
 
 from __future__ import annotations
@@ -49,14 +57,35 @@ MIX = {"sliders": 0.70, "samples": 0.20, "interpolate": 0.08, "invert": 0.02}  #
 SLIDER_RANGE = 3.0  # the app's sliders go from -3 to 3 standard deviations
 
 
+MAX_ERRORS = 200  # failures kept in full per process (each with its request), enough to investigate a rare one
+
+
+def error_text(error: BaseException | str) -> str:
+    """The whole story of a failure: type and message of the exception and of every exception behind it (an httpx
+    error wraps httpcore's, which wraps the socket's: "Connection reset by peer" is often only in the last one)."""
+    if not isinstance(error, BaseException):
+        return str(error)
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        parts.append(f"{type(error).__module__}.{type(error).__name__}: {error}".strip())
+        error = error.__cause__ or error.__context__
+    return " <- ".join(parts)
+
+
 @dataclass
 class Tally:
-    """Latencies (seconds) of answered requests and the failures, per action."""
+    """Latencies (seconds) of answered requests, the failures per action, and each failure in full: which request
+    (endpoint or picture URL, a reused connection or a new one, how long it had been idle) and its whole error text,
+    so a failure seen once can be investigated. `retried` counts what a browser would have sent again (a picture
+    GET that died on a kept-alive connection before any answer); each of those is in `errors` too."""
 
     seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    errors: list[str] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    t0: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, action: str, seconds: float) -> None:
@@ -67,23 +96,35 @@ class Tally:
         """What a visitors' process sends back (picklable)."""
         with self.lock:
             return {"seconds": dict(self.seconds), "failed": dict(self.failed), "refused": dict(self.refused),
-                    "errors": list(self.errors)}
+                    "retried": dict(self.retried), "errors": list(self.errors)}
 
     def merge(self, other: dict[str, Any]) -> None:
         with self.lock:
             for action, times in other["seconds"].items():
                 self.seconds[action].extend(times)
-            for kind in ("failed", "refused"):
-                for action, n in other[kind].items():
+            for kind in ("failed", "refused", "retried"):
+                for action, n in other.get(kind, {}).items():
                     getattr(self, kind)[action] += n
-            self.errors.extend(other["errors"][:max(0, 20 - len(self.errors))])
+            self.errors.extend(other["errors"][:max(0, MAX_ERRORS - len(self.errors))])
 
-    def fail(self, action: str, error: BaseException | str, refused: bool = False) -> None:
+    def _record(self, action: str, error: BaseException | str, detail: dict[str, Any]) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"action": action, "at_s": round(time.time() - self.t0, 3),
+                                "error": type(error).__name__ if isinstance(error, BaseException) else "",
+                                "text": error_text(error), **detail})
+
+    def fail(self, action: str, error: BaseException | str, refused: bool = False, **detail: Any) -> None:
+        """A failed (or, refused=True, a refused) request; detail says which request (endpoint=, url=, reused=)."""
         with self.lock:
             (self.refused if refused else self.failed)[action] += 1
-            if not refused and len(self.errors) < 20:
-                self.errors.append(f"{action}: {type(error).__name__ if isinstance(error, BaseException) else ''} "
-                                   f"{str(error)[:300]}".strip())
+            if not refused:
+                self._record(action, error, detail)
+
+    def retry(self, action: str, error: BaseException, **detail: Any) -> None:
+        """A request sent again, as a browser would; kept in full with the failures, marked retried."""
+        with self.lock:
+            self.retried[action] += 1
+            self._record(action, error, {**detail, "retried": True})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,10 +135,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(tally: Tally) -> dict[str, dict[str, Any]]:
     rows = {}
-    for action in sorted(set(tally.seconds) | set(tally.failed) | set(tally.refused)):
+    for action in sorted(set(tally.seconds) | set(tally.failed) | set(tally.refused) | set(tally.retried)):
         times = tally.seconds.get(action, [])
         rows[action] = {"ok": len(times), "failed": tally.failed.get(action, 0),
-                        "refused": tally.refused.get(action, 0),
+                        "refused": tally.refused.get(action, 0), "retried": tally.retried.get(action, 0),
                         "p50_s": round(percentile(times, 50), 4) if times else None,
                         "p95_s": round(percentile(times, 95), 4) if times else None,
                         "max_s": round(max(times), 4) if times else None}
@@ -216,41 +257,75 @@ def picture_urls(answer: Any) -> list[str]:
     return []
 
 
-def browser_fetcher(timeout: float) -> Any:
-    """What a browser tab fetches pictures with: one HTTP client, kept-alive connections (six, as Chromium
-    opens per host), bytes read and dropped (a browser decodes them; nothing is written to disk)."""
-    import httpx
+class Pictures:
+    """What a browser tab fetches pictures with: one HTTP client, kept-alive connections (six, as Chromium opens per
+    host), bytes read and dropped (a browser decodes them; nothing is written to disk).
 
-    return httpx.Client(timeout=timeout, verify=tls(), limits=httpx.Limits(max_connections=6))
+    Like a browser, a GET that dies on a *reused* kept-alive connection before any byte of an answer (the server
+    closed the idle connection just as the request went out: httpx's "Server disconnected without sending a
+    response", or "Connection reset by peer") is sent once more on a new connection: Chromium does the same for
+    such errors on a reused socket (HttpNetworkTransaction::ShouldResendRequest), so its pages never see this race.
+    The retry is counted and recorded in full (`retried`), never hidden; retry=False gives a client that fails."""
 
+    def __init__(self, timeout: float, retry: bool = True) -> None:
+        import httpx
 
-def fetch(fetcher: Any, urls: list[str], tally: Tally) -> bool:
-    """Every picture of an answer, like the page that asked; a failed fetch is a failed 'picture' request."""
-    ok = True
-    for url in urls:
+        self.client = httpx.Client(timeout=timeout, verify=tls(), limits=httpx.Limits(max_connections=6))
+        self.retry = retry
+        self.last_done: float | None = None  # when the previous answer ended (a visitor fetches one at a time)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, url: str, tally: Tally) -> bool:
+        """One picture, timed as "picture"; a failure is recorded with the request it was (URL, reused, idle)."""
+        import httpx
+
         t0 = time.perf_counter()
-        try:
-            fetcher.get(url).raise_for_status()
-        except Exception as exc:  # httpx.RemoteProtocolError ("Server disconnected ..."), ReadError, HTTP errors
-            tally.fail("picture", exc)
-            ok = False
-            continue
-        tally.add("picture", time.perf_counter() - t0)
-    return ok
+        for attempt in (1, 2):
+            events: list[str] = []
+            sent = time.perf_counter()
+            try:
+                trace = {"trace": lambda name, info, e=events: e.append(name)}  # httpcore's steps: new connection?
+                self.client.get(url, extensions=trace).raise_for_status()
+            except Exception as exc:  # httpx.RemoteProtocolError ("Server disconnected ..."), ReadError, HTTP errors
+                reused = bool(events) and not any(e.startswith("connection.connect_tcp") for e in events)
+                answered = any(e.startswith("http11.receive_response_headers.complete") for e in events)
+                detail = {"url": url, "reused_connection": reused, "answer_started": answered, "attempt": attempt,
+                          "idle_s": round(sent - self.last_done, 3) if reused and self.last_done else None,
+                          "last_step": events[-1] if events else None}
+                self.last_done = None  # the connection is gone
+                stale = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
+                if self.retry and attempt == 1 and reused and not answered and stale:
+                    tally.retry("picture", exc, **detail)
+                    continue
+                tally.fail("picture", exc, **detail)
+                return False
+            self.last_done = time.perf_counter()
+            tally.add("picture", self.last_done - t0)
+            return True
+        return False  # not reached: the second attempt returns
+
+
+def fetch(fetcher: Pictures, urls: list[str], tally: Tally) -> bool:
+    """Every picture of an answer, like the page that asked; a failed fetch is a failed 'picture' request."""
+    return all([fetcher.get(url, tally) for url in urls])
 
 
 def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float,
-         fetcher: Any = None) -> bool:
+         fetcher: Pictures | None = None) -> bool:
     """One request, timed from sending to having the app's answer and, with a fetcher, every picture in it
     (what a browser waits for before it can paint)."""
     t0 = time.perf_counter()
     try:
         answer = page.submit(*endpoints.args(action, rng), api_name=endpoints.name(action)).result(timeout=timeout)
     except Exception as exc:  # AppError (a gr.Error toast or an exception in the app), timeout, connection
-        tally.fail(action, exc, refused=is_refusal(exc))
+        tally.fail(action, exc, refused=is_refusal(exc), endpoint=endpoints.name(action),
+                   after_s=round(time.perf_counter() - t0, 3))
         return False
     if fetcher is not None and not fetch(fetcher, picture_urls(answer), tally):
-        tally.fail(action, "a picture of the answer could not be fetched")
+        tally.fail(action, "a picture of the answer could not be fetched (see its 'picture' error)",
+                   endpoint=endpoints.name(action))
         return False
     tally.add(action, time.perf_counter() - t0)
     return True
@@ -264,7 +339,7 @@ def open_page(url: str, tally: Tally, timeout: float) -> Any | None:
         # the app's own two cores the bottleneck (ROBUSTNESS.md); the pictures are fetched as a browser does
         page = client(url, timeout, download_files=False, max_workers=4)
     except Exception as exc:
-        tally.fail("open", exc)
+        tally.fail("open", exc, url=url)
         return None
     tally.add("open", time.perf_counter() - t0)
     return page
@@ -276,13 +351,14 @@ def mix(endpoints: Endpoints) -> dict[str, float]:
 
 
 def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: float,
-            tally: Tally, timeout: float, stop: threading.Event, pictures: bool = True) -> None:
-    """A student on the Explore tab (which sends no status polls); pictures: fetch each answer's pictures."""
+            tally: Tally, timeout: float, stop: threading.Event, pictures: bool = True, retry: bool = True) -> None:
+    """A student on the Explore tab (which sends no status polls); pictures: fetch each answer's pictures (retry:
+    a stale kept-alive connection's GET once more, as a browser does)."""
     rng = random.Random(seed)
     page = open_page(url, tally, timeout)
     if page is None:
         return
-    fetcher = browser_fetcher(timeout) if pictures else None
+    fetcher = Pictures(timeout, retry) if pictures else None
     try:
         explore(page, endpoints, until, rng, think_s, tally, timeout, stop, fetcher)
     finally:
@@ -291,7 +367,7 @@ def visitor(url: str, endpoints: Endpoints, until: float, seed: int, think_s: fl
 
 
 def explore(page: Any, endpoints: Endpoints, until: float, rng: random.Random, think_s: float, tally: Tally,
-            timeout: float, stop: threading.Event, fetcher: Any) -> None:
+            timeout: float, stop: threading.Event, fetcher: Pictures | None) -> None:
     if not call(page, endpoints, "use_live", rng, tally, timeout, fetcher):
         return  # no model to explore: the failure is counted; nothing else this visitor could do
     actions, weights = zip(*mix(endpoints).items(), strict=True)
@@ -316,6 +392,135 @@ def watcher(url: str, endpoints: Endpoints, until: float, poll_s: float, tally: 
         t0 = time.perf_counter()
         call(page, endpoints, "train_status", rng, tally, timeout)
         stop.wait(max(0.0, poll_s - (time.perf_counter() - t0)))
+
+
+# ---- a real page ---------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# the page's parts (ui/explore_tab.py elem_ids); a slider's range input moves one step per arrow key
+USE, SAMPLES, GRID, MOVED = "#explore-use", "#explore-samples", "#explore-grid img", "#explore-moved img"
+SLIDER = "#explore-slider-{} input[type=range]"
+PAGE_SLIDERS = 6
+
+# before a trusted input (a key press, a click) reaches the element, note when its event fires (performance.now())
+MARK_JS = """([selector, type]) => { window.__crowdT0 = null;
+  document.querySelector(selector).addEventListener(type, () => { window.__crowdT0 = performance.now(); },
+                                                    {once: true, capture: true}); }"""
+# then wait, frame by frame, until the pictures under a selector are new (none of the old sources), decoded and
+# complete, and one more frame has been painted: the time from the input event to a picture the visitor sees
+PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
+  const before = new Set(old), deadline = performance.now() + timeoutMs;
+  const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+  for (;;) {
+    const imgs = [...document.querySelectorAll(selector)];
+    if (window.__crowdT0 !== null && imgs.length >= count && imgs.every(i => i.src && !before.has(i.src))) {
+      try { await Promise.all(imgs.map(i => i.decode())); } catch (e) { await frame(); continue; }
+      if (imgs.every(i => i.isConnected && i.complete && i.naturalWidth > 0)) {
+        await frame(); await frame();
+        return {ms: performance.now() - window.__crowdT0, srcs: imgs.map(i => i.src)};
+      }
+    }
+    if (performance.now() > deadline)
+      return {timeout: true, fired: window.__crowdT0 !== null, images: imgs.length};
+    await frame();
+  }
+}"""
+SOURCES_JS = "(selector) => [...document.querySelectorAll(selector)].map(i => i.src)"
+
+
+class PageTimeout(TimeoutError):
+    """The page did not paint the new pictures in time."""
+
+
+def painted(page: Any, trigger: Any, selector: str, count: int, timeout: float, event: tuple[str, str]) -> float:
+    """Seconds from the trusted input `trigger()` makes (its DOM event, `event` = (element selector, type)) to the
+    new pictures under `selector` painted in the page; measured in the page with performance.now()."""
+    old = page.evaluate(SOURCES_JS, selector)
+    page.evaluate(MARK_JS, list(event))
+    trigger()
+    seen = page.evaluate(PAINTED_JS, [selector, old, count, timeout * 1000])
+    if seen.get("timeout"):
+        raise PageTimeout(f"no new picture under {selector} painted within {timeout:g} s (the input event "
+                          f"{'fired' if seen['fired'] else 'never fired'}; {seen['images']} images there)")
+    return seen["ms"] / 1000
+
+
+def page_visitor(url: str, until: float, seed: int, think_s: float, tally: Tally, timeout: float,
+                 stop: threading.Event) -> None:
+    """A real Chromium page among the visitors: it opens the app, goes to the Explore tab, uses the live run, then
+    until the time is up moves a latent slider one step at a time (arrow keys: trusted input events), now and then
+    draws new samples. Each time runs from the input event to the new picture painted (`page_*` actions); the
+    page's own failed requests (Chromium's network errors, HTTP errors) are `page_request` failures."""
+    from playwright.sync_api import sync_playwright
+
+    rng = random.Random(seed)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.set_default_timeout(timeout * 1000)
+            page = context.new_page()
+
+            def failed(request: Any) -> None:
+                why = request.failure or ""
+                if "ERR_ABORTED" not in why:  # a picture replaced before it loaded, the page closing: not a failure
+                    tally.fail("page_request", f"{request.method} {request.url}: {why}", url=request.url)
+
+            def answered(response: Any) -> None:
+                if response.status >= 400:
+                    tally.fail("page_request", f"HTTP {response.status} for {response.request.method} {response.url}",
+                               url=response.url)
+
+            page.on("requestfailed", failed)
+            page.on("response", answered)
+            explore_page(page, url, until, rng, think_s, tally, timeout, stop)
+        finally:
+            browser.close()
+
+
+def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s: float, tally: Tally,
+                 timeout: float, stop: threading.Event) -> None:
+    def timed(action: str, measure: Any) -> bool:
+        try:
+            tally.add(action, measure())
+            return True
+        except Exception as exc:  # PageTimeout, a Playwright timeout, the page gone
+            tally.fail(action, exc, url=page.url)
+            return False
+
+    def opened() -> float:
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.get_by_role("tab", name="Explore").click()
+        page.locator(USE).wait_for(state="visible")
+        return time.perf_counter() - t0
+
+    if not timed("page_open", opened):
+        return
+    if not timed("page_use_live", lambda: painted(page, lambda: page.click(USE), GRID, 16, timeout, (USE, "click"))):
+        return
+    steps = {j: rng.choice((-1, 1)) for j in range(1, PAGE_SLIDERS + 1)}  # each slider's direction of travel
+    first = ["sliders", "samples"]
+    while first or (time.time() < until and not stop.is_set()):
+        stop.wait(rng.expovariate(1 / think_s) if think_s > 0 and not stop.is_set() else 0)
+        if not first and time.time() >= until:
+            break
+        action = first.pop(0) if first else rng.choices(("sliders", "samples"), (0.8, 0.2))[0]
+        if action == "samples":
+            timed("page_samples", lambda: painted(page, lambda: page.click(SAMPLES), GRID, 16, timeout,
+                                                  (SAMPLES, "click")))
+            continue
+        j = rng.randint(1, PAGE_SLIDERS)
+        slider = page.locator(SLIDER.format(j))
+        value = float(slider.input_value())
+        low, high = (float(slider.get_attribute(k) or d) for k, d in (("min", -SLIDER_RANGE), ("max", SLIDER_RANGE)))
+        if not low < value + 0.1 * steps[j] < high:  # at an end: turn round
+            steps[j] = -steps[j]
+        key = "ArrowRight" if steps[j] > 0 else "ArrowLeft"
+        timed("page_sliders", lambda s=slider, k=key, j=j: painted(page, lambda: s.press(k), MOVED, 1, timeout,
+                                                                   (SLIDER.format(j), "input")))
 
 
 # ---- the training run, watched from outside ------------------------------------------------------------
@@ -434,13 +639,13 @@ def describe(url: str, timeout: float) -> Endpoints:
 
 def visitors(url: str, endpoints: Endpoints, plan: list[tuple[int, float]], until: float, think_s: float,
              timeout: float, seed: int, pictures: bool, tally: Tally | None = None,
-             stop: threading.Event | None = None) -> dict[str, Any]:
+             stop: threading.Event | None = None, retry: bool = True) -> dict[str, Any]:
     """Visitors (index, arrival delay) as threads of this process, until `until`; their tally, plain."""
     tally, stop = tally or Tally(), stop or threading.Event()
     threads = []
     for i, delay in plan:
         th = threading.Thread(target=lambda d=delay, i=i: (stop.wait(d), visitor(
-            url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop, pictures)), daemon=True)
+            url, endpoints, until, seed * 1000 + i, think_s, tally, timeout, stop, pictures, retry)), daemon=True)
         th.start()
         threads.append(th)
     for th in threads:
@@ -450,7 +655,8 @@ def visitors(url: str, endpoints: Endpoints, plan: list[tuple[int, float]], unti
 
 def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0, poll_s: float = 1.0,
           baseline_s: float = 15.0, ramp_s: float = 5.0, batch_size: int | None = None, timeout: float = 120.0,
-          seed: int = 0, watchers: int = 0, pictures: bool = True, processes: int = 1) -> dict[str, Any]:
+          seed: int = 0, watchers: int = 0, pictures: bool = True, processes: int = 1, *, retry: bool = True,
+          pages: int = 0) -> dict[str, Any]:
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
     endpoints = describe(url, timeout)
     watch = TrainingWatch(url, endpoints, batch_size, timeout)
@@ -471,11 +677,16 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
         import multiprocessing
 
         pool = concurrent.futures.ProcessPoolExecutor(len(shares) - 1, mp_context=multiprocessing.get_context("spawn"))
-        others = [pool.submit(visitors, url, endpoints, share, until, think_s, timeout, seed, pictures)
-                  for share in shares[1:]]
+        others = [pool.submit(visitors, url, endpoints, share, until, think_s, timeout, seed, pictures, None, None,
+                              retry) for share in shares[1:]]
     threads = [threading.Thread(target=visitors, args=(url, endpoints, shares[0], until, think_s, timeout, seed,
-                                                       pictures, tally, stop), daemon=True)]
+                                                       pictures, tally, stop, retry), daemon=True)]
     threads[0].start()
+    for i in range(pages):  # real Chromium pages, arriving with the first visitors
+        th = threading.Thread(target=page_visitor, args=(url, until, seed * 1000 + 900 + i, think_s, tally, timeout,
+                                                         stop), daemon=True)
+        th.start()
+        threads.append(th)
     if poll_s > 0 and endpoints.has("train_status"):
         for i in range(watchers):
             th = threading.Thread(target=lambda d=ramp_s * i / max(watchers, 1): (stop.wait(d), watcher(
@@ -503,12 +714,14 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     actions = summary(tally)
     return {
         "url": url, "users": users, "watchers": watchers, "seconds": seconds, "ramp_s": ramp_s, "think_s": think_s,
-        "poll_s": poll_s, "pictures": pictures, "processes": max(1, processes),
+        "poll_s": poll_s, "pictures": pictures, "processes": max(1, processes), "retry": retry,
+        "pages": pages,
         "baseline_s": baseline_s, "seed": seed, "mix": mix(endpoints), "endpoints": endpoints.names,
         "missing_endpoints": sorted(endpoints.missing), "missing_why": endpoints.missing,
         "requests": sum(a["ok"] + a["failed"] + a["refused"] for a in actions.values()),
         "failed": sum(a["failed"] for a in actions.values()),
         "refused": sum(a["refused"] for a in actions.values()),
+        "retried": sum(a["retried"] for a in actions.values()),
         "actions": actions, "errors": tally.errors,
         "training": {"read_from": endpoints.names.get(PROGRESS, endpoints.names.get("train_status")),
                      "before": before, "during": during,
@@ -519,21 +732,28 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{result['users']} visitors exploring and {result.get('watchers', 0)} pages on the Train tab for "
+    lines = [f"{result['users']} visitors exploring, {result.get('pages', 0)} real Chromium pages on Explore and "
+             f"{result.get('watchers', 0)} pages on the Train tab for "
              f"{result['seconds']:g} s against {result['url']} (think {result['think_s']:g} s, watchers' status poll "
              f"{result['poll_s']:g} s)",
-             f"{'action':<14}{'ok':>7}{'failed':>8}{'refused':>9}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
+             f"{'action':<14}{'ok':>7}{'failed':>8}{'refused':>9}{'retried':>9}{'p50 s':>9}{'p95 s':>9}{'max s':>9}"]
     for name, a in result["actions"].items():
         cells = [f"{a[k]:>9.3f}" if a[k] is not None else f"{'-':>9}" for k in ("p50_s", "p95_s", "max_s")]
-        lines.append(f"{name:<14}{a['ok']:>7}{a['failed']:>8}{a['refused']:>9}{''.join(cells)}")
+        lines.append(f"{name:<14}{a['ok']:>7}{a['failed']:>8}{a['refused']:>9}{a.get('retried', 0):>9}"
+                     f"{''.join(cells)}")
     tr = result["training"]
     fmt = lambda r: "-" if r.get("images_per_s") is None else f"{r['images_per_s']:.1f}"  # noqa: E731
     lines.append(f"training images/s: before {fmt(tr['before'])}, during {fmt(tr['during'])}"
                  + (f" ({100 * tr['during_over_before']:.0f}% of before)" if tr["during_over_before"] else ""))
-    lines.append(f"failed requests: {result['failed']} of {result['requests']}; "
+    lines.append(f"failed requests: {result['failed']} of {result['requests']}"
+                 f" (and {result.get('retried', 0)} picture GETs sent again on a new connection, as a browser does); "
                  f"load average before {result['loadavg_before']}, after {result['loadavg_after']}")
-    for error in result["errors"][:5]:
-        lines.append(f"  error: {error}")
+    for error in result["errors"][:8]:
+        where = error.get("endpoint") or error.get("url") or ""
+        how = (f" reused connection idle {error['idle_s']} s" if error.get("reused_connection") and error.get("idle_s")
+               else " reused connection" if error.get("reused_connection") else "")
+        lines.append(f"  {'retried' if error.get('retried') else 'error'} at {error['at_s']} s: {error['action']} "
+                     f"{where}{how}: {error['text'][:300]}")
     for action, why in result.get("missing_why", {}).items():
         lines.append(f"  {action} left out: {why}")
     return "\n".join(lines)
@@ -560,6 +780,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-pictures", dest="pictures", action="store_false",
                    help="take the answers without fetching their pictures (a browser fetches them; default: fetch)")
+    p.add_argument("--no-retry", dest="retry", action="store_false",
+                   help="never send a picture GET again, even when it died on a kept-alive connection the server "
+                        "was closing (a browser sends it again; default: once, counted as retried)")
+    p.add_argument("--pages", type=int, default=0,
+                   help="real Chromium pages (Playwright, /usr/bin/chromium) among the visitors, on the Explore tab: "
+                        "slider and new-samples times from the input event to the picture painted (default: 0)")
+    p.add_argument("--page", dest="pages", action="store_const", const=1, help="one real page (--pages 1)")
     p.add_argument("--processes", type=int, default=1,
                    help="spread the visitors over this many processes (default: 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (the table goes to stderr)")
@@ -571,7 +798,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def cmd_crowd(args: argparse.Namespace) -> int:
     try:
         result = crowd(args.url, args.users, args.seconds, args.think, args.poll, args.baseline, args.ramp,
-                       args.batch_size, args.timeout, args.seed, args.watchers, args.pictures, args.processes)
+                       args.batch_size, args.timeout, args.seed, args.watchers, args.pictures, args.processes,
+                       retry=args.retry, pages=args.pages)
     except MissingEndpoint as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
