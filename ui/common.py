@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from dcgan import config
 from dcgan.checkpoint import CheckpointError
@@ -49,6 +50,22 @@ def user_error(message: str, title: str = "Cannot do that") -> gr.Error:
     """A gr.Error for a user's mistake: shown in the page, logged as one line, no traceback in app.log."""
     log.info("user error: %s", message)
     return gr.Error(message, title=title, print_exception=False)
+
+
+def as_files(studio: Any, value: Any) -> Any:
+    """A picture (or a gallery of them, captioned or not) as the studio's PNG file, written whole and renamed into
+    place; anything else as it is. Handed an array, Gradio 6.31 writes it to a path named by its content with a
+    plain write (gradio.processing_utils.save_pil_to_cache): visitors who get the same picture (every visitor on one
+    snapshot gets the same grid) rewrote a file while it was being served to another, and the server closed that
+    connection mid-stream ("Too much data for declared Content-Length"; docs/ROBUSTNESS.md, issue 27). A file it
+    copies atomically."""
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
+        return studio.pictures.png(value)
+    if isinstance(value, list) and value and all(isinstance(v, np.ndarray) or isinstance(v, tuple) and
+                                                 isinstance(v[0], np.ndarray) for v in value):
+        return [as_files(studio, v) if isinstance(v, np.ndarray) else (as_files(studio, v[0]), *v[1:])
+                for v in value]
+    return value
 
 
 def new_view(default: Any = None) -> dict[str, Any]:

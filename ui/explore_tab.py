@@ -12,12 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from dcgan import latent
 from ui import explore_tools as tools
 from ui import inside_g
-from ui.common import FAST, HEAVY, PRIVATE, SLIDE, fast, new_view
+from ui.common import FAST, HEAVY, PRIVATE, SLIDE, as_files, fast, new_view
 from ui.state import Studio
 
 NOTE_SLIDERS = """**Latent sliders.** Each slider moves z along one direction, in standard deviations of the prior.
@@ -182,17 +181,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     """The events: inputs by name, outputs are every component a callback may name."""
 
     def shared(value: Any) -> Any:
-        """A picture (or a gallery of them) as the studio's PNG file, written whole and renamed into place. Handed an
-        array, Gradio writes it to a path named by its content with a plain write (gradio.processing_utils.
-        save_pil_to_cache): visitors who get the same picture (every visitor on one snapshot gets the same grid)
-        rewrote a file while it was being served to another, and the server closed that connection mid-stream
-        ("Too much data for declared Content-Length"; docs/ROBUSTNESS.md, issue 27). A file it copies atomically."""
-        if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
-            return studio.pictures.png(value)
-        if isinstance(value, list) and value and all(isinstance(v, tuple) and isinstance(v[0], np.ndarray)
-                                                     for v in value):
-            return [(shared(picture), *rest) for picture, *rest in value]
-        return value
+        return as_files(studio, value)
 
     def named(fn: Callable) -> Callable:
         """A tools callback returning {name: value} -> {component: value}, as Gradio wants (pictures as files)."""

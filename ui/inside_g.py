@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import torch
 
 from dcgan import inside, latent
 from dcgan.images import image_array, upscale
 from dcgan.studio import LoadedModel, digit_classifier_ready
-from ui.common import FAST, HEAVY, PRIVATE, fast, user_error
+from ui.common import FAST, HEAVY, PRIVATE, as_files, fast, user_error
 from ui.queues import POLL
 from ui.state import Studio
 
@@ -102,7 +103,7 @@ def draw(studio: Studio, session: dict[str, Any], seen: dict[str, Any], again: b
            seen.get("value"), seen.get("region"), version)
     if key != seen.get("drawn"):
         seen["drawn"] = key
-        out.update(images(model, rank, z, label, seen))
+        out.update(images(model, rank, z, label, seen, studio.pictures.png))
         ranked_at = "" if version == model.key else f" (units ranked at iteration {version[2]:,}: *Rank again*)"
         out["status"] = (f"**{model.label}**{ranked_at} · layer {layer}: {rank.n:,} samples behind the ranking, the "
                          f"effect of each unit measured on {rank.effect_n} of them")
@@ -113,8 +114,9 @@ def draw(studio: Studio, session: dict[str, Any], seen: dict[str, Any], again: b
 
 
 def images(model: LoadedModel, rank: inside.Ranking, z: torch.Tensor, label: torch.Tensor | None,
-           seen: dict[str, Any]) -> dict[str, Any]:
-    """The layers (switched units outlined), the top units' maps, and the image before and after the switches."""
+           seen: dict[str, Any], png: Callable[[np.ndarray], str]) -> dict[str, Any]:
+    """The layers (switched units outlined), the top units' maps, and the image before and after the switches
+    (the pictures inside a component update as files: ui.common.as_files)."""
     layer, chosen = seen["layer"], switches(seen)
     plain = inside.features(model.generator, z, label)
     maps = inside.render(model.generator, z, label, chosen, {layer: rank}) if chosen else plain
@@ -124,7 +126,7 @@ def images(model: LoadedModel, rank: inside.Ranking, z: torch.Tensor, label: tor
             "selected": gr.Dropdown(choices=[(f"unit {u} (score {rank.score[u]:.3g})", u) for u in rank.order],
                                     value=selected, multiselect=True),
             "before": upscale(image_array(plain[-1][0]), 224),
-            "after": gr.Image(value=upscale(image_array(maps[-1][0]), 224),
+            "after": gr.Image(value=png(upscale(image_array(maps[-1][0]), 224)),
                               label=f"switched: {inside.describe(chosen)}" if chosen else "switched: nothing yet")}
 
 
@@ -192,7 +194,7 @@ def pick_unit(studio: Studio, session: dict[str, Any], seen: dict[str, Any], ind
     strong = inside.strongest_samples(model.generator, rank, unit)
     out = draw(studio, session, seen)
     label = f"layer {seen['layer']} unit {unit}: its {len(strong)} strongest samples (red: where it fires)"
-    return {**out, "strongest": gr.Gallery(value=strong, label=label)}
+    return {**out, "strongest": gr.Gallery(value=as_files(studio, strong), label=label)}
 
 
 def set_option(studio: Studio, session: dict[str, Any], seen: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
@@ -247,7 +249,7 @@ def read_as(studio: Studio, session: dict[str, Any], seen: dict[str, Any], digit
     images = inside.features(model.generator, z[hits], None if labels is None else labels[hits])[-1] if len(hits) \
         else []
     at = f" at iteration {version[2]:,}" if model.source == "live" else ""
-    return {"read_as": gr.Gallery(value=[upscale(image_array(im), 84) for im in images],
+    return {"read_as": gr.Gallery(value=as_files(studio, [upscale(image_array(im), 84) for im in images]),
                                   label=f"samples read as {d}{at}: {int(round(reading.shares[d] * reading.n))} of "
                                         f"{reading.n}")}
 
@@ -302,7 +304,7 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
     def named(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> dict:
-            return {C[k]: v for k, v in fn(*args, **kwargs).items()} or {C["seen"]: gr.skip()}
+            return {C[k]: as_files(studio, v) for k, v in fn(*args, **kwargs).items()} or {C["seen"]: gr.skip()}
         return wrapper
 
     shown = [C[k] for k in ("seen", "status", "scrub", "layers", "layer", "units", "selected", "before", "after",

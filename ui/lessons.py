@@ -16,7 +16,7 @@ import pandas as pd
 
 from dcgan import lessons
 from dcgan.studio import USER_ERRORS
-from ui.common import OK, POLL, PRIVATE, WARN, fast, problem
+from ui.common import OK, POLL, PRIVATE, WARN, as_files, fast, problem
 from ui.state import Studio
 
 POLL_S = 1.5
@@ -103,7 +103,8 @@ def reveal_view(studio: Studio, lesson_id: str, progress: dict, request: Any) ->
                            visible=True)
         plot_key = (lesson_id, len(rows), rows[-1]["x"], mine)
     shows_picture = reading is not None and reading.picture is not None and seen is not None
-    picture = gr.Image(value=reading.picture, visible=True) if shows_picture else gr.Image(visible=False)
+    picture = (gr.Image(value=as_files(studio, reading.picture), visible=True) if shows_picture
+               else gr.Image(visible=False))
     picture_key = (lesson_id, status, shows_picture)
     if owner(studio, request):
         hist = lessons.class_answers(studio).histogram(lesson_id)
