@@ -30,16 +30,27 @@ TARGETS = {"failed": 0, "page_sliders_p95_s": 0.5, "page_samples_p95_s": 1.5, "u
            "training_over_solo": 0.70}
 
 
-def serve(port: int, checkpoints: str) -> None:
-    """The app with the default digits recipe training on the CPU (what a class would watch)."""
+def serve(port: int, checkpoints: str, branches: int = 0) -> None:
+    """The app with the default digits recipe training on the CPU (what a class would watch); branches: that many
+    What-if branches of it (D learns ×½) training beside it from its 50th iteration (issue 24's two runs at once)."""
+    import threading
+
     import app
     from dcgan.config import TrainConfig
     from dcgan.studio import use_cache_dir
     from ui.state import Studio
 
-    studio = Studio(checkpoints)
+    studio = Studio(checkpoints, max_runs=max(2, branches + 1))
     use_cache_dir(studio.cache_dir)
     studio.start(TrainConfig.from_preset("default", dataset="digits", device="cpu", steps=10**6, out_dir=checkpoints))
+
+    def branch() -> None:
+        while studio.trainer.status().iteration < 50:
+            time.sleep(0.5)
+        for _ in range(branches):
+            studio.what_if(0, "D learns ×½")
+
+    threading.Thread(target=branch, daemon=True).start()
     app.save_on_sigterm(studio)
     app.launch(app.build_app(studio), studio, "127.0.0.1", port)
 
@@ -94,12 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pages", type=int, default=1, help="real Chromium pages among the visitors (default: 1)")
     p.add_argument("--processes", type=int, default=2, help="processes for the scripted visitors (default: 2)")
     p.add_argument("--baseline", type=float, default=20, help="seconds of solo training before each crowd")
+    p.add_argument("--branches", type=int, default=0,
+                   help="What-if branches training beside the run (several runs at once; default: 0)")
     p.add_argument("--no-retry", dest="retry", action="store_false", help="see `dcgan crowd --help`")
     p.add_argument("--out", default="crowd_class.json")
     args = p.parse_args(argv)
     checkpoints = args.checkpoints or tempfile.mkdtemp(prefix="dcgan_class_")
     if args.serve:
-        serve(args.port, checkpoints)
+        serve(args.port, checkpoints, args.branches)
         return 0
 
     from dcgan.tools.crowd import crowd, table
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(checkpoints).mkdir(parents=True, exist_ok=True)
     log = open(Path(checkpoints) / "app.log", "w")  # noqa: SIM115  (open for the app's whole life)
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--port", str(args.port), "--checkpoints",
-                               checkpoints], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               checkpoints, "--branches", str(args.branches)], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
     runs = []
     try:
         wait_for_run(url, 300)
