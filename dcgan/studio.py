@@ -431,6 +431,7 @@ class Studio:
         self.directions = ModelMemo(64)
         self.shared = Shared()  # the Train tab's curves, computed once for the pages polling together
         self.dview_frames = SharedCache(MAX_CHECKPOINT_FRAMES)  # D's view of saved runs
+        self.first_views = SharedCache(16)  # Explore's first pictures of a model, per model and settings (issue 27)
         self._dview: dview.DViewHook | None = None
         self._pictures: PictureFiles | None = None
         self._exports: Path | None = None

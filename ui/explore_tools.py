@@ -116,11 +116,19 @@ def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind
     studio.prepare_explore(model)
     session = dict(session, model=model, drawn=model.key, label=0,
                    z=latent.sample_latents(model.config.nz, 1, session.get("seed", 0) + 1000))
-    start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
+
+    def draw() -> tuple:
+        start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
+        return start, moved, grid_gallery(session), directions_note(studio, session, kind)
+
+    # every visitor pinning the same snapshot (or checkpoint) with the same settings gets the same first pictures:
+    # drawn once, by whoever asks first (the others wait for it), not once per visitor
+    key = (model.key, session["seed"], session.get("psi"), kind, float(first or 0))
+    start, moved, gallery, note = studio.first_views.get(key, draw) if model.key else draw()
     names = [str(c) for c in range(model.config.num_classes)]
     cond = bool(names)
-    return {"session": session, "summary": model_summary(model), "gallery": grid_gallery(session),
-            "start": start, "moved": moved, **zero_sliders(), "note": directions_note(studio, session, kind),
+    return {"session": session, "summary": model_summary(model), "gallery": gallery,
+            "start": start, "moved": moved, **zero_sliders(), "note": note,
             "class_a": gr.Dropdown(choices=names, value=names[0] if cond else None, interactive=cond),
             "class_b": gr.Dropdown(choices=names, value=names[-1] if cond else None, interactive=cond),
             "class_btn": gr.Button(interactive=cond), "class_frames": gr.Slider(interactive=cond),
