@@ -48,6 +48,7 @@ from .models import Generator
 from .trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING, Trainer, TrainerBusy
 
 MAX_RUNS = 4  # runs trained at once, at most (the side-by-side view shows up to four)
+BRANCH_NICE = 10  # OS priority offset of the lanes beside the first (no effect while cores are free)
 
 MAX_STEPS = 1_000_000  # a form value above this is a typo, not a plan (1M steps is days on a GPU)
 MAX_KEPT_UPLOADS = 5
@@ -466,8 +467,8 @@ class Studio:
         return listed
 
     # ---- several runs at once ----
-    def _new_trainer(self) -> Trainer:
-        return Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, threads=self.threads)
+    def _new_trainer(self, nice: int = 0) -> Trainer:
+        return Trainer(metric_fn=make_metric_fn(), metric_key=METRIC_KEY, threads=self.threads, nice=nice)
 
     @property
     def lanes(self) -> list[Trainer]:
@@ -494,8 +495,8 @@ class Studio:
                 if trainer.status().state not in ACTIVE:
                     return trainer
             if len(self._lanes) < self.max_runs:
-                if take:
-                    self._lanes.append(self._new_trainer())
+                if take:  # a branch's lane gives way to the run shown in full and to the page's answers
+                    self._lanes.append(self._new_trainer(nice=BRANCH_NICE))
                 return self._lanes[-1] if take else None
             if self._lanes[0].status().state not in ACTIVE:
                 return self._lanes[0]

@@ -103,11 +103,12 @@ class Trainer:
     """One training run at a time; every method is safe to call from any thread, repeatedly.
 
     metric_fn scores the run in the training process every cfg.metric_every steps, so it must pickle (a
-    module-level function or a functools.partial of one). threads: torch threads for training (0: torch's
-    choice). Subscribers see every report of every later run, in order, after the trainer has folded it."""
+    module-level function or a functools.partial of one). nice: the training process's OS priority offset (a
+    branch beside the run shown in full gives way to it and to the page). threads: torch threads for training (0:
+    torch's choice). Subscribers see every report of every later run, in order, after the trainer has folded it."""
 
     def __init__(self, metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,
-                 lower_is_better: bool = True, *, threads: int = 0) -> None:
+                 lower_is_better: bool = True, *, threads: int = 0, nice: int = 0) -> None:
         if metric_fn is not None:
             try:
                 pickle.dumps(metric_fn)
@@ -116,6 +117,7 @@ class Trainer:
                                  f"function or a functools.partial of one ({exc})") from exc
         self.metric_fn, self.metric_key, self.lower_is_better, self.threads = (metric_fn, metric_key,
                                                                                lower_is_better, threads)
+        self.nice = nice
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
         self._subscribers: list[tuple[Subscriber, bool]] = []
@@ -175,7 +177,7 @@ class Trainer:
             subscribers = list(self._subscribers)
             job = worker.Job(self._run_id, cfg, None if resume_from is None else str(resume_from), data, paused,
                        self.metric_fn, self.metric_key, self.lower_is_better, self.threads,
-                       any(wants for _, wants in subscribers), dict(os.environ), branch)
+                       any(wants for _, wants in subscribers), dict(os.environ), branch, self.nice)
         try:
             proc, conn, started = worker.launch(job)
         except BaseException:

@@ -42,6 +42,7 @@ class Job:
     snapshots: bool  # a subscriber wants D's view's snapshot with each picture
     env: dict[str, str]  # the app's environment now (a forkserver child has the server's)
     branch: bool = False  # resume_from's state trains under cfg in a folder of its own (dcgan/branch.py)
+    nice: int = 0  # OS priority offset of the training process (the app's branches give way to its main run)
 
 
 @functools.cache
@@ -202,6 +203,8 @@ def main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the app stops us
     if job.threads:
         torch.set_num_threads(job.threads)
+    if job.nice:
+        os.nice(job.nice)
     say = reporter(conn, control)
 
     threading.Thread(target=_obey, args=(conn, control), name="dcgan-commands", daemon=True).start()

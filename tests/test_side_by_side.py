@@ -4,13 +4,15 @@ tab branches a saved step and lists runs as a tree."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 
 import pytest
 
 from dcgan import runs
 from dcgan.branch import WHAT_IF
-from dcgan.studio import Studio
+from dcgan.studio import BRANCH_NICE, Studio
 from dcgan.trainer import TrainerBusy
 from tests.browser import wait_for as wait_until
 from tests.conftest import tiny_config
@@ -45,6 +47,12 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
     assert record["run"] == "parent" and record["changes"] == {"lr_d": [lr, 2 * lr]}
     assert record["step"] >= 5 and (root / "parent" / f"step_{record['step']:08d}.safetensors").is_file()
     assert branch.config.lr_d == 2 * parent.config.lr_d and branch.config.seed == parent.config.seed
+
+    # the branch's training process gives way to the parent's and to the page (nice), the parent's does not
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    niceness = sorted(os.getpriority(os.PRIO_PROCESS, p.pid) - mine for p in multiprocessing.active_children()
+                      if p.name == "dcgan-train")
+    assert niceness == [0, BRANCH_NICE]
 
     # no room for a third run: refused before the parent saves anything
     saved = steps_saved(root / "parent")
