@@ -61,7 +61,7 @@ def live_states(studio: Any) -> dict[str, str]:
 
 def listed_runs(studio: Any) -> list[runs.RunInfo]:
     own = getattr(studio, "list_runs", None)  # the app's studio knows its live runs' settings
-    return own() if own is not None else runs.list_runs(root_of(studio))
+    return own() if own is not None else runs.list_runs(root_of(studio), live_states(studio))
 
 
 def runs_table(listed: list[runs.RunInfo]) -> pd.DataFrame:
