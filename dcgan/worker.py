@@ -279,6 +279,8 @@ def run_chunk(payload: bytes, carry: zerogpu.Carry, conn, seconds: float) -> zer
     from .checkpoint import RunFolder, config_of, decode, encode
 
     job = pickle.loads(payload)  # our own bytes, pickled by worker.launch from the app's Job
+    if job.threads:  # per calling thread (OpenMP): set in every chunk, as the training process sets it once
+        torch.set_num_threads(job.threads)
     control = zerogpu.ChunkControl(lambda c: take_commands(conn, c), carry, seconds)
     say = reporter(conn, control)
 
