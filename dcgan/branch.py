@@ -126,6 +126,12 @@ def _text(value: Any) -> str:
     return str(value) if value != "" else "none"
 
 
+def changes_text(changes: Mapping[str, Any]) -> str:
+    """A branch's changes for a person: "lr_d 0.0004 → 0.0008, loss bce → hinge" ("no change" when none); takes a
+    plan's {setting: (old, new)} or a lineage record's {setting: [old, new]}."""
+    return ", ".join(f"{k} {old} → {new}" for k, (old, new) in changes.items()) or "no change"
+
+
 def default_name(parent: str, changes: Mapping[str, tuple[Any, Any]]) -> str:
     """<parent>-<key>=<value>-... (or <parent>-branch without changes), in characters safe for a folder."""
     tail = "-".join(f"{k}={_text(new)}" for k, (_, new) in changes.items()) or "branch"
@@ -186,4 +192,5 @@ def branch(run: str | Path, *, step: int | None = None, changes: Mapping[str, An
     return train(plan.cfg, resume_from=plan.checkpoint, branch=True, **train_kwargs)
 
 
-__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "default_name", "FIXED", "CHANGEABLE", "WHAT_IF"]
+__all__ = ["branch", "plan_branch", "BranchPlan", "parse_settings", "default_name", "FIXED", "CHANGEABLE", "WHAT_IF",
+           "changes_text"]

@@ -16,8 +16,9 @@ import gradio as gr
 import pandas as pd
 
 from dcgan import runs
+from dcgan.branch import changes_text
 from dcgan.branch import parse_settings as branch_settings
-from dcgan.checkpoint import STEP_FILE
+from dcgan.checkpoint import STEP_FILE, RunFolder
 from dcgan.images import upscale
 from dcgan.metrics import METRIC_KEY
 from dcgan.studio import USER_ERRORS
@@ -208,10 +209,10 @@ def saved_steps(root: Path, name: str | None) -> list[int]:
     if not name:
         return []
     try:
-        return sorted((int(m.group(1)) for p in runs.run_path(root, name).glob("step_*.safetensors")
-                       if (m := STEP_FILE.match(p.name))), reverse=True)
+        files = RunFolder(runs.run_path(root, name)).step_files()
     except runs.RunsError:
         return []
+    return sorted((int(STEP_FILE.match(p.name).group(1)) for p in files), reverse=True)
 
 
 def parse_changes(text: str) -> dict[str, str]:
@@ -231,8 +232,8 @@ def branch(studio: Any, name: str | None, step: Any, changes: str, request: Any 
                                    step=int(step) if step not in (None, "") else None)
     except (RuntimeError, *USER_ERRORS) as exc:
         return problem(exc, again="Branch")
-    changed = ", ".join(f"{k} {old} → {new}" for k, (old, new) in plan.changes.items()) or "no change"
-    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changed}) as `{plan.cfg.run_name}`; it "
+    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changes_text(plan.changes)}) as "
+            f"`{plan.cfg.run_name}`; it "
             f"trains as run {LETTERS[lane]}: watch it beside the others in the **Train** tab (What if?).")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from dcgan.branch import WHAT_IF
+from dcgan.branch import WHAT_IF, changes_text
 from dcgan.config import lineage
 from dcgan.trainer import ACTIVE, PAUSED, RUNNING, Trainer
 from ui import plots
@@ -45,8 +45,8 @@ def differs(trainer: Trainer, lane: int) -> str:
     """What makes this run what it is, in one line: a branch's parent, step and changes."""
     record = lineage(trainer.config) if trainer.config is not None else None
     if record:
-        changes = ", ".join(f"{k} {old} → {new}" for k, (old, new) in (record.get("changes") or {}).items())
-        return f"branch of `{record.get('run', '?')}` at {record.get('step', '?'):,}: {changes or 'no change'}"
+        changes = changes_text(record.get("changes") or {})
+        return f"branch of `{record.get('run', '?')}` at {record.get('step', '?'):,}: {changes}"
     return "the run shown in full above" if lane == 0 else "a run of its own"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from dcgan.branch import changes_text
 from dcgan.checkpoint import STEP_FILE
 from dcgan.config import ConfigError
 from dcgan.images import grid_array, upscale
@@ -155,8 +156,8 @@ def what_if(studio: Studio, question: str, lane: int = 0, request: Any = None) -
         new_lane, plan = studio.what_if(lane, question)
     except (RuntimeError, *USER_ERRORS) as exc:
         return problem(exc, again=question)
-    changed = ", ".join(f"{k} {old} → {new}" for k, (old, new) in plan.changes.items())
-    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changed}) as `{plan.cfg.run_name}`: run "
+    return (f"{OK} Branched `{plan.parent}` at iteration {plan.step:,} ({changes_text(plan.changes)}) as "
+            f"`{plan.cfg.run_name}`: run "
             f"{LETTERS[new_lane]} below, beside its parent.")
 
 
