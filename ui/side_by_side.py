@@ -156,7 +156,9 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
     # new set of runs gets its data first, then the caption naming them (the rebuild), then the data again for a
     # few seconds (as ui/train_view.live_view does for a new series)
     now = time.monotonic()
-    runs_key = tuple(t.status().run_dir for _, t in shown)
+    # a run's series appear with its first records (a new branch's process may take a while to report): that too
+    # is a new set of series, named in the caption
+    runs_key = tuple((t.status().run_dir, len(t.metrics) > 0) for _, t in shown)
     if seen.get("runs") != runs_key:
         seen.update(runs=runs_key, rows=None, captioned=False, resend_until=now + RESEND_S)
     if now - seen.get("polled_at", now) > RETURN_GAP_S:  # the tab was shown again: its charts are being rebuilt
@@ -172,7 +174,8 @@ def view(studio: Studio, seen: dict | None, smooth: float) -> tuple[dict, list]:
         return seen, [*values, gr.skip(), gr.skip()]
     extra = {}
     if seen["rows"] is not None and not seen["captioned"]:
-        extra["caption"] = " · ".join(f"{LETTERS[lane]}: {name_of(t)}" for lane, t in shown)
+        extra["caption"] = " · ".join(f"{LETTERS[lane]}: {name_of(t)}" + ("" if len(t.metrics) else " (no curves yet)")
+                                      for lane, t in shown)
         seen.update(captioned=True, resend_until=now + RESEND_S)
     values += [gr.LinePlot(value=losses if len(losses) else None, **extra),
                gr.LinePlot(value=ds if len(ds) else None, **extra)]
