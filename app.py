@@ -19,6 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home: the app works offline
+# Gradio's queue summarises its last 10,000 events with pandas after every event, by default (for its monitoring
+# page): under a class's load that cost grows with every request served and held the GIL for seconds a minute,
+# so answers slowed from one crowd to the next against the same app (docs/ROBUSTNESS.md). Once per 1,000 events.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -165,6 +170,10 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     from dcgan import data
     from ui.limits import BodyLimit
 
+    # A thread inside torch's small ops (an inversion, a warm-up) holds the GIL for CPython's whole 5 ms switch
+    # interval each time a request's thread wants it back: one G forward of a slider went from 1.3 ms to 30 ms at
+    # p95 beside one such thread, 1.7 ms with a 1 ms interval (docs/ROBUSTNESS.md)
+    sys.setswitchinterval(0.001)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
                 allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it

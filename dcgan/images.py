@@ -43,12 +43,15 @@ def save_png(arr: np.ndarray, path: str | Path) -> Path:
 
 
 def save_gif(frames: list[np.ndarray], path: str | Path, duration_ms: int = 120) -> Path:
-    """An animated GIF that loops forever; the last frame is held longer."""
+    """An animated GIF that loops forever; the last frame is held longer. Grey frames go in as they are (a GIF's
+    palette holds all 256 greys: exact, and 4x cheaper than quantising them as colour, which cost a loaded app
+    seconds a minute)."""
     if not frames:
         raise ValueError("no frames to write")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pictures = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE) for f in frames]
+    pictures = [Image.fromarray(f) if f.ndim == 2 else Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE)
+                for f in frames]
     durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 8]
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
     return path

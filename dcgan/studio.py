@@ -839,7 +839,11 @@ class Studio:
                         and self.trainer.status().state not in ACTIVE:
                     self.classifier_job(model.config.image_size)
                 latent.dataset_for(model.config)
-                self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
+                # nor the inversion's calibration while a run trains: every visitor's "use the live run" pins a newer
+                # snapshot, and each calibration (32 inversions) took seconds of CPU and GIL from the class's answers
+                # for a tool few of them open; an inversion on a live snapshot calibrates on first use instead
+                if not any(t.status().state in ACTIVE for _, t in self.runs_now()):
+                    self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
             except Exception as exc:  # offline data, say: each tool says so when it is used
                 logging.getLogger("dcgan.app").info("preparing Explore for %s: %s", model.label, exc)
 

@@ -414,8 +414,14 @@ def test_evolution_gif_is_small_and_labelled(studio, trained_checkpoint, monkeyp
 
 
 class _Click:
-    def __init__(self, index: int):
-        self.index = index
+    """A click on the grid picture's sample `i` (its centre, in the picture's pixels, as gr.Image's select sends)."""
+
+    def __init__(self, i: int, image_size: int = 28):
+        from ui import explore_tools as tools
+
+        pitch = tools.cell_side(image_size, tools.GRID_CELL) + tools.GRID_PAD
+        row, col = divmod(i, tools.GRID_COLUMNS)
+        self.index = [tools.GRID_PAD + col * pitch + pitch // 2 - 2, tools.GRID_PAD + row * pitch + pitch // 2 - 2]
 
 
 @pytest.fixture
@@ -439,7 +445,19 @@ def test_explore_tools_on_a_checkpoint(studio, explored, monkeypatch):
     tools, out = explored
     kind = tools.DIRECTION_KINDS[0]
     session = out["session"]
-    assert "checkpoint `run/step_00000300.safetensors`" in out["summary"] and len(out["gallery"]) == tools.GRID
+    assert "checkpoint `run/step_00000300.safetensors`" in out["summary"]
+    # the grid is one picture; each of its cells is that sample, enlarged, and a click there picks it
+    z, labels = tools.grid_latents(session)
+    images = tools.render(session["model"], z, labels)
+    side = tools.cell_side(28, tools.GRID_CELL)
+    assert out["gallery"].shape == (4 * side + 5 * tools.GRID_PAD,) * 2
+    for i in range(tools.GRID):
+        x, y = _Click(i).index
+        assert tools.grid_index(x, y, 28) == i
+        row, col = divmod(i, tools.GRID_COLUMNS)
+        top, left = (tools.GRID_PAD + k * (side + tools.GRID_PAD) for k in (row, col))
+        assert np.array_equal(out["gallery"][top:top + side, left:left + side], tools.picture(images, i, side))
+    assert tools.grid_index(0, 0, 28) == 0 and tools.grid_index(10_000, 10_000, 28) == tools.GRID - 1
     assert np.array_equal(out["start"], out["moved"]) and all(out[s] == 0.0 for s in tools.SLIDERS)
     with pytest.raises(gr.Error, match="Could not load"):
         tools.load_checkpoint(studio, "../outside.safetensors", new_view(), kind, 0)

@@ -44,7 +44,34 @@ def test_explore_slider_moves_the_image(page, tmp_path, trained_checkpoint):  # 
              what="the slider value")
     wait_for(lambda: image_bytes(page, moved) != before, timeout=60, what="the image to change")
     assert image_bytes(page, start) == before  # the start image stays for comparison
-    assert len(page.locator("#explore-grid img").all()) == 16
+    assert len(page.locator("#explore-grid img").all()) == 1  # the 16 samples are one picture
+
+    # a click on sample #6 of that picture (row 1, column 2) picks #6: here as the interpolation's start
+    page.get_by_label("interpolation start").check()
+    page.get_by_role("tab", name="Interpolation").click()
+    x, y = cell_centre(page, 6)
+    page.mouse.click(x, y)
+    wait_for(lambda: page.locator("#interp-from input").input_value() == "6", what="sample #6 picked")
+
+
+CELL_JS = """([i, columns, cell, pad]) => {
+  const img = document.querySelector("#explore-grid img");
+  const box = img.getBoundingClientRect();
+  const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);  // object-fit: contain
+  const left = box.left + (box.width - img.naturalWidth * scale) / 2;
+  const top = box.top + (box.height - img.naturalHeight * scale) / 2;
+  const side = (img.naturalWidth - pad) / columns;  // a sample and the padding after it
+  const centre = (k) => (pad + k * side + side / 2) * scale;
+  return [left + centre(i % columns), top + centre(Math.floor(i / columns))];
+}"""
+
+
+def cell_centre(page, i: int) -> tuple[float, float]:  # noqa: F811
+    """Where sample i of the grid picture is on the screen."""
+    from ui import explore_tools as tools
+
+    page.locator("#explore-grid img").scroll_into_view_if_needed()
+    return tuple(page.evaluate(CELL_JS, [i, tools.GRID_COLUMNS, tools.GRID_CELL, tools.GRID_PAD]))
 
 
 def grid_bytes(page) -> list[bytes]:  # noqa: F811
@@ -63,7 +90,7 @@ def test_item6_psi_typed_with_enter_and_new_samples_redraw_the_grid(page, tmp_pa
     wait_for(lambda: "step_00000300" in (page.locator("#explore-checkpoint input").input_value() or ""),
              what="the checkpoint in the list")
     page.locator("#explore-load").click()
-    wait_for(lambda: len(page.locator("#explore-grid img").all()) == 16, timeout=90, what="the 16 samples")
+    wait_for(lambda: len(page.locator("#explore-grid img").all()) == 1, timeout=90, what="the 16 samples")
     seed_box = page.locator("#explore-seed input[type=number]")
     assert seed_box.input_value() == "0"
     at_one = grid_bytes(page)

@@ -79,8 +79,8 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                 C["psi"] = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ", scale=2,
                                      elem_id="explore-psi")
             C["samples_btn"] = gr.Button("New samples (next seed)", size="sm", elem_id="explore-samples")
-            C["gallery"] = gr.Gallery(label="samples #0..#15", columns=4, height="auto", allow_preview=False,
-                                      elem_id="explore-grid")
+            C["gallery"] = gr.Image(label="samples #0..#15, row by row: click one", interactive=False,
+                                    format="png", buttons=["fullscreen"], elem_id="explore-grid")
             C["pick_mode"] = gr.Radio(tools.PICK_MODES, value="sliders", label="clicking a sample sets")
         with gr.Column(scale=3):
             with gr.Tab("Sliders"):
@@ -105,7 +105,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
             with gr.Tab("Interpolation"):
                 gr.Markdown(NOTE_INTERP)
                 with gr.Row():
-                    C["a_num"] = gr.Number(0, label="from sample #", precision=0)
+                    C["a_num"] = gr.Number(0, label="from sample #", precision=0, elem_id="interp-from")
                     C["b_num"] = gr.Number(1, label="to sample #", precision=0)
                     C["frames"] = gr.Slider(3, 16, value=8, step=1, label="frames")
                     C["mode"] = gr.Radio(["slerp", "lerp"], value="slerp", label="path")

@@ -30,6 +30,7 @@ from ui.common import user_error
 
 NUM_SLIDERS = 6
 GRID = 16  # samples in the pick-from grid
+GRID_COLUMNS, GRID_CELL, GRID_PAD = 4, 96, 4  # its layout: at least 96 pixels a sample, 4 between them
 SLIDERS = tuple(f"slider{j + 1}" for j in range(NUM_SLIDERS))
 PICK_MODES = ("sliders", "interpolation start", "interpolation end", "arithmetic A (+)", "arithmetic B (-)",
               "arithmetic C (+)", "memorisation check")
@@ -72,10 +73,19 @@ def grid_latents(session: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return z * float(session["psi"]), labels if labels is not None else torch.zeros(GRID, dtype=torch.long)
 
 
-def grid_gallery(session: dict[str, Any]) -> list[tuple[np.ndarray, str]]:
+def grid_picture(session: dict[str, Any]) -> np.ndarray:
+    """The 16 samples as one picture, row by row: one file per answer instead of sixteen (each file cost the
+    serving loop and every visitor's browser a request; docs/ROBUSTNESS.md). A click is mapped back by grid_index."""
     z, labels = grid_latents(session)
-    images = render(session_model(session), z, labels)
-    return [(picture(images, i, 96), f"#{i}") for i in range(GRID)]
+    return strip_picture(render(session_model(session), z, labels), GRID_CELL, GRID_COLUMNS, GRID_PAD)
+
+
+def grid_index(x: float, y: float, image_size: int) -> int:
+    """The sample under pixel (x, y) of grid_picture's picture; a click on the padding goes to the nearest."""
+    pitch = cell_side(image_size, GRID_CELL) + GRID_PAD
+    col, row = ((int(v) - GRID_PAD // 2) // pitch for v in (x, y))
+    rows = -(-GRID // GRID_COLUMNS)
+    return min(max(row, 0), rows - 1) * GRID_COLUMNS + min(max(col, 0), GRID_COLUMNS - 1)
 
 
 def moved_image(studio: Studio, session: dict[str, Any], kind: str, first: float,
@@ -119,7 +129,7 @@ def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind
 
     def draw() -> tuple:
         start, moved = slider_images(studio, session, kind, first, [0.0] * NUM_SLIDERS)
-        return start, moved, grid_gallery(session), directions_note(studio, session, kind)
+        return start, moved, grid_picture(session), directions_note(studio, session, kind)
 
     # every visitor pinning the same snapshot (or checkpoint) with the same settings gets the same first pictures:
     # drawn once, by whoever asks first (the others wait for it), not once per visitor
@@ -171,7 +181,7 @@ def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) ->
 def draw_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
     """The grid of this seed at this truncation (a seed typed in, a new ψ): the same seed draws the same grid."""
     session = dict(session, seed=int(seed or 0), psi=float(1.0 if psi is None else psi))
-    return {"session": session, "gallery": grid_gallery(session)}
+    return {"session": session, "gallery": grid_picture(session)}
 
 
 def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
@@ -197,7 +207,7 @@ def random_start(studio: Studio, session: dict[str, Any], kind: str, first: floa
 def on_pick(studio: Studio, session: dict[str, Any], mode: str, ta: str, tb: str, tc: str, kind: str, first: float,
             evt: gr.SelectData) -> dict[str, Any]:
     """A click on a grid sample: hand its number to the tool chosen in `mode`."""
-    i = int(evt.index)
+    i = grid_index(*evt.index[:2], session_model(session).config.image_size)
     if mode == "sliders":
         z, labels = grid_latents(session)
         session = dict(session, z=z[i:i + 1].clone(), label=int(labels[i]))
@@ -212,18 +222,22 @@ def on_pick(studio: Studio, session: dict[str, Any], mode: str, ta: str, tb: str
     return {"memo_num": i}
 
 
-def strip_picture(images: torch.Tensor, side: int = 112) -> np.ndarray:
-    """A row of images, each enlarged (nearest neighbour) to about `side` pixels."""
-    factor = max(1, round(side / images.shape[-1]))
+def cell_side(image_size: int, side: int) -> int:
+    """An image's side once enlarged (nearest neighbour, a whole factor) to at least `side` pixels."""
+    return image_size * max(1, -(-side // image_size))
+
+
+def strip_picture(images: torch.Tensor, side: int = 112, nrow: int | None = None, padding: int = 4) -> np.ndarray:
+    """Images in a row (or rows of nrow), each enlarged to at least `side` pixels; grey stays one channel."""
+    factor = cell_side(images.shape[-1], side) // images.shape[-1]
     big = torch.nn.functional.interpolate(images.float(), scale_factor=factor, mode="nearest")
-    return grid_array(big, nrow=images.shape[0], padding=4)
+    grid = grid_array(big, nrow=nrow or images.shape[0], padding=padding)
+    return grid[..., 0] if images.shape[1] == 1 else grid
 
 
 def write_gif(studio: Studio, images: torch.Tensor) -> str:
     frames = [picture(images, i, 192) for i in range(images.shape[0])]
     frames = frames + frames[-2:0:-1]  # there and back, so the loop has no jump
-    if frames[0].ndim == 2:
-        frames = [np.stack([f] * 3, axis=-1) for f in frames]
     return str(save_gif(frames, studio.export_path("interpolation.gif"), 90))
 
 

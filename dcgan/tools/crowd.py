@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,10 +272,12 @@ class Pictures:
         import httpx
 
         self.client = httpx.Client(timeout=timeout, verify=tls(), limits=httpx.Limits(max_connections=6))
+        self.pool = ThreadPoolExecutor(6, thread_name_prefix="picture")  # an answer's pictures at once, as a tab
         self.retry = retry
-        self.last_done: float | None = None  # when the previous answer ended (a visitor fetches one at a time)
+        self.last_done: float | None = None  # when the previous picture ended
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         self.client.close()
 
     def get(self, url: str, tally: Tally) -> bool:
@@ -308,8 +311,9 @@ class Pictures:
 
 
 def fetch(fetcher: Pictures, urls: list[str], tally: Tally) -> bool:
-    """Every picture of an answer, like the page that asked; a failed fetch is a failed 'picture' request."""
-    return all([fetcher.get(url, tally) for url in urls])
+    """Every picture of an answer, six at a time on the tab's kept-alive connections like the page that asked;
+    a failed fetch is a failed 'picture' request."""
+    return all(list(fetcher.pool.map(lambda url: fetcher.get(url, tally), urls)))
 
 
 def call(page: Any, endpoints: Endpoints, action: str, rng: random.Random, tally: Tally, timeout: float,
@@ -499,7 +503,7 @@ def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s:
 
     if not timed("page_open", opened):
         return
-    if not timed("page_use_live", lambda: painted(page, lambda: page.click(USE), GRID, 16, timeout, (USE, "click"))):
+    if not timed("page_use_live", lambda: painted(page, lambda: page.click(USE), GRID, 1, timeout, (USE, "click"))):
         return
     steps = {j: rng.choice((-1, 1)) for j in range(1, PAGE_SLIDERS + 1)}  # each slider's direction of travel
     first = ["sliders", "samples"]
@@ -509,7 +513,7 @@ def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s:
             break
         action = first.pop(0) if first else rng.choices(("sliders", "samples"), (0.8, 0.2))[0]
         if action == "samples":
-            timed("page_samples", lambda: painted(page, lambda: page.click(SAMPLES), GRID, 16, timeout,
+            timed("page_samples", lambda: painted(page, lambda: page.click(SAMPLES), GRID, 1, timeout,
                                                   (SAMPLES, "click")))
             continue
         j = rng.randint(1, PAGE_SLIDERS)
