@@ -808,11 +808,15 @@ class Studio:
         return self.directions.get(model, (k,), lambda: latent.principal_directions(model.generator, k=k))
 
     # ---- preparing the Explore tab ----
+    def _training(self) -> bool:
+        return any(t.status().state in ACTIVE for _, t in self.runs_now())
+
     def prepare_explore(self, model: LoadedModel) -> threading.Thread:
         """Prepare ahead what the Explore tab's heavy tools need on first use (issue 29, item 4): in a thread (one
         torch thread, low OS priority; seconds) the model's training data and the inversion verdict's calibration
         at the tool's default settings; for a digits model, the digit classifier in a process of its own
-        (classifier_job), unless a run trains. The tab calls this when it shows a model; once per model. Returns
+        (classifier_job). None of it while a run trains (see _prepare; asked again once no run trains). The tab
+        calls this when it shows a model; once per model. Returns
         the thread (started; never a daemon, even when a server's daemon thread starts it: a daemon thread still
         inside torch when the interpreter exits aborts the process)."""
         key = model.key or ("object", id(model.generator))
@@ -820,7 +824,8 @@ class Studio:
             if key in self._preparing:
                 return self._preparing[key]
             thread = threading.Thread(target=self._prepare, args=(model,), name="dcgan-explore-prepare", daemon=False)
-            self._preparing[key] = thread
+            if not self._training():
+                self._preparing[key] = thread
             while len(self._preparing) > 4 * MAX_MODELS:  # forget old ones (preparing again is cheap: all cached)
                 self._preparing.popitem(last=False)
         thread.start()
@@ -832,18 +837,18 @@ class Studio:
         torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
         lower_thread_priority(CHILD_NICE)
         with self._prepare_lock:
+            # Nothing while a run trains: the digit classifier is a minute or two of a core taken from training and
+            # from every visitor's answers (Measure diversity starts it on first use and says so); the data set's
+            # first load (2 s of text parsing) and the inversion's calibration (32 inversions, for every newer live
+            # snapshot a visitor pins) took seconds of CPU and of the GIL from a class's first answers, for tools
+            # few visitors open (docs/ROBUSTNESS.md). Those tools load and calibrate on first use instead.
+            if self._training():
+                return
             try:
-                # not while a run trains: a minute or two of a core taken from training and from every visitor's
-                # answers (Measure diversity then starts it on first use and says so)
-                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size) \
-                        and self.trainer.status().state not in ACTIVE:
+                if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size):
                     self.classifier_job(model.config.image_size)
                 latent.dataset_for(model.config)
-                # nor the inversion's calibration while a run trains: every visitor's "use the live run" pins a newer
-                # snapshot, and each calibration (32 inversions) took seconds of CPU and GIL from the class's answers
-                # for a tool few of them open; an inversion on a live snapshot calibrates on first use instead
-                if not any(t.status().state in ACTIVE for _, t in self.runs_now()):
-                    self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
+                self.inversion_reference(model, latent.INVERT_RESTARTS, latent.INVERT_STEPS)
             except Exception as exc:  # offline data, say: each tool says so when it is used
                 logging.getLogger("dcgan.app").info("preparing Explore for %s: %s", model.label, exc)
 

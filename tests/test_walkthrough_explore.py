@@ -137,6 +137,28 @@ def test_item4_explore_prepares_the_digit_classifier_in_the_background(studio, g
                                    lambda: pytest.fail("not calibrated ahead"))
 
 
+def test_item4_no_warm_up_while_a_run_trains_and_the_next_showing_prepares(studio, glo_model, tmp_path,
+                                                                           monkeypatch):
+    """While a run trains, showing a model prepares nothing (no classifier job, no data load, no calibration:
+    seconds of CPU and GIL taken from a class's first answers); once no run trains, showing it prepares it."""
+    monkeypatch.setattr(digit_classifier, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(digit_classifier, "_loaded", {})
+    jobs: list[int] = []
+    monkeypatch.setattr(studio, "_classifier_process", lambda size: jobs.append(size) or FakeJob(size))
+    loaded: list = []
+    monkeypatch.setattr(latent, "dataset_for", lambda cfg: loaded.append(cfg))
+    monkeypatch.setattr(studio, "_training", lambda: True)
+    studio.prepare_explore(glo_model).join(60)
+    assert jobs == [] and loaded == []
+    assert studio.calibrations.get(glo_model, (latent.INVERT_RESTARTS, latent.INVERT_STEPS, 8),
+                                   lambda: "not calibrated") == "not calibrated"
+
+    monkeypatch.setattr(studio, "_training", lambda: False)
+    monkeypatch.setattr(studio, "inversion_reference", lambda model, restarts, steps: loaded.append("calibrated"))
+    studio.prepare_explore(glo_model).join(60)
+    assert jobs == [28] and loaded == [glo_model.config, "calibrated"]
+
+
 def test_item4_the_classifier_process_uses_the_apps_cache(studio, tmp_path, monkeypatch):
     """The real child process: with the classifier cached where the app keeps it, it loads it and ends (without
     the cache folder it would train for a minute and more)."""
