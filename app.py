@@ -186,7 +186,7 @@ def save_on_sigterm(studio: Studio) -> None:
 
     def handler(signum: int, frame: object) -> None:
         log.info("SIGTERM: stopping the runs (each saves a checkpoint), then exiting")
-        studio.stop_all(wait=True, timeout=120)
+        studio.close(timeout=120)
         saved = [str(p) for p in (t.last_checkpoint() for t in studio.lanes) if p]
         log.info("saved %s", ", ".join(saved) if saved else "nothing (no run)")
         logging.shutdown()

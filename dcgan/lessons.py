@@ -467,6 +467,11 @@ class ClassAnswers:
         with self._lock:
             return self._runs.get(lesson_id)
 
+    def runs(self) -> set[str]:
+        """Every lesson's run folder."""
+        with self._lock:
+            return set(self._runs.values())
+
 
 def class_answers(studio: Any) -> ClassAnswers:
     """The studio's one ClassAnswers (what every page of one app shares is the Studio's)."""
@@ -483,6 +488,11 @@ def start(studio: Any, lesson_id: str, request: Any = None) -> str:
     """Start the lesson's run on the app's trainer (the owner's to do on a Space); returns its run folder."""
     studio.require_owner(request)
     chosen = lesson(lesson_id)
+    # a lesson's run still going (strong-d's stays paused for Resume) gives way to the next lesson; a run of the
+    # user's own is never stopped here (the start is refused with its reason)
+    st = studio.trainer.status()
+    if st.state in ACTIVE and st.run_dir in class_answers(studio).runs():
+        studio.trainer.stop(wait=True)
     studio.start(config_of(studio, lesson_id))
     if chosen.d_only:
         studio.trainer.step(chosen.d_only, "d")

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -440,6 +441,7 @@ class Studio:
         self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
         self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
         self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
+        self._closing = False  # close() was called: nothing new starts in the background
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
         self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
         self.lesson_answers = lessons.ClassAnswers()  # the class's predictions, per lesson (in memory only)
@@ -541,6 +543,21 @@ class Studio:
         if wait:
             for trainer in self.lanes:
                 trainer.stop(wait=True, timeout=timeout)
+
+    def close(self, timeout: float = 120.0) -> None:
+        """The app is ending (SIGTERM): every run stops and saves, nothing new is prepared, and the digit
+        classifier's process, if one trains, ends with the app (left alone it outlived it by minutes)."""
+        self._closing = True
+        self.stop_all(wait=True, timeout=timeout)
+        with self._lock:
+            jobs = [process for process, _ in self._classifier_jobs.values()]
+        for process in jobs:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
     # ---- checkpoints ----
     def list_checkpoints(self) -> list[str]:
@@ -842,7 +859,7 @@ class Studio:
             # first load (2 s of text parsing) and the inversion's calibration (32 inversions, for every newer live
             # snapshot a visitor pins) took seconds of CPU and of the GIL from a class's first answers, for tools
             # few visitors open (docs/ROBUSTNESS.md). Those tools load and calibrate on first use instead.
-            if self._training():
+            if self._training() or self._closing:
                 return
             try:
                 if digit_classifier_applies(model.config) and not digit_classifier_ready(model.config.image_size):
@@ -866,7 +883,6 @@ class Studio:
             return job
 
     def _classifier_process(self, image_size: int) -> Any:
-        import subprocess
         import sys
 
         from . import digit_classifier

@@ -60,7 +60,7 @@ def studio_of(url: str):
 
 def close_app(url: str) -> None:
     demo, studio = _apps.pop(url)
-    studio.stop_all(wait=True, timeout=30)
+    studio.close(timeout=30)
     demo.close()
 
 

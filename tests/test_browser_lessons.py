@@ -4,8 +4,9 @@
    form; a bad link shows one message and the valid part applies.
 2. The who-wins lesson from prediction to reveal on an app set up as a public Space: a visitor and the owner
    (unlocked with the owner password) predict, the owner runs it, the owner's page shows both answers beside the
-   outcome, the visitor sees only their own, and the visitor's progress survives a reload. The other four lessons
-   are driven through the Python API (tests/test_lessons.py: strong-d on a real run, the readers of all five).
+   outcome, the visitor sees only their own, and the visitor's progress survives a reload.
+3. The other four lessons, each from its link to its reveal in one page: predict (a slider or a choice), run, and
+   the reveal with the prediction, what happened (the run's own reading), why, and its chart or picture.
 """
 
 from __future__ import annotations
@@ -152,3 +153,38 @@ def test_a_lesson_from_prediction_to_reveal_with_a_class(browser, page, tmp_path
     assert "Who is winning" in visitor.inner_text("#lesson-look")
     wait_for(lambda: "You predicted 0.8" in visitor.inner_text("#lesson-reveal"), what="the reveal after a reload")
     visitor.context.close()
+
+
+# lesson -> (a prediction: a slider value or a choice's position, what the reveal shows besides its text)
+EACH = {"strong-d": (0.4, "#lesson-plot"), "collapse": (20, "#lesson-plot"),
+        "learns-first": (1, "#lesson-plot"), "latent-walk": (0, "#lesson-picture")}
+
+
+@pytest.mark.timeout(600)
+def test_every_other_lesson_from_its_link_to_its_reveal(page, tmp_path):  # noqa: F811
+    from dcgan import lessons
+
+    url = launch_app(tmp_path)
+    studio = studio_of(url)
+    for lesson_id, (prediction, shown) in EACH.items():
+        chosen = lessons.lesson(lesson_id)
+        page.goto(f"{url}?lesson={lesson_id}")
+        wait_for(lambda c=chosen: c.title in page.inner_text("#lesson-look"), what=f"{lesson_id} to open")
+        if chosen.question.slider:
+            set_number(page, "lesson-slider", prediction)
+            answer = f"{prediction:g}"
+        else:
+            answer = chosen.question.choices[prediction]
+            page.locator("#lesson-choice").get_by_label(answer, exact=True).check()
+        page.click("#lesson-predict-btn")
+        wait_for(lambda a=answer: f"Locked in: {a}" in page.inner_text("#lesson-mine"), what=f"{lesson_id} locked")
+        page.click("#lesson-run-btn")
+        wait_for(lambda: "started" in page.inner_text("#lesson-message"), what=f"{lesson_id}'s run to start")
+        reveal = wait_for(lambda: "Reveal" in page.inner_text("#lesson-reveal") and page.inner_text("#lesson-reveal"),
+                          timeout=240, what=f"{lesson_id}'s reveal")
+        reading = lessons.reading(studio, lesson_id)
+        assert reading is not None and reading.reached, lesson_id
+        assert f"You predicted {answer}" in reveal and "Why:" in reveal, reveal
+        outcome = reading.value if isinstance(reading.value, str) else f"{reading.value:g}"
+        assert f"what happened: {outcome}" in reveal, (lesson_id, outcome, reveal)
+        wait_for(lambda s=shown: page.locator(s).is_visible(), what=f"{lesson_id}'s {shown}")

@@ -13,7 +13,8 @@ import torch
 from dcgan import lessons
 from dcgan.config import TrainConfig
 from dcgan.images import grid_array
-from dcgan.trainer import FINISHED, PAUSED, RUNNING, Status
+from dcgan.trainer import ACTIVE, FINISHED, PAUSED, RUNNING, Status, TrainerBusy
+from tests.conftest import tiny_config
 
 DIGITS = TrainConfig(dataset="digits", steps=400)
 
@@ -157,6 +158,16 @@ def test_strong_d_lesson_end_to_end_through_the_python_api(tmp_path):
         assert reading.value < 0.1  # D alone tells every fake apart
         assert studio.trainer.status().state == PAUSED  # the run waits: Resume shows G recovering
         assert "paused" in lessons.progress_text(studio, "strong-d")
+        # the next lesson's run replaces the paused lesson run (saved, as every stop); a run of the user's own is
+        # never stopped by a lesson: its start is refused
+        collapse_dir = lessons.start(studio, "collapse")
+        assert collapse_dir != run_dir and studio.trainer.status().state in ACTIVE
+        assert "Another run has replaced" in lessons.progress_text(studio, "strong-d")
+        studio.trainer.stop(wait=True)
+        studio.start(tiny_config(steps=100_000, out_dir=str(studio.root), run_name="mine"))
+        with pytest.raises(TrainerBusy):
+            lessons.start(studio, "collapse")
+        assert studio.trainer.status().run_dir.rstrip("/").endswith("mine")
     finally:
         studio.trainer.stop(wait=True)
     assert lessons.reading(studio, "collapse") is None  # no run for that lesson

@@ -159,6 +159,27 @@ def test_item4_no_warm_up_while_a_run_trains_and_the_next_showing_prepares(studi
     assert jobs == [28] and loaded == [glo_model.config, "calibrated"]
 
 
+def test_closing_the_app_ends_the_classifier_process_and_prepares_nothing_more(studio, glo_model, monkeypatch):
+    """SIGTERM (Studio.close): a digit classifier still training in its process ends with the app (it outlived
+    the app by minutes, taking CPU from whatever ran next), and no warm-up starts after it."""
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(studio, "_classifier_process", lambda size: subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"]))
+    process, _ = studio.classifier_job(28)
+    assert process.poll() is None
+    studio.close(timeout=10)
+    assert process.poll() is not None
+    from dcgan import studio as studio_module
+
+    started: list[int] = []
+    monkeypatch.setattr(studio, "_classifier_process", started.append)
+    monkeypatch.setattr(studio_module, "digit_classifier_ready", lambda size: False)  # it would start one
+    studio.prepare_explore(glo_model).join(30)
+    assert started == []
+
+
 def test_item4_the_classifier_process_uses_the_apps_cache(studio, tmp_path, monkeypatch):
     """The real child process: with the classifier cached where the app keeps it, it loads it and ends (without
     the cache folder it would train for a minute and more)."""
