@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -411,6 +411,10 @@ class Studio:
     """One per app process: the runs it trains (lanes; `trainer`, the first, is the run the Train tab shows in
     full) plus everything under the root folder."""
 
+    # the digit classifier's training process, per (cache folder, image size): shared by every studio of a process
+    _classifier_jobs: ClassVar[dict[tuple[str, int], tuple[Any, float]]] = {}
+    _classifier_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, root: str | Path = "checkpoints", trainer: Trainer | None = None, threads: int = 0,
                  max_runs: int | None = None) -> None:
         """trainer: the first lane's (the default trains in a process of its own, see dcgan/trainer.py). threads:
@@ -440,7 +444,7 @@ class Studio:
         self._lock = threading.Lock()  # creates the hook and the picture files once
         self._exports_lock = threading.Lock()  # one export folder, swept one caller at a time
         self._preparing: OrderedDict[tuple, threading.Thread] = OrderedDict()  # Explore's warm-ups, by model
-        self._classifier_jobs: dict[int, tuple[Any, float]] = {}  # image size -> (process, started)
+        self._classifier_started: list[Any] = []  # the classifier processes this studio started (close ends them)
         self._closing = False  # close() was called: nothing new starts in the background
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
         self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
@@ -550,7 +554,7 @@ class Studio:
         self._closing = True
         self.stop_all(wait=True, timeout=timeout)
         with self._lock:
-            jobs = [process for process, _ in self._classifier_jobs.values()]
+            jobs = list(self._classifier_started)
         for process in jobs:
             if process.poll() is None:
                 process.terminate()
@@ -874,12 +878,17 @@ class Studio:
         runs. It trains once per installation: 1-2 minutes on the 2-core machine (57-150 s measured), the whole
         first-use cost of *Measure diversity*. In a process of its own, niced, with one torch thread: a thread here
         would hold the GIL against the requests being served, and one still inside torch when the app exits
-        aborts it."""
-        with self._lock:
-            job = self._classifier_jobs.get(image_size)
+        aborts it. One per cache folder and size in this process, whichever studio asked (tests make many)."""
+        from . import digit_classifier
+
+        key = (str(digit_classifier.CACHE_DIR), image_size)
+        with Studio._classifier_lock:
+            job = Studio._classifier_jobs.get(key)
             if job is None or job[0].poll() is not None:  # none yet, or it ended (and the cache is still missing)
                 job = (self._classifier_process(image_size), time.monotonic())
-                self._classifier_jobs[image_size] = job
+                Studio._classifier_jobs[key] = job
+                with self._lock:
+                    self._classifier_started.append(job[0])
             return job
 
     def _classifier_process(self, image_size: int) -> Any:

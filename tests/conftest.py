@@ -24,6 +24,21 @@ def tiny_config(**changes) -> TrainConfig:
     return TrainConfig(**base)
 
 
+@pytest.fixture(autouse=True)
+def _metric_caches_restored(monkeypatch):
+    """Where the metric caches are (use_cache_dir: app.main sets it for the app) is put back after each test. A test
+    of app.main once left it in its temporary folder for the rest of the session; every later studio that showed a
+    model then found no digit classifier there and trained one in a process of its own (1-2 minutes each, several
+    at once), slowing the suite and its browser tests."""
+    from dcgan import digit_classifier, metrics
+
+    monkeypatch.setattr(digit_classifier, "CACHE_DIR", digit_classifier.CACHE_DIR)
+    monkeypatch.setattr(metrics, "CACHE_DIR", metrics.CACHE_DIR)
+    monkeypatch.setenv("DCGAN_CACHE", os.environ.get("DCGAN_CACHE", ""))
+    if not os.environ["DCGAN_CACHE"]:
+        monkeypatch.delenv("DCGAN_CACHE")  # unset before the test: unset after it
+
+
 @pytest.fixture(scope="session")
 def digits_data():
     """The bundled digits at 28x28, grey, loaded once."""

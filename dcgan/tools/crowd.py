@@ -409,7 +409,8 @@ SLIDER = "#explore-slider-{} input[type=range]"
 PAGE_SLIDERS = 6
 
 # before a trusted input (a key press, a click) reaches the element, note when its event fires (performance.now())
-MARK_JS = """([selector, type]) => { window.__crowdT0 = null;
+MARK_JS = """([selector, type]) => { window.__crowdT0 = null; window.__crowdParts = null;
+  performance.clearResourceTimings();  // the buffer holds 250 entries: keep it for this answer's pictures
   document.querySelector(selector).addEventListener(type, () => { window.__crowdT0 = performance.now(); },
                                                     {once: true, capture: true}); }"""
 # then wait, frame by frame, until the pictures under a selector are new (none of the old sources), decoded and
@@ -423,7 +424,11 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
       try { await Promise.all(imgs.map(i => i.decode())); } catch (e) { await frame(); continue; }
       if (imgs.every(i => i.isConnected && i.complete && i.naturalWidth > 0)) {
         await frame(); await frame();
-        return {ms: performance.now() - window.__crowdT0, srcs: imgs.map(i => i.src)};
+        const t0 = window.__crowdT0, got = performance.getEntriesByName(imgs[0].src).pop();
+        // where the time went: until the page asked for the new picture (the server's answer and its delivery to
+        // the page's script), and from the picture's last byte to the painted frame (decode, layout, paint)
+        window.__crowdParts = got ? {asked: got.startTime - t0, shown: performance.now() - got.responseEnd} : null;
+        return {ms: performance.now() - t0, srcs: imgs.map(i => i.src)};
       }
     }
     if (performance.now() > deadline)
@@ -523,8 +528,12 @@ def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s:
         if not low < value + 0.1 * steps[j] < high:  # at an end: turn round
             steps[j] = -steps[j]
         key = "ArrowRight" if steps[j] > 0 else "ArrowLeft"
-        timed("page_sliders", lambda s=slider, k=key, j=j: painted(page, lambda: s.press(k), MOVED, 1, timeout,
-                                                                   (SLIDER.format(j), "input")))
+        if timed("page_sliders", lambda s=slider, k=key, j=j: painted(page, lambda: s.press(k), MOVED, 1, timeout,
+                                                                      (SLIDER.format(j), "input"))):
+            parts = page.evaluate("() => window.__crowdParts")
+            if parts:  # the move's time split: until the page asked for the picture / from its bytes to the screen
+                tally.add("page_sliders_asked", parts["asked"] / 1000)
+                tally.add("page_sliders_shown", parts["shown"] / 1000)
 
 
 # ---- the training run, watched from outside ------------------------------------------------------------
