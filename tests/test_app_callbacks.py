@@ -450,13 +450,13 @@ def test_explore_tools_on_a_checkpoint(studio, explored, monkeypatch):
     z, labels = tools.grid_latents(session)
     images = tools.render(session["model"], z, labels)
     side = tools.cell_side(28, tools.GRID_CELL)
-    assert out["gallery"].shape == (4 * side + 5 * tools.GRID_PAD,) * 2
+    assert out["grid"].shape == (4 * side + 5 * tools.GRID_PAD,) * 2
     for i in range(tools.GRID):
         x, y = _Click(i).index
         assert tools.grid_index(x, y, 28) == i
         row, col = divmod(i, tools.GRID_COLUMNS)
         top, left = (tools.GRID_PAD + k * (side + tools.GRID_PAD) for k in (row, col))
-        assert np.array_equal(out["gallery"][top:top + side, left:left + side], tools.picture(images, i, side))
+        assert np.array_equal(out["grid"][top:top + side, left:left + side], tools.picture(images, i, side))
     assert tools.grid_index(0, 0, 28) == 0 and tools.grid_index(10_000, 10_000, 28) == tools.GRID - 1
     assert np.array_equal(out["start"], out["moved"]) and all(out[s] == 0.0 for s in tools.SLIDERS)
     with pytest.raises(gr.Error, match="Could not load"):

@@ -273,7 +273,7 @@ def test_a_session_loading_another_checkpoint_leaves_the_other_sessions_model_al
     assert bob["model"] is alice["model"]  # one shared copy of the same checkpoint
 
     def grid(session) -> np.ndarray:
-        return tools.new_samples(session, 7, 1.0)["gallery"]
+        return tools.new_samples(session, 7, 1.0)["grid"]
 
     alice_before = grid(alice)
     bob = tools.load_checkpoint(studio, run_b, bob, kind, 0)["session"]

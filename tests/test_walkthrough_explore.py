@@ -224,12 +224,12 @@ def test_item6_new_samples_draws_new_images(explored):
     first = tools.draw_samples(explored, 0, 1.0)
     pressed = tools.new_samples(first["session"], 0, 1.0)
     assert pressed["seed"] == 1 and pressed["session"]["seed"] == 1
-    assert not np.array_equal(first["gallery"], pressed["gallery"])
+    assert not np.array_equal(first["grid"], pressed["grid"])
     again = tools.new_samples(pressed["session"], pressed["seed"], 1.0)
     assert again["seed"] == 2
     typed = tools.new_samples(again["session"], 42, 1.0)  # a seed typed in and not drawn yet: that one
     assert typed["seed"] == 42
-    assert np.array_equal(typed["gallery"], tools.draw_samples(explored, 42, 1.0)["gallery"])
+    assert np.array_equal(typed["grid"], tools.draw_samples(explored, 42, 1.0)["grid"])
 
 
 def test_item6_diversity_is_measured_at_psi_1_and_says_so(studio, explored, monkeypatch):

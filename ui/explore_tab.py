@@ -79,7 +79,7 @@ def build(studio: Studio, view: gr.State | None = None) -> None:
                 C["psi"] = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="truncation ψ", scale=2,
                                      elem_id="explore-psi")
             C["samples_btn"] = gr.Button("New samples (next seed)", size="sm", elem_id="explore-samples")
-            C["gallery"] = gr.Image(label="samples #0..#15, row by row: click one", interactive=False,
+            C["grid"] = gr.Image(label="samples #0..#15, row by row: click one", interactive=False,
                                     format="png", buttons=["fullscreen"], elem_id="explore-grid")
             C["pick_mode"] = gr.Radio(tools.PICK_MODES, value="sliders", label="clicking a sample sets")
         with gr.Column(scale=3):
@@ -196,7 +196,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
 
     heavy = studio.lane.wrap
     sliders = ins(*tools.SLIDERS)
-    model_out = ins("session", "summary", "gallery", "start", "moved", *tools.SLIDERS, "note", "class_a", "class_b",
+    model_out = ins("session", "summary", "grid", "start", "moved", *tools.SLIDERS, "note", "class_a", "class_b",
                     "class_btn", "class_frames", "cond_note")
 
     def use_live(s, k, f):
@@ -247,14 +247,14 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         root.load(choices, None, C["checkpoint"], **PRIVATE)
 
     C["samples_btn"].click(fast(named(tools.new_samples)), ins("session", "seed", "psi"),
-                           ins("session", "gallery", "seed"), **PRIVATE, **FAST)
+                           ins("session", "grid", "seed"), **PRIVATE, **FAST)
     # the grid of the seed and ψ as shown: Enter in the seed box (the public endpoint: a seed always draws the same
     # grid); any new ψ, dragged or typed (a slider's number box has no submit event, and release fires only when
     # it loses focus)
     redraw_grid = fast(named(tools.draw_samples))
-    C["seed"].submit(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
+    C["seed"].submit(redraw_grid, ins("session", "seed", "psi"), ins("session", "grid"),
                      api_name="explore_samples", **FAST)
-    C["psi"].change(redraw_grid, ins("session", "seed", "psi"), ins("session", "gallery"),
+    C["psi"].change(redraw_grid, ins("session", "seed", "psi"), ins("session", "grid"),
                     trigger_mode="always_last", **PRIVATE, **FAST)
     for j, sl in enumerate(sliders):
         sl.input(fast(slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
@@ -275,7 +275,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
                          ins("session", "kind", "first"), [C["moved"], *sliders], **PRIVATE, **FAST)
     C["random_btn"].click(fast(named(random_start)), ins("session", "kind", "first"),
                           ins("session", "start", "moved", *tools.SLIDERS), **PRIVATE, **FAST)
-    C["gallery"].select(fast(named(on_pick)), ins("session", "pick_mode", "term_a", "term_b", "term_c",
+    C["grid"].select(fast(named(on_pick)), ins("session", "pick_mode", "term_a", "term_b", "term_c",
                                                          "kind", "first"),
                         ins("session", "start", "moved", *tools.SLIDERS, "a_num", "b_num", "term_a", "term_b",
                             "term_c", "memo_num"), **PRIVATE, **FAST)

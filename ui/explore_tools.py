@@ -134,10 +134,10 @@ def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind
     # every visitor pinning the same snapshot (or checkpoint) with the same settings gets the same first pictures:
     # drawn once, by whoever asks first (the others wait for it), not once per visitor
     key = (model.key, session["seed"], session.get("psi"), kind, float(first or 0))
-    start, moved, gallery, note = studio.first_views.get(key, draw) if model.key else draw()
+    start, moved, grid, note = studio.first_views.get(key, draw) if model.key else draw()
     names = [str(c) for c in range(model.config.num_classes)]
     cond = bool(names)
-    return {"session": session, "summary": model_summary(model), "gallery": gallery,
+    return {"session": session, "summary": model_summary(model), "grid": grid,
             "start": start, "moved": moved, **zero_sliders(), "note": note,
             "class_a": gr.Dropdown(choices=names, value=names[0] if cond else None, interactive=cond),
             "class_b": gr.Dropdown(choices=names, value=names[-1] if cond else None, interactive=cond),
@@ -181,7 +181,7 @@ def on_open(studio: Studio, session: dict[str, Any], kind: str, first: float) ->
 def draw_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
     """The grid of this seed at this truncation (a seed typed in, a new ψ): the same seed draws the same grid."""
     session = dict(session, seed=int(seed or 0), psi=float(1.0 if psi is None else psi))
-    return {"session": session, "gallery": grid_picture(session)}
+    return {"session": session, "grid": grid_picture(session)}
 
 
 def new_samples(session: dict[str, Any], seed: float, psi: float) -> dict[str, Any]:
