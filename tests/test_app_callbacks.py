@@ -456,7 +456,10 @@ def test_explore_tools_on_a_checkpoint(studio, explored, monkeypatch):
         assert tools.grid_index(x, y, 28) == i
         row, col = divmod(i, tools.GRID_COLUMNS)
         top, left = (tools.GRID_PAD + k * (side + tools.GRID_PAD) for k in (row, col))
-        assert np.array_equal(out["grid"][top:top + side, left:left + side], tools.picture(images, i, side))
+        cell, sample = out["grid"][top:top + side, left:left + side], tools.picture(images, i, side)
+        assert np.array_equal(cell[:side - 20], sample[:side - 20])  # above its number in the corner
+        assert np.array_equal(cell[:, :side - 40], sample[:, :side - 40])  # left of it
+        assert not np.array_equal(cell[side - 16:, side - 30:], sample[side - 16:, side - 30:])  # the number
     assert tools.grid_index(0, 0, 28) == 0 and tools.grid_index(10_000, 10_000, 28) == tools.GRID - 1
     assert np.array_equal(out["start"], out["moved"]) and all(out[s] == 0.0 for s in tools.SLIDERS)
     with pytest.raises(gr.Error, match="Could not load"):

@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from dcgan import latent
 from dcgan.images import grid_array, image_array, save_gif, upscale
@@ -31,6 +32,7 @@ from ui.common import user_error
 NUM_SLIDERS = 6
 GRID = 16  # samples in the pick-from grid
 GRID_COLUMNS, GRID_CELL, GRID_PAD = 4, 96, 4  # its layout: at least 96 pixels a sample, 4 between them
+GRID_FONT = ImageFont.load_default(size=12)  # the samples' numbers
 SLIDERS = tuple(f"slider{j + 1}" for j in range(NUM_SLIDERS))
 PICK_MODES = ("sliders", "interpolation start", "interpolation end", "arithmetic A (+)", "arithmetic B (-)",
               "arithmetic C (+)", "memorisation check")
@@ -77,7 +79,16 @@ def grid_picture(session: dict[str, Any]) -> np.ndarray:
     """The 16 samples as one picture, row by row: one file per answer instead of sixteen (each file cost the
     serving loop and every visitor's browser a request; docs/ROBUSTNESS.md). A click is mapped back by grid_index."""
     z, labels = grid_latents(session)
-    return strip_picture(render(session_model(session), z, labels), GRID_CELL, GRID_COLUMNS, GRID_PAD)
+    images = render(session_model(session), z, labels)
+    grid = Image.fromarray(strip_picture(images, GRID_CELL, GRID_COLUMNS, GRID_PAD))
+    side, draw = cell_side(images.shape[-1], GRID_CELL), ImageDraw.Draw(grid)
+    for i in range(images.shape[0]):  # each sample's number in its corner, as the tools ask for numbers
+        left, top = (GRID_PAD + k * (side + GRID_PAD) for k in (i % GRID_COLUMNS, i // GRID_COLUMNS))
+        box = draw.textbbox((0, 0), f"#{i}", font=GRID_FONT)
+        w, h = box[2] + 4, box[3] + 3
+        draw.rectangle((left + side - w, top + side - h, left + side - 1, top + side - 1), fill="white")
+        draw.text((left + side - w + 2, top + side - h + 1), f"#{i}", font=GRID_FONT, fill="black")
+    return np.asarray(grid)
 
 
 def grid_index(x: float, y: float, image_size: int) -> int:
