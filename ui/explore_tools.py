@@ -32,7 +32,6 @@ from ui.common import user_error
 NUM_SLIDERS = 6
 GRID = 16  # samples in the pick-from grid
 GRID_COLUMNS, GRID_CELL, GRID_PAD = 4, 96, 4  # its layout: at least 96 pixels a sample, 4 between them
-GRID_FONT = ImageFont.load_default(size=12)  # the samples' numbers
 SLIDERS = tuple(f"slider{j + 1}" for j in range(NUM_SLIDERS))
 PICK_MODES = ("sliders", "interpolation start", "interpolation end", "arithmetic A (+)", "arithmetic B (-)",
               "arithmetic C (+)", "memorisation check")
@@ -81,13 +80,13 @@ def grid_picture(session: dict[str, Any]) -> np.ndarray:
     z, labels = grid_latents(session)
     images = render(session_model(session), z, labels)
     grid = Image.fromarray(strip_picture(images, GRID_CELL, GRID_COLUMNS, GRID_PAD))
-    side, draw = cell_side(images.shape[-1], GRID_CELL), ImageDraw.Draw(grid)
+    side, draw, font = cell_side(images.shape[-1], GRID_CELL), ImageDraw.Draw(grid), ImageFont.load_default(size=12)
     for i in range(images.shape[0]):  # each sample's number in its corner, as the tools ask for numbers
         left, top = (GRID_PAD + k * (side + GRID_PAD) for k in (i % GRID_COLUMNS, i // GRID_COLUMNS))
-        box = draw.textbbox((0, 0), f"#{i}", font=GRID_FONT)
+        box = draw.textbbox((0, 0), f"#{i}", font=font)
         w, h = box[2] + 4, box[3] + 3
         draw.rectangle((left + side - w, top + side - h, left + side - 1, top + side - 1), fill="white")
-        draw.text((left + side - w + 2, top + side - h + 1), f"#{i}", font=GRID_FONT, fill="black")
+        draw.text((left + side - w + 2, top + side - h + 1), f"#{i}", font=font, fill="black")
     return np.asarray(grid)
 
 
