@@ -83,6 +83,7 @@ def open_links(demo: gr.Blocks, studio: Studio, message: gr.Markdown, tab_set: g
     import gradio as gr
 
     from dcgan import lessons, links
+    from ui.common import QUIET
 
     form, ids = train["form"], [title.lower() for title, _ in TABS]
     names = [n for n in links.SETUP if n in form]
@@ -101,7 +102,7 @@ def open_links(demo: gr.Blocks, studio: Studio, message: gr.Markdown, tab_set: g
 
     on_open.__annotations__["request"] = gr.Request  # gradio is imported here only, so name it for the injection
     demo.load(on_open, None, [message, tab_set, *[form[n] for n in names], train["link_form"],
-                              train["link_hide"], *timers_for.timers], show_progress="hidden", api_visibility="private")
+                              train["link_hide"], *timers_for.timers], **QUIET, api_visibility="private")
 
 
 def blocks_in(block: gr.blocks.Block, wanted: Callable[[gr.blocks.Block], bool]) -> list:
@@ -119,6 +120,8 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> Callable[[int], list]:
     timers_for(i): the Timer updates that show tab i (a link that opens another tab uses it); .timers lists them."""
     import gradio as gr
 
+    from ui.common import QUIET
+
     own = [blocks_in(tab, lambda b: isinstance(b, gr.Timer)) for tab in tabs]
     every = [t for timers in own for t in timers]
     for timers in own[1:]:
@@ -131,7 +134,7 @@ def poll_only_the_shown_tab(tabs: list[gr.Tab]) -> Callable[[int], list]:
 
     for index, tab in enumerate(tabs):
         tab.select(lambda index=index: timers_for(index), None, every,
-                   queue=False, show_progress="hidden", api_visibility="private")
+                   queue=False, **QUIET, api_visibility="private")
     timers_for.timers = every
     return timers_for
 
@@ -144,6 +147,8 @@ def refresh_lists_on_select(tabs: list[gr.Tab], studio: Studio) -> None:
     without a press on ↻ (a list with nothing chosen gets the newest)."""
     import gradio as gr
 
+    from ui.common import QUIET
+
     for tab in tabs:
         lists = blocks_in(tab, lambda b: CHECKPOINT_LIST in (getattr(b, "elem_classes", None) or []))
         if not lists:
@@ -155,7 +160,7 @@ def refresh_lists_on_select(tabs: list[gr.Tab], studio: Studio) -> None:
                    for c in chosen]
             return out[0] if len(out) == 1 else out  # one output takes its value bare
 
-        tab.select(fresh, lists, lists, show_progress="hidden", api_visibility="private")
+        tab.select(fresh, lists, lists, **QUIET, api_visibility="private")
 
 
 def default_host() -> str:

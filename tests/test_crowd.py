@@ -406,6 +406,11 @@ def test_a_real_page_among_the_visitors_times_its_sliders_from_input_to_painted_
     moves = zip(tally.seconds["page_sliders"], tally.seconds["page_sliders_asked"], tally.seconds["page_sliders_shown"],
                 strict=True)
     assert all(0 < asked < total and 0 < shown < total - asked for total, asked, shown in moves)
+    # and the part before it at the event's post and the answer's arrival on the page's event stream
+    parts = zip(tally.seconds["page_sliders_asked"], tally.seconds["page_sliders_sent"],
+                tally.seconds["page_sliders_answered"], tally.seconds["page_sliders_after"], strict=True)
+    assert all(sent >= 0 and answered > 0 and after >= 0 and abs(sent + answered + after - asked) < 1e-3
+               for asked, sent, answered, after in parts)
     assert srcs and all(src.split("?")[0].endswith(".png") for src in srcs), srcs[:3]
 
 

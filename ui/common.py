@@ -77,3 +77,8 @@ def new_view(default: Any = None) -> dict[str, Any]:
 
 # an event only the page itself triggers: not in the API, not callable
 PRIVATE = MappingProxyType({"api_visibility": "private"})
+# An event that shows no progress marks nothing pending either. Gradio's page re-sends every component that was ever
+# an event's progress target its loading status on each status message of every event: with the whole tab strip
+# among them (a link's tab) each slider move cloned the props of all ~450 components four times (83,000
+# structuredClone calls, the page's script ~70 ms per move on an idle machine; docs/ROBUSTNESS.md).
+QUIET = MappingProxyType({"show_progress": "hidden", "show_progress_on": []})

@@ -15,7 +15,7 @@ import numpy as np
 
 from dcgan import dview
 from dcgan.images import upscale
-from ui.common import HEAVY, PRIVATE, REFRESH, WARN, problem
+from ui.common import HEAVY, PRIVATE, QUIET, REFRESH, WARN, problem
 from ui.state import Studio
 
 POLL_S = 2.0  # the hook draws a frame every few seconds at most; polling faster shows nothing new
@@ -193,12 +193,12 @@ def _layout(studio: Studio, seen: gr.State, accordion: gr.Accordion | None) -> N
 
     timer = gr.Timer(POLL_S)
     shown = [seen, plot, text, point, point_text]
-    timer.tick(poll, seen, shown, show_progress="hidden", concurrency_limit=None, **PRIVATE)
+    timer.tick(poll, seen, shown, **QUIET, concurrency_limit=None, **PRIVATE)
     if accordion is not None:
         accordion.expand(lambda s: refresh(studio, {**(s or {}), "open": True}), seen, shown,
-                         show_progress="hidden", **PRIVATE)
-        accordion.collapse(lambda s: {**(s or {}), "open": False}, seen, seen, show_progress="hidden", **PRIVATE)
-    plot.select(on_click, seen, [seen, plot, point, point_text], show_progress="hidden", **PRIVATE)
+                         **QUIET, **PRIVATE)
+        accordion.collapse(lambda s: {**(s or {}), "open": False}, seen, seen, **QUIET, **PRIVATE)
+    plot.select(on_click, seen, [seen, plot, point, point_text], **QUIET, **PRIVATE)
     show_btn.click(run_dview_checkpoint, [ckpt, seen], shown, **HEAVY, **PRIVATE)
     live_btn.click(lambda s: follow_live(studio, s), seen, shown, **PRIVATE)
     ckpt_refresh.click(choices, None, ckpt, **PRIVATE)

@@ -16,7 +16,7 @@ import gradio as gr
 from dcgan import latent
 from ui import explore_tools as tools
 from ui import inside_g
-from ui.common import FAST, HEAVY, PRIVATE, SLIDE, as_files, fast, new_view
+from ui.common import FAST, HEAVY, PRIVATE, QUIET, SLIDE, as_files, fast, new_view
 from ui.state import Studio
 
 NOTE_SLIDERS = """**Latent sliders.** Each slider moves z along one direction, in standard deviations of the prior.
@@ -235,13 +235,13 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
         return tools.run_class_control(studio, s, class_a, class_b, frames)
 
     C["use_btn"].click(fast(named(use_live)), ins("session", "kind", "first"), model_out,
-                       api_name="explore_use_live", **FAST)
+                       api_name="explore_use_live", show_progress_on=C["grid"], **FAST)
     C["load_btn"].click(fast(named(load)), ins("checkpoint", "session", "kind", "first"), model_out,
-                        api_name="explore_load_checkpoint", **FAST)
+                        api_name="explore_load_checkpoint", show_progress_on=C["grid"], **FAST)
     C["refresh_btn"].click(choices, None, C["checkpoint"], **PRIVATE)
     tab = gr.context.Context.block  # the Explore tab app.py opened around us
     if isinstance(tab, gr.Tab):
-        tab.select(fast(named(opened)), ins("session", "kind", "first"), model_out, **PRIVATE, **FAST)
+        tab.select(fast(named(opened)), ins("session", "kind", "first"), model_out, **QUIET, **PRIVATE, **FAST)
     root = gr.context.Context.root_block
     if root is not None:
         root.load(choices, None, C["checkpoint"], **PRIVATE)
@@ -258,7 +258,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
                     trigger_mode="always_last", **PRIVATE, **FAST)
     for j, sl in enumerate(sliders):
         sl.input(fast(slide), [C["session"], C["kind"], C["first"], *sliders], C["moved"],
-                 trigger_mode="always_last", show_progress="hidden",
+                 trigger_mode="always_last", **QUIET,
                  api_name="explore_sliders" if j == 0 else None,
                  api_visibility="public" if j == 0 else "private", **SLIDE)
 
@@ -278,7 +278,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
     C["grid"].select(fast(named(on_pick)), ins("session", "pick_mode", "term_a", "term_b", "term_c",
                                                          "kind", "first"),
                         ins("session", "start", "moved", *tools.SLIDERS, "a_num", "b_num", "term_a", "term_b",
-                            "term_c", "memo_num"), **PRIVATE, **FAST)
+                            "term_c", "memo_num"), show_progress_on=C["moved"], **PRIVATE, **FAST)
 
     C["interp_btn"].click(heavy(named(run_interpolation)), ins("session", "a_num", "b_num", "frames", "mode"),
                           ins("strip", "gif"), api_name="explore_interpolate", **HEAVY)
@@ -288,7 +288,7 @@ def wire(studio: Studio, C: dict[str, Any]) -> None:
                          ins("every_class", "class_strip", "class_gif"), **PRIVATE, **HEAVY)
     C["invert_btn"].click(heavy(named(invert)), ins("session", "editor", "restarts", "steps", "kind", "first"),
                           ins("session", "target_img", "recon_img", "error_img", "invert_text", "start", "moved",
-                              *tools.SLIDERS), api_name="explore_invert", **HEAVY)
+                              *tools.SLIDERS), api_name="explore_invert", show_progress_on=C["recon_img"], **HEAVY)
     C["memo_btn"].click(heavy(named(tools.run_memorisation)), ins("session", "memo_num", "memo_start"),
                         ins("memo_gallery", "memo_text"), **PRIVATE, **HEAVY)
     C["div_btn"].click(heavy(named(diversity)), ins("session", "div_n"), ins("div_text", "div_plot", "class_plot"),

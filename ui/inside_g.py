@@ -21,7 +21,7 @@ import torch
 from dcgan import inside, latent
 from dcgan.images import image_array, upscale
 from dcgan.studio import LoadedModel, digit_classifier_ready
-from ui.common import FAST, HEAVY, PRIVATE, as_files, fast, user_error
+from ui.common import FAST, HEAVY, PRIVATE, QUIET, as_files, fast, user_error
 from ui.queues import POLL
 from ui.state import Studio
 
@@ -328,28 +328,29 @@ def wire(studio: Studio, session: gr.State, C: dict[str, Any], acc: gr.Accordion
     # 2-core CPU): the heavy lane's job, never the fast queue's
     timer = C["timer"] = gr.Timer(POLL_S)
     acc.expand(lambda seen: ({**(seen or {}), "open": True}, gr.Timer(active=True)), C["seen"], [C["seen"], timer],
-               show_progress="hidden", queue=False, **PRIVATE).then(
-        studio.lane.wrap(named(opened)), ins, shown, show_progress="hidden", **PRIVATE, **HEAVY)
+               **QUIET, queue=False, **PRIVATE).then(
+        studio.lane.wrap(named(opened)), ins, shown, **QUIET, **PRIVATE, **HEAVY)
     acc.collapse(lambda seen: ({**(seen or {}), "open": False}, gr.Timer(active=False)), C["seen"],
-                 [C["seen"], timer], show_progress="hidden", queue=False, **PRIVATE)
-    timer.tick(fast(named(tick)), ins, [*shown, timer], show_progress="hidden", **PRIVATE, **POLL)
-    C["units"].select(fast(named(unit_click)), ins, [*shown, C["strongest"]], show_progress="hidden", **PRIVATE,
+                 [C["seen"], timer], **QUIET, queue=False, **PRIVATE)
+    timer.tick(fast(named(tick)), ins, [*shown, timer], **QUIET, **PRIVATE, **POLL)
+    C["units"].select(fast(named(unit_click)), ins, [*shown, C["strongest"]], **QUIET, **PRIVATE,
                       **FAST)
     def choose_layer(s, seen, layer):
         return set_option(studio, s, seen, "layer", layer)
 
     C["layer"].input(studio.lane.wrap(named(choose_layer)),
-                     [*ins, C["layer"]], shown, trigger_mode="always_last", **PRIVATE, **HEAVY)
+                     [*ins, C["layer"]], shown, trigger_mode="always_last", show_progress_on=C["units"], **PRIVATE,
+                     **HEAVY)
     for name in ("selected", "mode", "value", "region"):
         C[name].input(fast(named(lambda s, seen, v, name=name: set_option(studio, s, seen, name, v))),
-                      [*ins, C[name]], shown, show_progress="hidden", trigger_mode="always_last", **PRIVATE, **FAST)
+                      [*ins, C[name]], shown, **QUIET, trigger_mode="always_last", **PRIVATE, **FAST)
     C["scrub"].release(fast(named(lambda s, seen, v: scrub(studio, s, seen, v))), [*ins, C["scrub"]], shown,
-                       show_progress="hidden", **PRIVATE, **FAST)
-    C["again"].click(studio.lane.wrap(named(rank_again)), ins, shown, **PRIVATE, **HEAVY)
+                       **QUIET, **PRIVATE, **FAST)
+    C["again"].click(studio.lane.wrap(named(rank_again)), ins, shown, show_progress_on=C["units"], **PRIVATE, **HEAVY)
     C["shift_btn"].click(studio.lane.wrap(named(lambda s, seen: measure_shift(studio, s, seen))), ins,
                          [C["shift_text"], C["shift_plot"]], **PRIVATE, **HEAVY)
     C["digit"].input(fast(named(lambda s, seen, d: read_as(studio, s, seen, d))), [*ins, C["digit"]], C["read_as"],
-                     show_progress="hidden", **PRIVATE, **FAST)
+                     **QUIET, **PRIVATE, **FAST)
 
 
 __all__ = ("build", "draw", "panel_model", "pick_unit", "measure_shift", "scrub")

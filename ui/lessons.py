@@ -16,7 +16,7 @@ import pandas as pd
 
 from dcgan import lessons
 from dcgan.studio import USER_ERRORS
-from ui.common import OK, POLL, PRIVATE, WARN, as_files, fast, problem
+from ui.common import OK, POLL, PRIVATE, QUIET, WARN, as_files, fast, problem
 from ui.state import Studio
 
 POLL_S = 1.5
@@ -213,13 +213,13 @@ def build(studio: Studio, view: gr.State | None = None) -> dict:
 
     # the readers run torch: with one thread each, as every serving request (ui/queues.py), beside the training run
     if gr.context.Context.root_block is not None:
-        gr.context.Context.root_block.load(fast(on_load), progress, [pick, *shown, *revealed], **PRIVATE)
-    pick.input(fast(on_pick), [pick, progress], [*shown, message, *revealed], **PRIVATE)
+        gr.context.Context.root_block.load(fast(on_load), progress, [pick, *shown, *revealed], **QUIET, **PRIVATE)
+    pick.input(fast(on_pick), [pick, progress], [*shown, message, *revealed], show_progress_on=message, **PRIVATE)
     predict_btn.click(on_predict, [pick, choice, slider, progress], [*shown, message], **PRIVATE)
     run_btn.click(on_run, [pick, progress], message, concurrency_limit=1, concurrency_id="train-control",
                   **PRIVATE)
     sent = gr.State(None)  # what this page's polls sent last (reveal_view's keys)
-    timer.tick(fast(on_poll), [pick, progress, sent], [*revealed, progress, sent], show_progress="hidden", **POLL,
+    timer.tick(fast(on_poll), [pick, progress, sent], [*revealed, progress, sent], **QUIET, **POLL,
                **PRIVATE)
     clear_btn.click(on_clear, pick, message, **PRIVATE)
     return {"progress": progress}

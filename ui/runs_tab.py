@@ -22,7 +22,7 @@ from dcgan.checkpoint import STEP_FILE, RunFolder
 from dcgan.images import upscale
 from dcgan.metrics import METRIC_KEY
 from dcgan.studio import USER_ERRORS
-from ui.common import FAST, OK, PRIVATE, fast, problem
+from ui.common import FAST, OK, PRIVATE, QUIET, fast, problem
 from ui.train_actions import LETTERS
 from ui.train_view import curve_frame
 
@@ -335,13 +335,13 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     # Reading a run's files is I/O and pure-Python parsing: one queue of its own, so a first look at a long
     # run never holds up the sliders (FAST) or the training controls; pictures use one torch thread (fast()).
     read = {"concurrency_id": "runs-read", "concurrency_limit": 1, **PRIVATE}
-    cheap = {"concurrency_limit": None, "show_progress": "hidden", **PRIVATE}
+    cheap = {"concurrency_limit": None, **QUIET, **PRIVATE}
     control = {"concurrency_id": "train-control", "concurrency_limit": 1, **PRIVATE}  # the Train tab's queue
     view_inputs = [chosen, smooth, only_diff]
     view_outputs = [*plots.values(), *grids, settings, notes]
     plot_outputs = list(plots.values())
     for event in (chosen.change, smooth.release, only_diff.change):
-        event(fast(show), view_inputs, view_outputs, show_progress="hidden", **read).then(
+        event(fast(show), view_inputs, view_outputs, **QUIET, **read).then(
             restyle, view_inputs, plot_outputs, **cheap)
     refresh_outputs = [table, chosen, target]
     refresh_btn.click(refresh, [chosen, target], refresh_outputs, **read)
@@ -372,7 +372,7 @@ def build(studio: Any, view: gr.State | None = None) -> None:
                  **cheap)
     yes_btn.click(on_confirm, pending, [pending, confirm_row, message], **control).then(
         refresh, [chosen, target], refresh_outputs, **read).then(
-        fast(show), view_inputs, view_outputs, show_progress="hidden", **read).then(
+        fast(show), view_inputs, view_outputs, **QUIET, **read).then(
         restyle, view_inputs, plot_outputs, **cheap)
     if with_trainer:
         if view is not None:
@@ -382,7 +382,7 @@ def build(studio: Any, view: gr.State | None = None) -> None:
                 return (opened, note, *shown)
 
             explore_btn.click(fast(to_explore), [target, view], [view, message, *([strip] if strip else [])],
-                              **FAST, **PRIVATE)
+                              show_progress_on=message, **FAST, **PRIVATE)  # not the tab strip: see QUIET
         else:
             explore_btn.click(fast(lambda name: open_in_explore(studio, name)[1]), target, message, **FAST, **PRIVATE)
         resume_btn.click(on_resume, [target, steps], message, **control)

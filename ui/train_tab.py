@@ -29,7 +29,7 @@ from dcgan.studio import TEXT_FIELDS
 from ui import dview_panel, plots, side_by_side
 from ui import train_actions as act
 from ui import train_view as live
-from ui.common import FAST, OK, POLL, PRIVATE, REFRESH, problem
+from ui.common import FAST, OK, POLL, PRIVATE, QUIET, REFRESH, problem
 from ui.state import Studio
 
 LOSS_COLORS = MappingProxyType({"loss_D": "#d62728", "loss_G": "#1f77b4"})
@@ -234,7 +234,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     def said(text: str) -> tuple[str, str]:
         return text, studio.trainer.status().run_dir
 
-    hidden = {"show_progress": "hidden", **PRIVATE}
+    hidden = {**QUIET, **PRIVATE}
     run_state.change(lambda state: [gr.Button(interactive=live.controls(state)[k]) for k in buttons], run_state,
                      list(buttons.values()), **hidden)
     run_state.change(lambda _: gr.Dropdown(choices=studio.list_checkpoints()), run_state, c["ckpt"], **hidden)
@@ -249,8 +249,8 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     polled = [seen, c["smooth"], message_run, side_seen]
     # Polls only read the trainer, so they never wait behind a control click; they share the POLL group's one
     # worker (ui/queues.py), so thirty pages on this tab refresh less often instead of taking training's CPU.
-    timer.tick(refresh, polled, outputs, show_progress="hidden", api_name="train_status", **POLL)
-    c["smooth"].change(refresh, polled, outputs, show_progress="hidden", concurrency_limit=None,
+    timer.tick(refresh, polled, outputs, **QUIET, api_name="train_status", **POLL)
+    c["smooth"].change(refresh, polled, outputs, **QUIET, concurrency_limit=None,
                        **PRIVATE)
 
     # gr.Request is injected by its annotation, so the control callbacks are named functions.
@@ -297,7 +297,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
 
     # One queue slot for every control: clicks run one after another, never interleaved.
     control = {"concurrency_limit": 1, "concurrency_id": "train-control"}
-    after = {"fn": refresh, "inputs": polled, "outputs": outputs, "show_progress": "hidden"}
+    after = {"fn": refresh, "inputs": polled, "outputs": outputs, **QUIET}
     message = [c["message"], message_run]
     buttons["start"].click(on_start, {*form.values(), zip_file, session}, [*message, session],
                            **control).then(**after)
@@ -318,9 +318,9 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     recipe_names = [n for n in fields if any(n in recipe for recipe in PRESETS.values())]
     for name in recipe_names:
         form[name].input(lambda *v: recipe_of(dict(zip(recipe_names, v, strict=True))),
-                         [form[n] for n in recipe_names], form["preset"], show_progress="hidden", **PRIVATE)
+                         [form[n] for n in recipe_names], form["preset"], **QUIET, **PRIVATE)
     # .input fires on a person's choice only, not when the poll shows the live run's settings
-    form["preset"].input(lambda p: preset_fields(p, form), form["preset"], list(form.values()), **PRIVATE)
+    form["preset"].input(lambda p: preset_fields(p, form), form["preset"], list(form.values()), **QUIET, **PRIVATE)
     c["refresh_btn"].click(choices, None, c["ckpt"], **PRIVATE)
     c["ckpt"].focus(choices, None, c["ckpt"], **PRIVATE)
     if gr.context.Context.root_block is not None:  # filled when the page opens, refreshed on focus

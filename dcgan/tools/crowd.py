@@ -428,6 +428,11 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
         // where the time went: until the page asked for the new picture (the server's answer and its delivery to
         // the page's script), and from the picture's last byte to the painted frame (decode, layout, paint)
         window.__crowdParts = got ? {asked: got.startTime - t0, shown: performance.now() - got.responseEnd} : null;
+        const net = window.__crowdNet || [], join = net.find(([k, t]) => k === 'join' && t >= t0);
+        const done = net.filter(([k, t]) => k === 'done' && join && t >= join[1] && got && t <= got.startTime).pop();
+        if (window.__crowdParts && join && done)  // input → posted; posted → answer on the stream; → picture asked
+          Object.assign(window.__crowdParts, {sent: join[1] - t0, answered: done[1] - join[1],
+                                              after: got.startTime - done[1]});
         return {ms: performance.now() - t0, srcs: imgs.map(i => i.src)};
       }
     }
@@ -437,6 +442,23 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
   }
 }"""
 SOURCES_JS = "(selector) => [...document.querySelectorAll(selector)].map(i => i.src)"
+# before the app's scripts run: note when the page's Gradio client posts an event (/queue/join) and when an event's
+# "process_completed" message arrives on its /queue/data stream (a fetch-read event stream), so that a move's time
+# splits into the page's script before it sends, the server and the stream, and the script after the answer
+NET_JS = """(() => { const plain = window.fetch; window.__crowdNet = [];
+  window.fetch = async function (input, init) {
+    const url = String((input && input.url) || input), t = performance.now();
+    if (url.includes('/queue/join')) window.__crowdNet.push(['join', t]);
+    const r = await plain.apply(this, arguments);
+    if (!url.includes('/queue/data') || !r.body) return r;
+    const text = new TextDecoder();
+    const seen = new TransformStream({transform(chunk, out) {
+      if (text.decode(chunk, {stream: true}).includes('process_completed'))
+        window.__crowdNet.push(['done', performance.now()]);
+      out.enqueue(chunk); }});
+    return new Response(r.body.pipeThrough(seen), {status: r.status, statusText: r.statusText, headers: r.headers});
+  };
+  setInterval(() => { if (window.__crowdNet.length > 400) window.__crowdNet.splice(0, 200); }, 1000); })()"""
 
 
 class PageTimeout(TimeoutError):
@@ -482,6 +504,7 @@ def page_visitor(url: str, until: float, seed: int, think_s: float, tally: Tally
                     tally.fail("page_request", f"HTTP {response.status} for {response.request.method} {response.url}",
                                url=response.url)
 
+            context.add_init_script(NET_JS)
             page.on("requestfailed", failed)
             page.on("response", answered)
             explore_page(page, url, until, rng, think_s, tally, timeout, stop)
@@ -534,6 +557,9 @@ def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s:
             if parts:  # the move's time split: until the page asked for the picture / from its bytes to the screen
                 tally.add("page_sliders_asked", parts["asked"] / 1000)
                 tally.add("page_sliders_shown", parts["shown"] / 1000)
+                for part in ("sent", "answered", "after"):
+                    if part in parts:
+                        tally.add(f"page_sliders_{part}", parts[part] / 1000)
 
 
 # ---- the training run, watched from outside ------------------------------------------------------------
