@@ -436,8 +436,12 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
         return {ms: performance.now() - t0, srcs: imgs.map(i => i.src)};
       }
     }
-    if (performance.now() > deadline)
-      return {timeout: true, fired: window.__crowdT0 !== null, images: imgs.length};
+    if (performance.now() > deadline) {
+      const t0 = window.__crowdT0, net = window.__crowdNet || [];
+      const joins = net.filter(([k, t]) => k === 'join' && t0 !== null && t >= t0).length;
+      const dones = net.filter(([k, t]) => k === 'done' && t0 !== null && t >= t0).length;
+      return {timeout: true, fired: t0 !== null, images: imgs.length, joins, dones};
+    }
     await frame();
   }
 }"""
@@ -474,7 +478,8 @@ def painted(page: Any, trigger: Any, selector: str, count: int, timeout: float, 
     seen = page.evaluate(PAINTED_JS, [selector, old, count, timeout * 1000])
     if seen.get("timeout"):
         raise PageTimeout(f"no new picture under {selector} painted within {timeout:g} s (the input event "
-                          f"{'fired' if seen['fired'] else 'never fired'}; {seen['images']} images there)")
+                          f"{'fired' if seen['fired'] else 'never fired'}; {seen['images']} images there; since the "
+                          f"input the page posted {seen['joins']} events and received {seen['dones']} answers)")
     return seen["ms"] / 1000
 
 
