@@ -346,6 +346,30 @@ def test_app_has_the_train_tab_and_main_parses_options(tmp_path, monkeypatch):
     assert launched == {"host": "0.0.0.0", "port": 1234, "dir": tmp_path / "ck"}
 
 
+def test_no_event_marks_a_layout_block_pending_and_the_api_lists_no_internal_chain(tmp_path):
+    """Gradio's page re-sends the loading status of every progress target any event ever had on each status message
+    of every event, walking a target's whole subtree: one event with the tab strip among its outputs made every
+    slider move clone the props of all the page's components (docs/ROBUSTNESS.md). And each public endpoint is
+    described to every visitor who opens the page."""
+    import gradio as gr
+
+    demo = app.build_app(Studio(tmp_path))
+    config = demo.get_config_file()
+    layout_types = {"tabs", "tabitem", "row", "column", "group", "accordion", "form", "sidebar"}
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    for dep in config["dependencies"]:
+        if not dep["backend_fn"]:
+            continue
+        targets = dep["show_progress_on"] if dep["show_progress_on"] is not None else dep["outputs"]
+        assert not [kinds[t] for t in targets if kinds.get(t) in layout_types], dep["api_name"]
+        if dep["show_progress"] == "hidden" and dep["targets"]:  # an event on the page that shows nothing marks none
+            assert dep["show_progress_on"] == [], dep["api_name"]
+    assert any(isinstance(b, gr.Tabs) for b in demo.blocks.values())  # the strip is there, and a link can show a tab
+    named = [d["api_name"] for d in config["dependencies"] if d["api_visibility"] == "public"]
+    assert "explore_sliders" in named and "train_status" in named
+    assert not [n for n in named if n.startswith("refresh")], named
+
+
 def test_quality_metrics_show_when_the_run_has_them(studio, monkeypatch):
     seen, out = tv.live_view(studio, {})
     assert out["history"] == 0

@@ -370,7 +370,7 @@ def build(studio: Any, view: gr.State | None = None) -> None:
     delete_btn.click(on_ask_delete, target, ask_outputs, **cheap)
     no_btn.click(lambda: ({}, gr.Row(visible=False), "Nothing changed."), None, [pending, confirm_row, message],
                  **cheap)
-    yes_btn.click(on_confirm, pending, [pending, confirm_row, message], **control).then(
+    yes_btn.click(on_confirm, pending, [pending, confirm_row, message], show_progress_on=message, **control).then(
         refresh, [chosen, target], refresh_outputs, **read).then(
         fast(show), view_inputs, view_outputs, **QUIET, **read).then(
         restyle, view_inputs, plot_outputs, **cheap)

@@ -297,7 +297,7 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
 
     # One queue slot for every control: clicks run one after another, never interleaved.
     control = {"concurrency_limit": 1, "concurrency_id": "train-control"}
-    after = {"fn": refresh, "inputs": polled, "outputs": outputs, **QUIET}
+    after = {"fn": refresh, "inputs": polled, "outputs": outputs, **QUIET, **PRIVATE}  # (each .then an endpoint)
     message = [c["message"], message_run]
     buttons["start"].click(on_start, {*form.values(), zip_file, session}, [*message, session],
                            **control).then(**after)
@@ -328,9 +328,9 @@ def wire(studio: Studio, session: gr.State, form: dict, zip_file: gr.File, c: di
     c["load_ckpt_btn"].click(lambda name, s: act.load_for_samples(studio, name, s), [c["ckpt"], session],
                              [session, c["message"]], **PRIVATE, **FAST)
     c["download_btn"].click(on_download, None, [c["ckpt_file"], c["message"]]).then(
-        lambda p: gr.File(visible=bool(p)), c["ckpt_file"], c["ckpt_file"])
+        lambda p: gr.File(visible=bool(p)), c["ckpt_file"], c["ckpt_file"], **PRIVATE)
     c["gif_btn"].click(lambda: live.export_gif(studio), None, [c["gif_file"], c["gif_note"]]).then(
-        lambda p: gr.File(visible=bool(p)), c["gif_file"], c["gif_file"])
+        lambda p: gr.File(visible=bool(p)), c["gif_file"], c["gif_file"], **PRIVATE)
     c["sample_btn"].click(lambda s, seed: act.new_samples(studio, s, seed), [session, c["sample_seed"]],
                           [c["samples"], c["sample_note"]], **PRIVATE, **FAST)
 
