@@ -173,6 +173,7 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     from starlette.middleware import Middleware
 
     from dcgan import data
+    from ui.described import KeepDescriptions
     from ui.limits import BodyLimit
 
     # A thread inside torch's small ops (an inversion, a warm-up) holds the GIL for CPython's whole 5 ms switch
@@ -183,7 +184,7 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
                 allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it
                 max_file_size=data.MAX_UPLOAD_BYTES,
-                app_kwargs={"middleware": [Middleware(BodyLimit)]}, **options)
+                app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(KeepDescriptions)]}, **options)
 
 
 def save_on_sigterm(studio: Studio) -> None:

@@ -81,4 +81,4 @@ PRIVATE = MappingProxyType({"api_visibility": "private"})
 # an event's progress target its loading status on each status message of every event: with the whole tab strip
 # among them (a link's tab) each slider move cloned the props of all ~450 components four times (83,000
 # structuredClone calls, the page's script ~70 ms per move on an idle machine; docs/ROBUSTNESS.md).
-QUIET = MappingProxyType({"show_progress": "hidden", "show_progress_on": []})
+QUIET = MappingProxyType({"show_progress": "hidden", "show_progress_on": ()})
