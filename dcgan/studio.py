@@ -98,8 +98,10 @@ class LoadedModel:
 class ModelMemo:
     """Something computed from a model (GANSpace directions, the inversion calibration), once per model and
     arguments and shared by every visitor on it; a pinned model keeps its value. The live run's snapshots (a
-    new one every few seconds) share one value for live_s seconds: thirty visitors pinning snapshots seconds
-    apart cost one computation, not thirty."""
+    new one every few seconds) share the run's latest value: thirty visitors pinning snapshots seconds apart cost
+    one computation, not thirty. Once that value is live_s old, the next snapshot asked for still gets it at once
+    while a fresh one is computed behind (a thread at low priority): the class's requests never queue behind a
+    second of GANSpace for the live run again (docs/ROBUSTNESS.md), only behind the run's very first."""
 
     def __init__(self, size: int, live_s: float = LIVE_SHARE_S) -> None:
         self.size, self.live_s = size, live_s
@@ -107,6 +109,7 @@ class ModelMemo:
         self._values: OrderedDict[tuple, Any] = OrderedDict()
         self._live: dict[tuple, tuple[float, Any]] = {}
         self._gates: dict[tuple, threading.Lock] = {}  # a computation under way, per key
+        self._refreshing: dict[tuple, threading.Thread] = {}  # a live value being computed again, per run
 
     def get(self, model: LoadedModel, args: tuple, compute: Callable[[], Any]) -> Any:
         key = (model.key or ("object", id(model.generator), model.generator), *args)  # G kept: its id stays its own
@@ -115,22 +118,55 @@ class ModelMemo:
             if key in self._values:
                 self._values.move_to_end(key)
                 return self._values[key]
+            recent = self._live.get(live) if live else None
+            if recent is not None:  # the run's latest value, refreshed behind when it is old
+                if time.monotonic() - recent[0] >= self.live_s and live not in self._refreshing:
+                    thread = threading.Thread(target=self._refresh, args=(live, compute), daemon=False,
+                                              name="dcgan-memo-refresh")
+                    self._refreshing[live] = thread
+                    thread.start()
+                self._keep(key, recent[1])
+                return recent[1]
             gate = self._gates.setdefault(live or key, threading.Lock())
         with gate:  # asked for at once by many visitors: one computes, the others wait and take its value
             with self._lock:
                 if key in self._values:
                     return self._values[key]
                 recent = self._live.get(live) if live else None
-            fresh = recent is None or time.monotonic() - recent[0] >= self.live_s
-            value = compute() if fresh else recent[1]
+            value = compute() if recent is None else recent[1]
             with self._lock:
-                if live and fresh:
+                if live and recent is None:
                     self._live[live] = (time.monotonic(), value)
-                self._values[key] = value
-                while len(self._values) > self.size:
-                    self._values.popitem(last=False)
+                self._keep(key, value)
                 self._gates.pop(live or key, None)
         return value
+
+    def _keep(self, key: tuple, value: Any) -> None:
+        self._values[key] = value
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+
+    def _refresh(self, live: tuple, compute: Callable[[], Any]) -> None:
+        from .train import lower_thread_priority
+
+        torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
+        lower_thread_priority(CHILD_NICE)
+        try:
+            value = compute()
+            with self._lock:
+                self._live[live] = (time.monotonic(), value)
+        except Exception as exc:  # the old value stays; the next snapshot asked for tries again
+            logging.getLogger("dcgan.app").info("refreshing %s for the live run: %s", live, exc)
+        finally:
+            with self._lock:
+                self._refreshing.pop(live, None)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for the values being refreshed behind (tests; closing)."""
+        with self._lock:
+            threads = list(self._refreshing.values())
+        for thread in threads:
+            thread.join(timeout)
 
 
 class SharedCache:

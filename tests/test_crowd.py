@@ -541,3 +541,28 @@ def test_visitors_pinning_the_same_live_snapshot_at_once_wait_for_one_computatio
     assert len(runs) == 1 and set(answers) == {"directions 1"}
     other = LoadedModel("run/x", torch.nn.Linear(1, 1), tiny_config(), "checkpoint", ("ck", "x"))
     assert memo.get(other, (8,), slow) == "directions 2"  # another model computes its own
+
+
+def test_the_live_runs_old_directions_answer_at_once_while_new_ones_are_computed_behind():
+    """After live_s a newer snapshot is not made to wait for a second of GANSpace (with the one serving thread,
+    neither is anyone queued behind it): it gets the run's latest directions, fresh ones follow for later
+    snapshots, and a pinned snapshot keeps what it got."""
+    from dcgan.studio import LoadedModel, ModelMemo
+
+    memo, runs = ModelMemo(8, live_s=0.0), []
+    snap = lambda it: LoadedModel(f"live {it}", torch.nn.Linear(1, 1), tiny_config(), "live", ("live", "run1", it))  # noqa: E731
+
+    def slow() -> str:
+        runs.append(1)
+        time.sleep(0.5)
+        return f"directions {len(runs)}"
+
+    assert memo.get(snap(100), (8,), slow) == "directions 1"  # the run's first: computed while the visitor waits
+    t0 = time.perf_counter()
+    assert memo.get(snap(140), (8,), slow) == "directions 1"  # old: at once
+    assert memo.get(snap(150), (8,), slow) == "directions 1"  # and only one computation behind
+    assert time.perf_counter() - t0 < 0.3
+    memo.settle()
+    assert len(runs) == 2 and memo.get(snap(180), (8,), slow) == "directions 2"
+    memo.settle()
+    assert memo.get(snap(140), (8,), slow) == "directions 1"  # pinned
