@@ -438,9 +438,10 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
     }
     if (performance.now() > deadline) {
       const t0 = window.__crowdT0, net = window.__crowdNet || [];
-      const joins = net.filter(([k, t]) => k === 'join' && t0 !== null && t >= t0).length;
-      const dones = net.filter(([k, t]) => k === 'done' && t0 !== null && t >= t0).length;
-      return {timeout: true, fired: t0 !== null, images: imgs.length, joins, dones};
+      const joins = net.filter(([k, t]) => k === 'join' && t0 !== null && t >= t0);
+      const dones = net.filter(([k, t]) => k === 'done' && t0 !== null && t >= t0);
+      return {timeout: true, fired: t0 !== null, images: imgs.length, joins: joins.length, dones: dones.length,
+              posted: joins.map(j => j[2]), answers: dones.map(d => d[2]), srcs: imgs.map(i => i.src)};
     }
     await frame();
   }
@@ -452,13 +453,14 @@ SOURCES_JS = "(selector) => [...document.querySelectorAll(selector)].map(i => i.
 NET_JS = """(() => { const plain = window.fetch; window.__crowdNet = [];
   window.fetch = async function (input, init) {
     const url = String((input && input.url) || input), t = performance.now();
-    if (url.includes('/queue/join')) window.__crowdNet.push(['join', t]);
+    if (url.includes('/queue/join'))
+      window.__crowdNet.push(['join', t, String((init && init.body) || '').slice(0, 400)]);
     const r = await plain.apply(this, arguments);
     if (!url.includes('/queue/data') || !r.body) return r;
     const text = new TextDecoder();
     const seen = new TransformStream({transform(chunk, out) {
-      if (text.decode(chunk, {stream: true}).includes('process_completed'))
-        window.__crowdNet.push(['done', performance.now()]);
+      const got = text.decode(chunk, {stream: true}), at = got.indexOf('process_completed');
+      if (at >= 0) window.__crowdNet.push(['done', performance.now(), got.slice(Math.max(0, at - 80), at + 320)]);
       out.enqueue(chunk); }});
     return new Response(r.body.pipeThrough(seen), {status: r.status, statusText: r.statusText, headers: r.headers});
   };
@@ -479,7 +481,8 @@ def painted(page: Any, trigger: Any, selector: str, count: int, timeout: float, 
     if seen.get("timeout"):
         raise PageTimeout(f"no new picture under {selector} painted within {timeout:g} s (the input event "
                           f"{'fired' if seen['fired'] else 'never fired'}; {seen['images']} images there; since the "
-                          f"input the page posted {seen['joins']} events and received {seen['dones']} answers)")
+                          f"input the page posted {seen['joins']} events and received {seen['dones']} answers; "
+                          f"posted {seen['posted']}; answers {seen['answers']}; pictures shown {seen['srcs']})")
     return seen["ms"] / 1000
 
 
