@@ -409,7 +409,7 @@ SLIDER = "#explore-slider-{} input[type=range]"
 PAGE_SLIDERS = 6
 
 # before a trusted input (a key press, a click) reaches the element, note when its event fires (performance.now())
-MARK_JS = """([selector, type]) => { window.__crowdT0 = null; window.__crowdParts = null;
+MARK_JS = """([selector, type]) => { window.__crowdT0 = null; window.__crowdParts = null; window.__crowdSame = false;
   performance.clearResourceTimings();  // the buffer holds 250 entries: keep it for this answer's pictures
   document.querySelector(selector).addEventListener(type, () => { window.__crowdT0 = performance.now(); },
                                                     {once: true, capture: true}); }"""
@@ -433,6 +433,18 @@ PAINTED_JS = """async ([selector, old, count, timeoutMs]) => {
         if (window.__crowdParts && join && done)  // input → posted; posted → answer on the stream; → picture asked
           Object.assign(window.__crowdParts, {sent: join[1] - t0, answered: done[1] - join[1],
                                               after: got.startTime - done[1]});
+        return {ms: performance.now() - t0, srcs: imgs.map(i => i.src)};
+      }
+    }
+    // an answer whose picture is the one shown (the same bytes: Gradio names a cached file by its content, so its
+    // address stays) is painted as soon as it is read: a small slider step may change no pixel of a 28x28 digit
+    if (window.__crowdT0 !== null && imgs.length >= count && imgs.every(i => before.has(i.src))) {
+      const t0 = window.__crowdT0, net = window.__crowdNet || [];
+      const join = net.find(([k, t]) => k === 'join' && t >= t0);
+      const paths = imgs.map(i => decodeURIComponent(i.src.split('file=').pop().split('?')[0]));
+      if (join && net.find(([k, t, text]) => k === 'done' && t >= join[1] && paths.every(p => text.includes(p)))) {
+        await frame(); await frame();
+        window.__crowdSame = true;
         return {ms: performance.now() - t0, srcs: imgs.map(i => i.src)};
       }
     }
@@ -460,7 +472,7 @@ NET_JS = """(() => { const plain = window.fetch; window.__crowdNet = [];
     const text = new TextDecoder();
     const seen = new TransformStream({transform(chunk, out) {
       const got = text.decode(chunk, {stream: true}), at = got.indexOf('process_completed');
-      if (at >= 0) window.__crowdNet.push(['done', performance.now(), got.slice(Math.max(0, at - 80), at + 320)]);
+      if (at >= 0) window.__crowdNet.push(['done', performance.now(), got.slice(Math.max(0, at - 80), at + 4000)]);
       out.enqueue(chunk); }});
     return new Response(r.body.pipeThrough(seen), {status: r.status, statusText: r.statusText, headers: r.headers});
   };
@@ -479,7 +491,7 @@ def painted(page: Any, trigger: Any, selector: str, count: int, timeout: float, 
     trigger()
     seen = page.evaluate(PAINTED_JS, [selector, old, count, timeout * 1000])
     if seen.get("timeout"):
-        raise PageTimeout(f"no new picture under {selector} painted within {timeout:g} s (the input event "
+        raise PageTimeout(f"no answer painted under {selector} within {timeout:g} s (the input event "
                           f"{'fired' if seen['fired'] else 'never fired'}; {seen['images']} images there; since the "
                           f"input the page posted {seen['joins']} events and received {seen['dones']} answers; "
                           f"posted {seen['posted']}; answers {seen['answers']}; pictures shown {seen['srcs']})")
@@ -561,7 +573,9 @@ def explore_page(page: Any, url: str, until: float, rng: random.Random, think_s:
         key = "ArrowRight" if steps[j] > 0 else "ArrowLeft"
         if timed("page_sliders", lambda s=slider, k=key, j=j: painted(page, lambda: s.press(k), MOVED, 1, timeout,
                                                                       (SLIDER.format(j), "input"))):
-            parts = page.evaluate("() => window.__crowdParts")
+            parts, same = page.evaluate("() => [window.__crowdParts, window.__crowdSame]")
+            if same:  # the answer's picture was the one shown (counted in page_sliders too)
+                tally.add("page_sliders_unchanged", tally.seconds["page_sliders"][-1])
             if parts:  # the move's time split: until the page asked for the picture / from its bytes to the screen
                 tally.add("page_sliders_asked", parts["asked"] / 1000)
                 tally.add("page_sliders_shown", parts["shown"] / 1000)
