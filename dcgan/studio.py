@@ -95,6 +95,15 @@ class LoadedModel:
     key: tuple = ()  # cache key: where it came from and which version
 
 
+def give_way() -> None:
+    """A background thread of the app (Explore's warm-ups, a live value refreshed): one torch thread, as a serving
+    thread (ui.queues), and a lower OS priority: the cores belong to training and requests."""
+    from .train import lower_thread_priority
+
+    torch.set_num_threads(1)
+    lower_thread_priority(CHILD_NICE)
+
+
 class ModelMemo:
     """Something computed from a model (GANSpace directions, the inversion calibration), once per model and
     arguments and shared by every visitor on it; a pinned model keeps its value. The live run's snapshots (a
@@ -147,10 +156,7 @@ class ModelMemo:
             self._values.popitem(last=False)
 
     def _refresh(self, live: tuple, compute: Callable[[], Any]) -> None:
-        from .train import lower_thread_priority
-
-        torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
-        lower_thread_priority(CHILD_NICE)
+        give_way()
         try:
             value = compute()
             with self._lock:
@@ -162,7 +168,7 @@ class ModelMemo:
                 self._refreshing.pop(live, None)
 
     def settle(self, timeout: float | None = None) -> None:
-        """Wait for the values being refreshed behind (tests; closing)."""
+        """Wait for the values being refreshed behind (tests)."""
         with self._lock:
             threads = list(self._refreshing.values())
         for thread in threads:
@@ -889,10 +895,7 @@ class Studio:
         return thread
 
     def _prepare(self, model: LoadedModel) -> None:
-        from .train import lower_thread_priority
-
-        torch.set_num_threads(1)  # as a serving thread (ui.queues): the cores belong to training and requests
-        lower_thread_priority(CHILD_NICE)
+        give_way()
         with self._prepare_lock:
             # Nothing while a run trains: the digit classifier is a minute or two of a core taken from training and
             # from every visitor's answers (Measure diversity starts it on first use and says so); the data set's

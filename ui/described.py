@@ -34,9 +34,9 @@ class KeepDescriptions:
         self.kept: OrderedDict[tuple, tuple[dict, bytes]] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
-        if (scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in self.paths
-                or any(h in headers for h in PRIVATE_HEADERS)):
+        described = scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in self.paths
+        headers = dict(scope.get("headers") or []) if described else {}  # not built for every picture's GET
+        if not described or any(h in headers for h in PRIVATE_HEADERS):
             await self.app(scope, receive, send)
             return
         key = (scope["path"], scope.get("query_string", b""), scope.get("root_path", ""), scope.get("scheme"),
