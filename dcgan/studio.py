@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from . import checkpoint, dview, hub, inside, latent, lessons, runs
+from . import reports as rp
 from .branch import WHAT_IF, BranchPlan, plan_branch
 from .checkpoint import CheckpointError, is_hidden
 from .config import PRESETS, ConfigError, TrainConfig, recipe_of
@@ -49,7 +50,7 @@ from .models import Generator
 from .trainer import ACTIVE, IDLE, PAUSED, RUNNING, STARTING, Trainer, TrainerBusy
 
 MAX_RUNS = 4  # runs trained at once, at most (the side-by-side view shows up to four)
-BRANCH_NICE = 10  # OS priority offset of the lanes beside the first (no effect while cores are free)
+BRANCH_NICE = 10  # the lanes beside the first give way (SCHED_IDLE on Linux: worker.give_way_to_others)
 
 MAX_STEPS = 1_000_000  # a form value above this is a typo, not a plan (1M steps is days on a GPU)
 MAX_KEPT_UPLOADS = 5
@@ -62,6 +63,7 @@ SHARED_S = 1.0  # pages polling within this long of one another share one comput
 MAX_CHECKPOINT_FRAMES = 4  # D's-view frames of saved runs kept for every visitor
 EXPORT_KEEP_S = 3600.0  # Gradio copies a handed-out file into its own cache at once; ours may go after this
 CHILD_NICE = 10  # the Explore tab's warm-ups give way to training and requests
+NUM_DIRECTIONS = 6  # Explore's latent sliders: a model's GANSpace directions
 PRESENT_SHARE = 0.02  # a digit counts as present in the Explore tab's samples with at least this share of them
 
 # The Train tab's form: the settings a person sets (-> TrainConfig; everything else keeps its preset or config
@@ -110,7 +112,8 @@ class ModelMemo:
     new one every few seconds) share the run's latest value: thirty visitors pinning snapshots seconds apart cost
     one computation, not thirty. Once that value is live_s old, the next snapshot asked for still gets it at once
     while a fresh one is computed behind (a thread at low priority): the class's requests never queue behind a
-    second of GANSpace for the live run again (docs/ROBUSTNESS.md), only behind the run's very first."""
+    second of GANSpace for the live run again (docs/ROBUSTNESS.md), nor behind its very first: the studio asks for
+    that one `ahead`, when the run draws its first pictures."""
 
     def __init__(self, size: int, live_s: float = LIVE_SHARE_S) -> None:
         self.size, self.live_s = size, live_s
@@ -149,6 +152,17 @@ class ModelMemo:
                 self._keep(key, value)
                 self._gates.pop(live or key, None)
         return value
+
+    def ahead(self, live: tuple, compute: Callable[[], Any]) -> None:
+        """The live run's value (live: (("live", run folder), *args)) computed behind now if it has none yet nor is
+        being computed: before any visitor asks. A visitor asking meanwhile computes it too (rare: it only wastes)."""
+        with self._lock:
+            if live in self._live or live in self._refreshing:
+                return
+            thread = threading.Thread(target=self._refresh, args=(live, compute), daemon=False,
+                                      name="dcgan-memo-ahead")
+            self._refreshing[live] = thread
+        thread.start()
 
     def _keep(self, key: tuple, value: Any) -> None:
         self._values[key] = value
@@ -491,6 +505,7 @@ class Studio:
         self._prepare_lock = threading.Lock()  # one warm-up computes at a time
         self._inside: inside.Inside | None = None  # Inside G (issue 25): created by inside_g()
         self.lesson_answers = lessons.ClassAnswers()  # the class's predictions, per lesson (in memory only)
+        self.trainer.subscribe(self._directions_ahead)
 
     @property
     def checkpoints_dir(self) -> Path:  # the name the UI and older code use
@@ -865,10 +880,24 @@ class Studio:
             folder.mkdir()
         return folder / name
 
-    def principal_directions(self, model: LoadedModel, k: int) -> latent.Directions:
+    def principal_directions(self, model: LoadedModel, k: int = NUM_DIRECTIONS) -> latent.Directions:
         """GANSpace directions of a model, shared by every visitor on it: a pinned model keeps the same sliders,
         and thirty visitors pinning live snapshots seconds apart cost one computation."""
         return self.directions.get(model, (k,), lambda: latent.principal_directions(model.generator, k=k))
+
+    def _directions_ahead(self, report: rp.Report) -> None:
+        """The live run's pictures (the trainer's subscriber): its first ones start its GANSpace directions behind,
+        so that a class's first *Use the live run* finds them instead of queueing behind a second of them."""
+        if not isinstance(report, (rp.Started, rp.Pictures)) or self._closing:
+            return
+
+        def compute() -> latent.Directions:
+            model = self.live_model()
+            if model is None:
+                raise RuntimeError("the run has no pictures any more")
+            return latent.principal_directions(model.generator, k=NUM_DIRECTIONS)
+
+        self.directions.ahead((("live", self.trainer.status().run_dir), NUM_DIRECTIONS), compute)
 
     # ---- preparing the Explore tab ----
     def _training(self) -> bool:

@@ -104,7 +104,8 @@ class Trainer:
 
     metric_fn scores the run in the training process every cfg.metric_every steps, so it must pickle (a
     module-level function or a functools.partial of one). nice: the training process's OS priority offset (a
-    branch beside the run shown in full gives way to it and to the page). threads: torch threads for training (0:
+    branch beside the run shown in full gives way to it and to the page: also SCHED_IDLE on Linux, see
+    worker.give_way_to_others). threads: torch threads for training (0:
     torch's choice). Subscribers see every report of every later run, in order, after the trainer has folded it."""
 
     def __init__(self, metric_fn: Callable[[GANTraining], dict] | None = None, metric_key: str = METRIC_KEY,

@@ -16,7 +16,7 @@ LESSONS = ("who-wins", "collapse")
 
 @pytest.fixture
 def build(tmp_path):
-    return Studio(tmp_path / "checkpoints", trainer=object()).build_config
+    return Studio(tmp_path / "checkpoints").build_config
 
 
 def parse(query: dict, build) -> links.Link:

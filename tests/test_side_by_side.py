@@ -53,6 +53,10 @@ def test_a_what_if_branch_trains_beside_its_parent_and_each_is_steered_alone(stu
     niceness = sorted(os.getpriority(os.PRIO_PROCESS, p.pid) - mine for p in multiprocessing.active_children()
                       if p.name == "dcgan-train")
     assert niceness == [0, BRANCH_NICE]
+    if hasattr(os, "SCHED_IDLE"):  # Linux: the branch runs only on what the others leave (SCHED_IDLE)
+        policies = sorted(os.sched_getscheduler(p.pid) for p in multiprocessing.active_children()
+                          if p.name == "dcgan-train")
+        assert policies == sorted([os.SCHED_OTHER, os.SCHED_IDLE])
 
     # no room for a third run: refused before the parent saves anything
     saved = steps_saved(root / "parent")

@@ -299,6 +299,24 @@ def test_the_live_model_is_shared_per_snapshot(studio):
     assert a.generator is b.generator and a.source == "live" and "iteration 3" in a.label
 
 
+def test_the_live_runs_directions_are_computed_when_it_first_draws_not_when_the_first_visitor_asks(studio,
+                                                                                                   monkeypatch):
+    """A class opening Explore on a run nobody has explored yet queued behind its first GANSpace (1.2 s on the
+    2-core CPU, more under the class's load): the run's first pictures start it behind, so the first visitor
+    finds it; it is the run's shared value (ModelMemo), a newer snapshot gets it too."""
+    from dcgan import latent
+
+    calls = []
+    real = latent.principal_directions
+    monkeypatch.setattr(latent, "principal_directions", lambda G, k: calls.append(k) or real(G, k=k))
+    studio.start(studio.build_config(form(steps=3)))
+    studio.trainer.wait(60)
+    studio.directions.settle(60)
+    assert calls == [studio_module.NUM_DIRECTIONS]  # nobody asked: computed when the run drew
+    directions = studio.principal_directions(studio.live_model())
+    assert calls == [studio_module.NUM_DIRECTIONS] and directions.vectors.shape[0] == studio_module.NUM_DIRECTIONS
+
+
 def test_picture_helpers_do_not_need_a_browser():
     arr = np.zeros((4, 4), np.uint8)
     Image.fromarray(arr)  # the verdict helpers are plain text

@@ -19,6 +19,7 @@ from dcgan import latent
 from dcgan.images import grid_array, image_array, save_gif, upscale
 from dcgan.models import sample, seeded_latents
 from dcgan.studio import (
+    NUM_DIRECTIONS,
     PRESENT_SHARE,
     LoadedModel,
     Studio,
@@ -29,7 +30,7 @@ from dcgan.studio import (
 )
 from ui.common import user_error
 
-NUM_SLIDERS = 6
+NUM_SLIDERS = NUM_DIRECTIONS
 GRID = 16  # samples in the pick-from grid
 GRID_COLUMNS, GRID_CELL, GRID_PAD = 4, 96, 4  # its layout: at least 96 pixels a sample, 4 between them
 SLIDERS = tuple(f"slider{j + 1}" for j in range(NUM_SLIDERS))

@@ -37,6 +37,7 @@ import functools
 import json
 import math
 import os
+import queue
 import random
 import re
 import ssl
@@ -45,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,11 +501,13 @@ def painted(page: Any, trigger: Any, selector: str, count: int, timeout: float, 
 
 
 def page_visitor(url: str, until: float, seed: int, think_s: float, tally: Tally, timeout: float,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, go: Callable[[], float] | None = None) -> None:
     """A real Chromium page among the visitors: it opens the app, goes to the Explore tab, uses the live run, then
     until the time is up moves a latent slider one step at a time (arrow keys: trusted input events), now and then
     draws new samples. Each time runs from the input event to the new picture painted (`page_*` actions); the
-    page's own failed requests (Chromium's network errors, HTTP errors) are `page_request` failures."""
+    page's own failed requests (Chromium's network errors, HTTP errors) are `page_request` failures. go: called
+    once the browser is up, it returns when the crowd starts, with its end (the browser's start-up is the load
+    tool's, not the class's: a student's browser starts on the student's machine)."""
     from playwright.sync_api import sync_playwright
 
     rng = random.Random(seed)
@@ -513,6 +517,8 @@ def page_visitor(url: str, until: float, seed: int, think_s: float, tally: Tally
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             context.set_default_timeout(timeout * 1000)
             page = context.new_page()
+            if go is not None:
+                until = go()
 
             def failed(request: Any) -> None:
                 why = request.failure or ""
@@ -698,6 +704,14 @@ def describe(url: str, timeout: float) -> Endpoints:
     return endpoints
 
 
+def warm_up() -> int:
+    """A visitors' process, started and its imports done before the crowd is timed (returns its pid)."""
+    import gradio_client  # noqa: F401
+    import httpx  # noqa: F401
+
+    return os.getpid()
+
+
 def visitors(url: str, endpoints: Endpoints, plan: list[tuple[int, float]], until: float, think_s: float,
              timeout: float, seed: int, pictures: bool, tally: Tally | None = None,
              stop: threading.Event | None = None, retry: bool = True) -> dict[str, Any]:
@@ -721,33 +735,43 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
     """Drive the app at `url` with `users` visitors for `seconds`; see the module docstring."""
     endpoints = describe(url, timeout)
     watch = TrainingWatch(url, endpoints, batch_size, timeout)
-    load_before = loadavg()
-    watch.start()
-    t_base = time.time()
-    time.sleep(baseline_s)
-    while len(watch.samples) < 2 and time.time() < t_base + baseline_s + timeout:  # a slow app: wait for two
-        time.sleep(0.2)
     tally, stop = Tally(), threading.Event()
-    t_start = time.time()
-    until = t_start + ramp_s + seconds
-    plan = [(i, ramp_s * i / max(users, 1)) for i in range(users)]  # arrivals spread over the ramp, not a burst
-    shares = [plan[k::max(1, processes)] for k in range(max(1, processes))]  # one share per process
+    # the load tool's own start-up first, before the baseline: the visitors' processes (imports) and the pages'
+    # browsers, each page waiting at `go` for the crowd's end time (a student's browser starts on the student's
+    # machine; on the app's cores their start-up fell into the visitors' first seconds)
+    shares = [list(range(users))[k::max(1, processes)] for k in range(max(1, processes))]  # visitors per process
     pool = others = None
     if len(shares) > 1:  # thirty clients' own Python work can fill a core: spread it (the GIL is per process)
         import concurrent.futures
         import multiprocessing
 
         pool = concurrent.futures.ProcessPoolExecutor(len(shares) - 1, mp_context=multiprocessing.get_context("spawn"))
-        others = [pool.submit(visitors, url, endpoints, share, until, think_s, timeout, seed, pictures, None, None,
-                              retry) for share in shares[1:]]
-    threads = [threading.Thread(target=visitors, args=(url, endpoints, shares[0], until, think_s, timeout, seed,
-                                                       pictures, tally, stop, retry), daemon=True)]
-    threads[0].start()
+        for ready in [pool.submit(warm_up) for _ in shares[1:]]:
+            ready.result(timeout=timeout)
+    ends: queue.Queue[float] = queue.Queue()
+    threads = []
     for i in range(pages):  # real Chromium pages, arriving with the first visitors
-        th = threading.Thread(target=page_visitor, args=(url, until, seed * 1000 + 900 + i, think_s, tally, timeout,
-                                                         stop), daemon=True)
+        th = threading.Thread(target=page_visitor, args=(url, 0.0, seed * 1000 + 900 + i, think_s, tally, timeout,
+                                                         stop, ends.get), daemon=True)
         th.start()
         threads.append(th)
+    load_before = loadavg()
+    watch.start()
+    t_base = time.time()
+    time.sleep(baseline_s)
+    while len(watch.samples) < 2 and time.time() < t_base + baseline_s + timeout:  # a slow app: wait for two
+        time.sleep(0.2)
+    t_start = time.time()
+    until = t_start + ramp_s + seconds
+    plans = [[(i, ramp_s * i / max(users, 1)) for i in share] for share in shares]  # arrivals spread over the ramp
+    if pool is not None:
+        others = [pool.submit(visitors, url, endpoints, plan, until, think_s, timeout, seed, pictures, None, None,
+                              retry) for plan in plans[1:]]
+    threads.insert(0, threading.Thread(target=visitors, args=(url, endpoints, plans[0], until, think_s, timeout,
+                                                              seed, pictures, tally, stop, retry), daemon=True))
+    threads[0].start()
+    for _ in range(pages):
+        ends.put(until)
     if poll_s > 0 and endpoints.has("train_status"):
         for i in range(watchers):
             th = threading.Thread(target=lambda d=ramp_s * i / max(watchers, 1): (stop.wait(d), watcher(
