@@ -175,16 +175,21 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     from dcgan import data
     from ui.described import KeepDescriptions
     from ui.limits import BodyLimit
+    from ui.sessions import use_lean_sessions
 
     # A thread inside torch's small ops (an inversion, a warm-up) holds the GIL for CPython's whole 5 ms switch
     # interval each time a request's thread wants it back: one G forward of a slider went from 1.3 ms to 30 ms at
     # p95 beside one such thread, 1.7 ms with a 1 ms interval (docs/ROBUSTNESS.md)
     sys.setswitchinterval(0.001)
     demo.queue(default_concurrency_limit=4)
+    block = not options.pop("prevent_thread_lock", False)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
                 allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it
-                max_file_size=data.MAX_UPLOAD_BYTES,
+                max_file_size=data.MAX_UPLOAD_BYTES, prevent_thread_lock=True,
                 app_kwargs={"middleware": [Middleware(BodyLimit), Middleware(KeepDescriptions)]}, **options)
+    use_lean_sessions(demo)  # a new visitor's session no longer copies the page's description (ui/sessions.py)
+    if block:
+        demo.block_thread()
 
 
 def save_on_sigterm(studio: Studio) -> None:

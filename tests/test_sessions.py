@@ -1,0 +1,66 @@
+"""A new visitor's session starts without a copy of the page's description (ui/sessions.py), and everything a session
+holds still works: its State, component updates, and the app's own pages."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from tests.conftest import free_port
+from ui.sessions import LeanSessions, use_lean_sessions
+
+
+def small_demo() -> tuple[gr.Blocks, dict]:
+    with gr.Blocks() as demo:
+        count = gr.State(0)
+        word = gr.Textbox(label="word")
+        pick = gr.Dropdown(choices=["a"], label="pick")
+        shown = gr.Number(label="shown")
+        for _ in range(40):  # a page of many blocks, as the app's
+            gr.Markdown("filler")
+
+        def press(n: int, text: str) -> tuple:
+            return n + 1, gr.Dropdown(choices=[text, text * 2], value=text * 2), n + 1
+
+        gr.Button("go").click(press, [count, word], [count, pick, shown], api_name="press")
+    return demo, {"count": count, "word": word, "pick": pick, "shown": shown}
+
+
+def test_a_new_session_copies_no_description_and_keeps_its_state_and_updates():
+    from gradio_client import Client
+
+    demo, parts = small_demo()
+    demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        use_lean_sessions(demo)
+        assert isinstance(demo.state_holder, LeanSessions)
+        one, two = (Client(demo.local_url, verbose=False, download_files=False) for _ in range(2))
+        # each visitor's State counts its own presses; the update of a component arrives whole
+        update = lambda c, text: (lambda r: (r[0]["choices"], r[0]["value"], r[1]))(c.predict(text, api_name="/press"))  # noqa: E731
+        assert update(one, "x") == ([["x", "x"], ["xx", "xx"]], "xx", 1)
+        assert update(one, "y") == ([["y", "y"], ["yy", "yy"]], "yy", 2)
+        assert update(two, "z") == ([["z", "z"], ["zz", "zz"]], "zz", 1)
+        sessions = list(demo.state_holder.session_data.values())
+        assert len(sessions) == 2
+        blocks = len(demo.blocks)
+        for state in sessions:  # only the event's inputs and outputs were described, not every block of the page
+            assert set(state.config_values) <= {parts[k]._id for k in ("count", "word", "pick", "shown")}
+            assert len(state.config_values) < blocks
+    finally:
+        demo.close()
+
+
+def test_the_app_launches_with_lean_sessions_and_uses_no_deep_links(tmp_path):
+    """Gradio's deep links are the one feature that reads a session's full description: the app has none."""
+    app = pytest.importorskip("app")
+    from ui.state import Studio
+
+    studio = Studio(tmp_path / "checkpoints")
+    demo = app.build_app(studio)
+    assert not any(isinstance(b, gr.DeepLinkButton) for b in demo.blocks.values())
+    app.launch(demo, studio, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        assert isinstance(demo.state_holder, LeanSessions)
+        assert demo.state_holder["a-new-visitor"].config_values == {}  # built nothing up front
+    finally:
+        demo.close()
