@@ -58,7 +58,10 @@ DOUBLE_CLICK_S = 3.0
 SPEED_WINDOW_S = 20.0  # images/s and ETA are averaged over this much training time
 MAX_MODELS = 6  # loaded models kept in memory for every visitor (LRU)
 CALIBRATION_IMAGES = 8  # held-out real images inverted to calibrate the inversion verdict
-LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (directions, calibration) this long
+LIVE_SHARE_S = 30.0  # the live run's snapshots share a ModelMemo value (its sliders' directions) this long
+# ... and the inversion verdict's calibration (32 inversions: seconds of CPU) this long: it sets the verdict's scale,
+# which moves slowly as G trains, and recomputing it every 30 s took ~10 % of a core from a class (docs/ROBUSTNESS.md)
+CALIBRATION_SHARE_S = 120.0
 SHARED_S = 1.0  # pages polling within this long of one another share one computation (the Train tab's curves)
 MAX_CHECKPOINT_FRAMES = 4  # D's-view frames of saved runs kept for every visitor
 EXPORT_KEEP_S = 3600.0  # Gradio copies a handed-out file into its own cache at once; ours may go after this
@@ -489,7 +492,7 @@ class Studio:
         self._start_lock = threading.Lock()
         self._last_start: tuple[str, float] | None = None  # (settings, when) of the last Start
         self.default_model: LoadedModel | None = None  # DCGAN_STUDIO_MODEL, what a new browser starts on
-        self.calibrations = ModelMemo(32)
+        self.calibrations = ModelMemo(32, live_s=CALIBRATION_SHARE_S)
         self.directions = ModelMemo(64)
         self.shared = Shared()  # the Train tab's curves, computed once for the pages polling together
         self.dview_frames = SharedCache(MAX_CHECKPOINT_FRAMES)  # D's view of saved runs

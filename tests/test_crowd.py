@@ -393,12 +393,19 @@ def test_a_real_page_among_the_visitors_times_its_sliders_from_input_to_painted_
         return seconds
 
     crowd_module.painted = spy
+    started: list[float] = []
+
+    def go() -> float:  # the crowd's start: the browser is up by now, the page not opened yet (the crowd's timing)
+        started.append(time.time())
+        return time.time() + 6
+
     try:
-        crowd_module.page_visitor(url, time.time() + 6, 0, 0.2, tally, 60, stop)
+        crowd_module.page_visitor(url, 0.0, 0, 0.2, tally, 60, stop, go)
     finally:
         crowd_module.painted = painted
     rows = summary(tally)
     assert not tally.failed, tally.errors
+    assert len(started) == 1 and "page_open" in tally.seconds
     assert rows["page_open"]["ok"] == 1 and rows["page_use_live"]["ok"] == 1
     assert rows["page_sliders"]["ok"] >= 1 and rows["page_samples"]["ok"] >= 1, rows  # its first moves, at least
     assert all(0 < t < 60 for t in tally.seconds["page_sliders"])

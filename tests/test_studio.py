@@ -246,7 +246,8 @@ def test_defect6_speed_is_averaged_over_training_time():
 
 def test_the_live_runs_snapshots_share_one_inversion_calibration_for_a_while(studio, trained_checkpoint, monkeypatch):
     """Thirty visitors pinning live snapshots seconds apart cost one calibration, not one each; a checkpoint
-    (another model) gets its own, and after LIVE_SHARE_S the run is calibrated again behind the visitors' backs."""
+    (another model) gets its own, and after CALIBRATION_SHARE_S the run is calibrated again behind the visitors'
+    backs."""
     import dataclasses
 
     run_checkpoint(studio, trained_checkpoint)

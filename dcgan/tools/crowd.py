@@ -24,6 +24,9 @@ does (`--no-retry`: not), and counted as `retried`. `--pages N` adds N real Chro
 /usr/bin/chromium) on the Explore tab: each uses the live run, moves sliders with arrow keys and draws new samples,
 timed in the page from the input event to the new picture decoded and painted (`page_*` actions).
 
+The load tool's own start-up (the visitors' processes, the pages' browsers) is done before the baseline: on a
+class's machines it costs the students' computers, not the app's cores.
+
 Results are real app answers: an exception, an error toast or a timeout is a failed request;
 a "Busy" refusal of a heavy job is counted apart. Every failure is kept in full in `errors` (the request: endpoint
 or picture URL, reused connection or not, its idle time; the whole chain of exceptions), so one seen once can be
@@ -749,12 +752,20 @@ def crowd(url: str, users: int = 30, seconds: float = 60.0, think_s: float = 1.0
         for ready in [pool.submit(warm_up) for _ in shares[1:]]:
             ready.result(timeout=timeout)
     ends: queue.Queue[float] = queue.Queue()
+    launched = threading.Semaphore(0)
+
+    def go() -> float:  # a page's browser is up: it waits for the crowd's start, and learns its end
+        launched.release()
+        return ends.get()
+
     threads = []
     for i in range(pages):  # real Chromium pages, arriving with the first visitors
         th = threading.Thread(target=page_visitor, args=(url, 0.0, seed * 1000 + 900 + i, think_s, tally, timeout,
-                                                         stop, ends.get), daemon=True)
+                                                         stop, go), daemon=True)
         th.start()
         threads.append(th)
+    for _ in range(pages):  # a browser that fails to start fails its page's thread; the crowd goes on without it
+        launched.acquire(timeout=timeout)
     load_before = loadavg()
     watch.start()
     t_base = time.time()
