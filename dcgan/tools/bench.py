@@ -372,7 +372,10 @@ def time_lanes(cfg: TrainConfig, data: ImageData, n: int, steps: int, warmup: in
 
     steps, warmup = whole_logs(cfg, steps, warmup)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = [Trainer(threads=threads) for _ in range(n)]
+        from ..studio import BRANCH_NICE
+
+        # the lanes beside the first give way, as the app's branches do (SCHED_IDLE on Linux)
+        trainers = [Trainer(threads=threads, nice=BRANCH_NICE if i else 0) for i in range(n)]
         for i, trainer in enumerate(trainers):
             trainer.start(cfg.replace(steps=warmup + steps, checkpoint_every=0, out_dir=tmp, run_name=f"lane{i}",
                                       seed=i), data=data)
