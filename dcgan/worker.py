@@ -47,9 +47,10 @@ class Job:
 
 def give_way_to_others(nice: int) -> None:
     """A branch's training process: it runs on what the run shown in full and the page's answers leave. Linux's
-    SCHED_IDLE, not only a nice value: with nice 10 a slider answer's p95 beside two runs was 1.7x its p95 beside
-    one (the waking server thread often landed on the branch's core and waited); a core running only SCHED_IDLE
-    work counts as free to a waking thread, which takes it at once (docs/ROBUSTNESS.md). Elsewhere, the nice value."""
+    SCHED_IDLE, not only a nice value: with nice 10 a slider-sized answer's p95 beside two runs was about twice its
+    p95 beside one (the waking server thread often landed on the branch's core and waited); a core running only
+    SCHED_IDLE work counts as free to a waking thread, which takes it at once (docs/ROBUSTNESS.md). Elsewhere, the
+    nice value."""
     os.nice(nice)
     policy = getattr(os, "SCHED_IDLE", None)
     if policy is not None:
