@@ -135,11 +135,8 @@ class ModelMemo:
                 return self._values[key]
             recent = self._live.get(live) if live else None
             if recent is not None:  # the run's latest value, refreshed behind when it is old
-                if time.monotonic() - recent[0] >= self.live_s and live not in self._refreshing:
-                    thread = threading.Thread(target=self._refresh, args=(live, compute), daemon=False,
-                                              name="dcgan-memo-refresh")
-                    self._refreshing[live] = thread
-                    thread.start()
+                if time.monotonic() - recent[0] >= self.live_s:
+                    self._behind(live, compute)
                 self._keep(key, recent[1])
                 return recent[1]
             gate = self._gates.setdefault(live or key, threading.Lock())
@@ -160,12 +157,16 @@ class ModelMemo:
         """The live run's value (live: (("live", run folder), *args)) computed behind now if it has none yet nor is
         being computed: before any visitor asks. A visitor asking meanwhile computes it too (rare: it only wastes)."""
         with self._lock:
-            if live in self._live or live in self._refreshing:
-                return
+            if live not in self._live:
+                self._behind(live, compute)
+
+    def _behind(self, live: tuple, compute: Callable[[], Any]) -> None:
+        """(Under the lock.) The live run's value computed in a thread of its own, unless one is already."""
+        if live not in self._refreshing:
             thread = threading.Thread(target=self._refresh, args=(live, compute), daemon=False,
-                                      name="dcgan-memo-ahead")
+                                      name="dcgan-memo-behind")
             self._refreshing[live] = thread
-        thread.start()
+            thread.start()
 
     def _keep(self, key: tuple, value: Any) -> None:
         self._values[key] = value
