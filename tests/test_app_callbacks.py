@@ -538,9 +538,20 @@ def test_defect10_a_drawn_seven_is_not_called_poor(studio, explored, digits_data
 
 
 def test_defect5_class_control_is_disabled_for_an_unconditional_model(explored):
+    """The page's class controls are built disabled: a first unconditional model sends only the note (no component
+    update, which costs the server a component per visitor); after a conditional model they are disabled again."""
     tools, out = explored
-    assert out["class_btn"].interactive is False and out["class_a"].interactive is False
     assert "unconditional" in out["cond_note"] and "Classes" in out["cond_note"]
+    assert not {"class_a", "class_b", "class_btn", "class_frames"} & set(out)
+    assert out["session"]["classes"] == ()
+    assert tools.class_controls((), ()) == {}  # the same model again: nothing to send
+    digits = tuple(str(c) for c in range(10))
+    on = tools.class_controls((), digits)
+    assert on["class_btn"].interactive is True and on["class_a"].choices[0] == ("0", "0") and on["cond_note"] == ""
+    off = tools.class_controls(digits, ())
+    assert off["class_btn"].interactive is False and off["class_a"].interactive is False
+    assert off["class_b"].choices == []
+    assert "unconditional" in off["cond_note"]
 
 
 def test_defect4_load_for_samples_wins_over_the_stopped_live_run(studio, trained_checkpoint):

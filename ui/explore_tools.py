@@ -146,14 +146,25 @@ def show_model(studio: Studio, model: LoadedModel, session: dict[str, Any], kind
     # drawn once, by whoever asks first (the others wait for it), not once per visitor
     key = (model.key, session["seed"], session.get("psi"), kind, float(first or 0))
     start, moved, grid, note = studio.first_views.get(key, draw) if model.key else draw()
-    names = [str(c) for c in range(model.config.num_classes)]
-    cond = bool(names)
-    return {"session": session, "summary": model_summary(model), "grid": grid,
-            "start": start, "moved": moved, **zero_sliders(), "note": note,
-            "class_a": gr.Dropdown(choices=names, value=names[0] if cond else None, interactive=cond),
-            "class_b": gr.Dropdown(choices=names, value=names[-1] if cond else None, interactive=cond),
-            "class_btn": gr.Button(interactive=cond), "class_frames": gr.Slider(interactive=cond),
-            "cond_note": "" if cond else UNCONDITIONAL}
+    names = tuple(str(c) for c in range(model.config.num_classes))
+    controls = class_controls(session.get("classes"), names)
+    return {"session": dict(session, classes=names), "summary": model_summary(model), "grid": grid,
+            "start": start, "moved": moved, **zero_sliders(), "note": note, **controls}
+
+
+def class_controls(shown: tuple[str, ...] | None, names: tuple[str, ...]) -> dict[str, Any]:
+    """The Classes tab's controls for a model with these classes, where they differ from what the page shows
+    (`shown`: the classes last sent, None as built: none, no note). A component update costs the server a new
+    component for the visitor: a class of visitors on the unconditional live run needs none."""
+    if shown == names:
+        return {}
+    out: dict[str, Any] = {"cond_note": "" if names else UNCONDITIONAL}
+    if names or shown:
+        cond = bool(names)
+        out.update(class_a=gr.Dropdown(choices=list(names), value=names[0] if cond else None, interactive=cond),
+                   class_b=gr.Dropdown(choices=list(names), value=names[-1] if cond else None, interactive=cond),
+                   class_btn=gr.Button(interactive=cond), class_frames=gr.Slider(interactive=cond))
+    return out
 
 
 def use_live(studio: Studio, session: dict[str, Any], kind: str, first: float) -> dict[str, Any]:
