@@ -136,3 +136,20 @@ def test_class_control_soft_input_matches_hard_labels():
 
 
 # ---- the Explore tab's callbacks, without a browser ---------------------------------------------------
+
+
+def test_top_singular_matches_the_full_svd_and_leaves_the_global_generator_alone():
+    """The sliders' PCA by randomised subspace iteration: the same components as the full SVD, the same every time,
+    and the process's global random stream untouched (the app computes directions on a background thread)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 12, generator=gen) * torch.linspace(5, 0.5, 12)  # decaying spectrum, as G's features
+    x = x @ torch.randn(12, 900, generator=gen) + 0.01 * torch.randn(300, 900, generator=gen)
+    before = torch.get_rng_state()
+    u, s = latent.top_singular(x, 4)
+    assert torch.equal(torch.get_rng_state(), before)
+    full_u, full_s, _ = torch.linalg.svd(x.double(), full_matrices=False)
+    torch.testing.assert_close(s.double(), full_s[:4], rtol=1e-4, atol=0)
+    torch.testing.assert_close((u.double() * full_u[:, :4]).sum(0).abs(), torch.ones(4, dtype=torch.double),
+                               rtol=0, atol=1e-4)
+    again_u, again_s = latent.top_singular(x, 4)
+    assert torch.equal(again_u, u) and torch.equal(again_s, s)
