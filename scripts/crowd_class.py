@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=float, default=20, help="seconds of solo training before each crowd")
     p.add_argument("--branches", type=int, default=0,
                    help="What-if branches training beside the run (several runs at once; default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the first crowd's seed; the next ones take seed+1, ... (default: 0)")
     p.add_argument("--no-retry", dest="retry", action="store_false", help="see `dcgan crowd --help`")
     p.add_argument("--out", default="crowd_class.json")
     args = p.parse_args(argv)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_run(url, 300)
         for i in range(args.runs):
             result = crowd(url, users=args.users, seconds=args.seconds, baseline_s=args.baseline,
-                           processes=args.processes, pages=args.pages, retry=args.retry, seed=i)
+                           processes=args.processes, pages=args.pages, retry=args.retry, seed=args.seed + i)
             result["verdict"] = verdict(result)
             runs.append(result)
             print(f"--- run {i + 1} of {args.runs}\n{table(result)}\ntargets: {result['verdict']}", flush=True)
