@@ -175,7 +175,6 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     from dcgan import data
     from ui.described import KeepDescriptions
     from ui.limits import BodyLimit
-    from ui.queues import calm_queue
     from ui.sessions import use_lean_sessions
 
     # A thread inside torch's small ops (an inversion, a warm-up) holds the GIL for CPython's whole 5 ms switch
@@ -183,7 +182,6 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     # p95 beside one such thread, 1.7 ms with a 1 ms interval (docs/ROBUSTNESS.md)
     sys.setswitchinterval(0.001)
     demo.queue(default_concurrency_limit=4)
-    calm_queue(demo)
     block = not options.pop("prevent_thread_lock", False)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,
                 allowed_paths=[str(studio.checkpoints_dir.resolve())],  # never all of /tmp: anyone could read it

@@ -53,8 +53,7 @@ def test_a_new_session_copies_no_description_and_keeps_its_state_and_updates():
 
 
 def test_the_app_launches_with_lean_sessions_and_uses_no_deep_links(tmp_path):
-    """Gradio's deep links are the one feature that reads a session's full description: the app has none. (And the
-    app's queue polls calmly.)"""
+    """Gradio's deep links are the one feature that reads a session's full description: the app has none."""
     app = pytest.importorskip("app")
     from ui.state import Studio
 
@@ -65,7 +64,5 @@ def test_the_app_launches_with_lean_sessions_and_uses_no_deep_links(tmp_path):
     try:
         assert isinstance(demo.state_holder, LeanSessions)
         assert demo.state_holder["a-new-visitor"].config_values == {}  # built nothing up front
-        # Gradio's queue loop looks for work every 5 ms, not every 1 ms (ui.queues.calm_queue)
-        assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.005, 0.05)
     finally:
         demo.close()

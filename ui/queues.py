@@ -50,22 +50,11 @@ HEAVY_NICE = 10  # heavy jobs' threads run this much nicer than the app: trainin
 SERVE_THREADS = 1  # torch intra-op threads of one serving request
 
 POLL_WORKERS = 1
-# How often Gradio's queue loop looks for work while it has none to start (its default on Linux: every 1 ms), and
-# for progress to send. A thousand wake-ups a second took 6.5 % of a core of an idle app on the 2-core machine (3.1 %
-# at 5 ms, docs/ROBUSTNESS.md) and ask for the GIL each time; an event now waits at most 5 ms longer to start.
-QUEUE_POLL_S = 0.005
-PROGRESS_POLL_S = 0.05
 
 SLIDE = MappingProxyType(dict(concurrency_id="slide", concurrency_limit=1))
 FAST = MappingProxyType(dict(concurrency_id="fast", concurrency_limit=FAST_WORKERS))
 POLL = MappingProxyType(dict(concurrency_id="poll", concurrency_limit=POLL_WORKERS))
 HEAVY = MappingProxyType(dict(concurrency_id="heavy", concurrency_limit=HEAVY_SLOTS))
-
-
-def calm_queue(demo: gr.Blocks) -> None:
-    """Gradio's queue of `demo` (after `demo.queue()`) polls every QUEUE_POLL_S instead of every millisecond."""
-    demo._queue.sleep_when_free = QUEUE_POLL_S
-    demo._queue.progress_update_sleep_when_free = PROGRESS_POLL_S
 
 
 def serve_threads(n: int = SERVE_THREADS) -> None:
