@@ -135,9 +135,6 @@ def test_class_control_soft_input_matches_hard_labels():
     assert inv.label in range(10)
 
 
-# ---- the Explore tab's callbacks, without a browser ---------------------------------------------------
-
-
 def test_top_singular_matches_the_full_svd_and_leaves_the_global_generator_alone():
     """The sliders' PCA by randomised subspace iteration: the same components as the full SVD, the same every time,
     and the process's global random stream untouched (the app computes directions on a background thread)."""
@@ -153,3 +150,4 @@ def test_top_singular_matches_the_full_svd_and_leaves_the_global_generator_alone
                                rtol=0, atol=1e-4)
     again_u, again_s = latent.top_singular(x, 4)
     assert torch.equal(again_u, u) and torch.equal(again_s, s)
+
