@@ -42,6 +42,13 @@ def wait_for(condition, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def quiet_for(calls: list, seconds: float) -> bool:
+    """No new call for `seconds` (the check itself waits that long)."""
+    before = len(calls)
+    time.sleep(seconds)
+    return len(calls) == before
+
+
 def test_chunked_training_ends_bit_exact_with_the_run_in_one_piece(tmp_path, digits_data, chunks):
     cfg = tiny_config(steps=60, r1_gamma=1.0, ema_decay=0.99, diffaug="translation", out_dir=str(tmp_path))
     trainer = Trainer(threads=1)  # the same thread count on both sides: a CPU's sums depend on how work is split
@@ -79,7 +86,10 @@ def test_pause_step_save_resume_and_stop_work_between_and_inside_chunks(tmp_path
     wait_for(lambda: len(chunks) >= idle + 4 and trainer.status().iteration > 20)  # across chunk boundaries
     trainer.pause()
     wait_for(lambda: trainer.status().state == PAUSED)
-    time.sleep(0.8)  # the chunk ends once the pause is shown; then no call until a command
+    # the chunk ends once the pause is shown; a chunk that ran out of time before showing it leaves the showing to
+    # one more (which took over 0.8 s to start on CI's loaded machine); then no call until a command. A paused run
+    # that kept calling (chunks of 0.3 s) would never go 1.5 s without one.
+    wait_for(lambda: quiet_for(chunks, 1.5), 30)
     paused_at, calls = trainer.status().iteration, len(chunks)
     time.sleep(1.0)
     assert (trainer.status().iteration, len(chunks)) == (paused_at, calls)
