@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,13 @@ def src(pg, selector: str) -> str:
 def head_iteration(pg, lane: int) -> int:
     match = re.search(r"iteration ([\d,]+)", pg.inner_text(f"#side-head-{lane}"))
     return int(match.group(1).replace(",", "")) if match else -1
+
+
+def steady(read, quiet_s: float) -> int | None:
+    """read()'s value once it has not changed for quiet_s (None if it changed meanwhile)."""
+    first = read()
+    time.sleep(quiet_s)
+    return first if read() == first else None
 
 
 def test_branch_the_live_run_watch_both_pause_one(page, tmp_path):  # noqa: F811
@@ -57,7 +65,8 @@ def test_branch_the_live_run_watch_both_pause_one(page, tmp_path):  # noqa: F811
         # pause the branch: its page and its trainer stop at one iteration, the parent goes on
         page.click("#side-pause-1")
         wait_for(lambda: "paused" in page.inner_text("#side-head-1"), what="the branch paused on the page")
-        held = branch.status().iteration
+        # the page says paused as the pause is sent; the step the training process was in still ends and reports
+        held = wait_for(lambda: steady(lambda: branch.status().iteration, 1.5), what="the branch's last iteration")
         parent_at = head_iteration(page, 0)
         wait_for(lambda: head_iteration(page, 0) > parent_at + 5, what="the parent training on, on the page")
         assert branch.status().iteration == held and head_iteration(page, 1) == held
