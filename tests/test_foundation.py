@@ -353,11 +353,11 @@ def test_trainer_start_pause_step_resume_stop(tmp_path, digits_data):
     assert wait_for(lambda: len(trainer.metrics) >= 3)
     trainer.pause()
     assert trainer.status().state == PAUSED
-    time.sleep(0.3)
+    # the step in progress ends and the pictures of the state it paused in follow (none were due for an hour)
+    assert wait_for(lambda: trainer.grid()[0] == trainer.status().iteration > 2)
     at = trainer.status().iteration
-    time.sleep(0.3)
-    assert trainer.status().iteration == at  # paused means paused
-    assert trainer.grid()[0] == at  # and the pictures are of the state it paused in (none were due for an hour)
+    time.sleep(0.5)
+    assert trainer.status().iteration == at and trainer.grid()[0] == at  # paused means paused
     trainer.step(3, "d")
     assert wait_for(lambda: trainer.status().iteration == at + 3)
     rows = trainer.metrics.since(0)
