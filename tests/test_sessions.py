@@ -66,3 +66,25 @@ def test_the_app_launches_with_lean_sessions_and_uses_no_deep_links(tmp_path):
         assert demo.state_holder["a-new-visitor"].config_values == {}  # built nothing up front
     finally:
         demo.close()
+
+
+def test_a_serving_app_leaves_what_it_built_out_of_full_collections(tmp_path, monkeypatch):
+    """python app.py serves until it ends: its start-up objects are frozen, so CPython's full collections under a class
+    walk only what came after. Launched without blocking (tests, notebooks) nothing is frozen."""
+    import gc
+
+    app = pytest.importorskip("app")
+    from ui.state import Studio
+
+    studio = Studio(tmp_path / "checkpoints")
+    demo = app.build_app(studio)
+    monkeypatch.setattr(demo, "block_thread", lambda: None)  # as if served until the end, then back here
+    before = gc.get_freeze_count()
+    app.launch(demo, studio, "127.0.0.1", free_port(), quiet=True)
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > before + 100_000  # the page's blocks, Gradio and torch
+        assert gc.get_count()[2] == 0 and len(gc.get_objects(generation=2)) < frozen / 10
+    finally:
+        gc.unfreeze()
+        demo.close()
