@@ -75,7 +75,7 @@ def principal_directions(G: Generator, k: int = 6, n_samples: int = 1024, seed: 
     coords = (u * s).double()  # [N, k] PCA coordinates of each sample
     to_z = torch.linalg.lstsq(coords, z.double()).solution  # [k, nz]: coordinate -> z offset
     vectors = to_z / to_z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    total = float(feats.double().pow(2).sum())
+    total = float(feats.square().sum(dtype=torch.float64))  # accumulated in float64, without a float64 copy
     explained = [float(s[j].double() ** 2 / total) if total > 0 else 0.0 for j in range(k)]
     return Directions(vectors.float(), explained, "principal")
 
