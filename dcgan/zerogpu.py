@@ -105,11 +105,14 @@ class ChunkControl(Control, Hook):
     def __init__(self, read: Callable[[Control], None], carry: Carry, seconds: float) -> None:
         super().__init__()
         restore(self, carry.control)
-        self.read, self.deadline = read, time.monotonic() + seconds
+        self.read, self.seconds = read, seconds
+        self.deadline: float | None = None  # from the first turn: building the run is START_S's, not training time
         self.unsynced = 0  # steps since fit's last host sync (on_log / on_nan)
 
     def next_turn(self) -> Turn | None:
         self.read(self)
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
         if not self.stopping and (idle(self) or time.monotonic() >= self.deadline and not self.unsynced):
             return Turn(suspend=True)
         turn = super().next_turn()

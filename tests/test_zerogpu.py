@@ -105,3 +105,23 @@ def test_the_time_limit_counts_the_training_time_of_every_chunk(tmp_path, digits
     trainer.start(tiny_config(steps=10**6, minutes=1.2 / 60, out_dir=str(tmp_path), run_name="t"), data=digits_data)
     wait_for(lambda: trainer.status().state == FINISHED, 60)
     assert len(chunks) >= 3  # 1.2 s of training in chunks of 0.3 s: not 1.2 s per chunk
+
+
+def test_a_chunk_trains_even_when_rebuilding_the_run_takes_longer_than_its_time(tmp_path, digits_data, chunks,
+                                                                             monkeypatch):
+    """A chunk's seconds are training time (the GPU call's START_S covers building the run): on a loaded machine
+    rebuilding took longer than CI's 0.3-s chunks, and a deadline counted from the call's start ended every chunk
+    before its first step, for good."""
+    from dcgan import checkpoint
+
+    real = checkpoint.decode
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "decode", slow)  # each chunk after the first rebuilds the run from its state
+    trainer = Trainer()
+    trainer.start(tiny_config(steps=30, out_dir=str(tmp_path), run_name="slow"), data=digits_data)
+    wait_for(lambda: trainer.status().state == FINISHED, 60)
+    assert len(chunks) >= 2 and trainer.status().iteration == 30
