@@ -84,7 +84,7 @@ def test_a_serving_app_leaves_what_it_built_out_of_full_collections(tmp_path, mo
     try:
         frozen = gc.get_freeze_count()
         assert frozen > before + 100_000  # the page's blocks, Gradio and torch
-        assert gc.get_count()[2] == 0 and len(gc.get_objects(generation=2)) < frozen / 10
+        assert len(gc.get_objects(generation=2)) < frozen / 10  # the oldest generation holds only what came after
     finally:
         gc.unfreeze()
         demo.close()
