@@ -76,8 +76,8 @@ def _single(steps: int) -> list[list[float]]:
 
 def single_process_losses(steps: int = STEPS) -> torch.Tensor:
     """The one-process run, in a fresh process as each rank is: the models' initialisation draws from torch's
-    global generator, which a thread left running by an earlier test of this session (an app's inversion)
-    once drew from too, and the first loss differed by 0.37 (noted in docs: not yet made thread-proof)."""
+    global generator, which a thread left running by an earlier test of the session (most likely test_crowd's
+    app) could draw from too: once the first loss differed by 0.37 (docs/ROBUSTNESS.md: not thread-proof yet)."""
     with mp.get_context("spawn").Pool(1) as pool:
         return torch.tensor(pool.apply(_single, (steps,)))
 
