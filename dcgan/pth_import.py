@@ -46,7 +46,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path.name} was refused: it holds Python objects other than tensors, "
                                   f"and DCGAN Studio never runs code from a pickle ({globals_asked[0]})") from exc
         raise CheckpointError(f"{path.name} is not a readable PyTorch file (corrupt or truncated?)") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, IndexError, KeyError,
+            TypeError) as exc:  # what torch's weights-only unpickler raises on random bytes, not only the first
         raise CheckpointError(f"{path.name} is not a readable PyTorch file (corrupt or truncated?): "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
