@@ -10,7 +10,7 @@ Use from a test module:
 
 `launch_app` serves `app.build_app` in this process (a Gradio server thread), so a test can also
 look at the same `Studio` the page drives (`studio_of(url)`). Apps are closed at the end of the
-test session. Without Playwright or /usr/bin/chromium the browser tests are skipped, except
+test that served them. Without Playwright or /usr/bin/chromium the browser tests are skipped, except
 under CI=true, where that is a failure.
 """
 
@@ -65,7 +65,8 @@ def close_app(url: str) -> None:
 
 
 @atexit.register
-def _close_all() -> None:
+def close_apps() -> None:
+    """Every app served so far (tests/conftest.py: after each test)."""
     for url in list(_apps):
         close_app(url)
 

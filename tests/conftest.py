@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +41,70 @@ def _metric_caches_restored(monkeypatch):
     monkeypatch.setenv("DCGAN_CACHE", os.environ.get("DCGAN_CACHE", ""))
     if not os.environ["DCGAN_CACHE"]:
         monkeypatch.delenv("DCGAN_CACHE")  # unset before the test: unset after it
+
+
+@pytest.fixture(autouse=True)
+def _apps_closed():
+    """The apps a test served (tests.browser.launch_app) end with it. Kept until the end of the session they
+    trained on and polled Gradio's queue (every millisecond: ~8 % of a core each, idle): twenty browser tests' apps
+    took more than a core from the tests after them (test_browser_inside: 131 s in the suite, 34 s alone)."""
+    yield
+    browser = sys.modules.get("tests.browser")
+    if browser is not None:
+        browser.close_apps()
+
+
+def _cpu_seconds(stat: Path) -> float:
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants() -> list[int]:
+    found, todo = [], [os.getpid()]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def busy_leftovers(window_s: float = 1.0, floor: float = 0.2) -> list[str]:
+    """This process's threads and its child processes that used more than `floor` of a core over window_s
+    (Linux /proc; elsewhere nothing)."""
+    if not Path("/proc/self/task").is_dir():
+        return []
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    stats = [(f"thread {names.get(int(t.name), t.name)}", t / "stat") for t in Path("/proc/self/task").iterdir()
+             if int(t.name) != threading.get_native_id()]
+    for pid in _descendants():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]
+        except OSError:
+            continue
+        stats.append((f"process {pid} {command}", Path(f"/proc/{pid}/stat")))
+    before = [_cpu_seconds(stat) for _, stat in stats]
+    time.sleep(window_s)
+    return [f"{name}: {used / window_s:.2f} of a core" for (name, stat), start in zip(stats, before, strict=True)
+            if (used := _cpu_seconds(stat) - start) > floor * window_s]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _nothing_left_busy(request):
+    """DIAGNOSTIC: what a module leaves working."""
+    yield
+    out = os.environ.get("DCGAN_TEST_LEFTOVERS")
+    if out:
+        time.sleep(2.0)
+        busy = busy_leftovers()
+        with open(out, "a") as fh:
+            fh.write(f"{request.node.nodeid}: {busy}\n")
 
 
 @pytest.fixture(scope="session")

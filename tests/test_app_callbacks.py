@@ -43,8 +43,11 @@ def trainer_threads() -> int:
 
 
 @pytest.fixture
-def studio(tmp_path):
+def studio(tmp_path, monkeypatch):
     s = Studio(tmp_path / "checkpoints")
+    # Explore's warm-up for each model shown (the inversion's calibration, tested in test_walkthrough_explore) ran
+    # on after these tests: three such threads took most of both cores from the modules after this one
+    monkeypatch.setattr(s, "prepare_explore", lambda model: threading.Thread())
     yield s
     s.trainer.stop(wait=True)
 
