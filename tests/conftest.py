@@ -97,7 +97,9 @@ def busy_leftovers(window_s: float = 1.0, floor: float = 0.2) -> list[str]:
 
 @pytest.fixture(autouse=True, scope="module")
 def _nothing_left_busy(request):
-    """DIAGNOSTIC: what a module leaves working."""
+    """With DCGAN_TEST_LEFTOVERS=FILE, what each module leaves working (threads, processes) is written there: how
+    test_app_callbacks' leftover warm-ups were found. Not a check: on a clean machine a studio may rightly start the
+    digit classifier's first training (1-2 minutes, a process of its own) and leave it running."""
     yield
     out = os.environ.get("DCGAN_TEST_LEFTOVERS")
     if out:
