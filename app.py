@@ -182,6 +182,14 @@ def launch(demo: gr.Blocks, studio: Studio, host: str, port: int, **options) -> 
     # interval each time a request's thread wants it back: one G forward of a slider went from 1.3 ms to 30 ms at
     # p95 beside one such thread, 1.7 ms with a 1 ms interval (docs/ROBUSTNESS.md)
     sys.setswitchinterval(0.001)
+    # Gradio runs every event inside matplotlib.get_backend(): with no backend chosen, the first event after a start
+    # imported matplotlib and pyplot (1.1 s holding the GIL on the 2-core machine: every request waited). Chosen
+    # here, that call costs nothing and pyplot is never imported (the app draws with Figure objects only). Where
+    # pyplot is imported already (a notebook that plots) its backend stays
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     demo.queue(default_concurrency_limit=4)
     block = not options.pop("prevent_thread_lock", False)
     demo.launch(server_name=host, server_port=port, css=CSS, show_error=True,

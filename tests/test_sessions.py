@@ -88,3 +88,40 @@ def test_a_serving_app_leaves_what_it_built_out_of_full_collections(tmp_path, mo
     finally:
         gc.unfreeze()
         demo.close()
+
+
+FIRST_EVENT = """
+import json, random, sys
+import app
+from dcgan.tools.crowd import Endpoints
+from gradio_client import Client
+from ui.state import Studio
+
+studio = Studio(sys.argv[1])
+demo = app.build_app(studio)
+app.launch(demo, studio, "127.0.0.1", int(sys.argv[2]), prevent_thread_lock=True, quiet=True)
+before = "matplotlib.pyplot" in sys.modules
+page = Client(demo.local_url, verbose=False, download_files=False)
+page.predict(*Endpoints(page.view_api(return_format="dict", print_info=False)).args("train_status", random.Random(0)),
+             api_name="/train_status")
+print("SEEN", json.dumps({"before": before, "after": "matplotlib.pyplot" in sys.modules}), flush=True)
+demo.close()
+"""
+
+
+def test_the_first_event_after_a_start_imports_no_pyplot(tmp_path):
+    """Gradio wraps each event in matplotlib.get_backend(); with no backend chosen the first one imported pyplot in
+    the server's event loop (1.1 s holding the GIL). A fresh process, as a Space after a restart."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run([sys.executable, "-c", FIRST_EVENT, str(tmp_path / "checkpoints"), str(free_port())],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(next(line[5:] for line in out.stdout.splitlines() if line.startswith("SEEN ")))
+    assert seen == {"before": False, "after": False}
