@@ -54,45 +54,32 @@ def _apps_closed():
         browser.close_apps()
 
 
-def _cpu_seconds(stat: Path) -> float:
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except OSError:  # ended meanwhile
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _descendants() -> list[int]:
-    found, todo = [], [os.getpid()]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
 def busy_leftovers(window_s: float = 1.0, floor: float = 0.2) -> list[str]:
-    """This process's threads and its child processes that used more than `floor` of a core over window_s
+    """This process's threads and its descendant processes that used more than `floor` of a core over window_s
     (Linux /proc; elsewhere nothing)."""
     if not Path("/proc/self/task").is_dir():
         return []
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    stats = [(f"thread {names.get(int(t.name), t.name)}", t / "stat") for t in Path("/proc/self/task").iterdir()
-             if int(t.name) != threading.get_native_id()]
-    for pid in _descendants():
+    from dcgan.tools.pagecost import descendants, proc_stat
+
+    me = os.getpid()
+    names = {(me, t.native_id): f"thread {t.name}" for t in threading.enumerate()}
+    ids = [(me, int(t.name)) for t in Path("/proc/self/task").iterdir() if int(t.name) != threading.get_native_id()]
+    for pid in descendants(me):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]
         except OSError:
             continue
-        stats.append((f"process {pid} {command}", Path(f"/proc/{pid}/stat")))
-    before = [_cpu_seconds(stat) for _, stat in stats]
+        names[(pid, None)] = f"process {pid} {command}"
+        ids.append((pid, None))
+
+    def cpu(pid: int, thread: int | None) -> float:
+        info = proc_stat(pid, thread)
+        return info[1] if info else 0.0
+
+    before = [cpu(*i) for i in ids]
     time.sleep(window_s)
-    return [f"{name}: {used / window_s:.2f} of a core" for (name, stat), start in zip(stats, before, strict=True)
-            if (used := _cpu_seconds(stat) - start) > floor * window_s]
+    return [f"{names.get(i, f'thread {i[1]}')}: {used / window_s:.2f} of a core"
+            for i, start in zip(ids, before, strict=True) if (used := cpu(*i) - start) > floor * window_s]
 
 
 @pytest.fixture(autouse=True, scope="module")

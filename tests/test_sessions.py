@@ -3,6 +3,12 @@ works: its State, component updates, and the app's own pages."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
@@ -112,12 +118,6 @@ demo.close()
 def test_the_first_event_after_a_start_imports_no_pyplot(tmp_path):
     """Gradio wraps each event in matplotlib.get_backend(); with no backend chosen the first one imported pyplot in
     the server's event loop (1.1 s holding the GIL). A fresh process, as a Space after a restart."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     out = subprocess.run([sys.executable, "-c", FIRST_EVENT, str(tmp_path / "checkpoints"), str(free_port())],

@@ -26,35 +26,38 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a process, from /proc (None once it is gone)."""
+def proc_stat(pid: int, thread: int | None = None) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a process, or of one of its threads, from /proc (None once it is gone).
+    (/proc/TID/stat would give the whole process's time: a thread's own is under /proc/PID/task/TID.)"""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
 
 
-def descendants_cpu(root: int) -> float:
-    """CPU seconds used so far by root's descendant processes (Chromium's, under Playwright's driver)."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := _stat(int(entry))) is not None:
-            table[int(entry)] = info
+def descendants(root: int) -> list[int]:
+    """Every live process below root (children, their children, ...)."""
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, stack = 0.0, list(children.get(root, []))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (info := proc_stat(int(entry))) is not None:
+            children.setdefault(info[0], []).append(int(entry))
+    found, stack = [], list(children.get(root, []))
     while stack:
         pid = stack.pop()
-        total += table[pid][1]
+        found.append(pid)
         stack += children.get(pid, [])
-    return total
+    return found
+
+
+def descendants_cpu(root: int) -> float:
+    """CPU seconds used so far by root's descendant processes (Chromium's, under Playwright's driver)."""
+    return sum(info[1] for pid in descendants(root) if (info := proc_stat(pid)) is not None)
 
 
 def children_of(pid: int) -> set[int]:
-    return {int(e) for e in os.listdir("/proc") if e.isdigit() and (info := _stat(int(e))) is not None
+    return {int(e) for e in os.listdir("/proc") if e.isdigit() and (info := proc_stat(int(e))) is not None
             and info[0] == pid}
 
 
